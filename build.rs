@@ -1,0 +1,12 @@
+//! Compiles the driver API (`proto/v1alpha1/service.proto`) into Rust with a
+//! vendored `protoc`, so no system install is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_with_config(config, &["proto/v1alpha1/service.proto"], &["proto"])?;
+    Ok(())
+}

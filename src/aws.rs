@@ -1,0 +1,325 @@
+//! AWS plumbing shared by identity (STS) and fetch (Secrets Manager, SSM):
+//! one SDK configuration read once from the standard environment, one HTTP
+//! client and connection pool, per-region clients that sign with the pod's
+//! own credentials, and the single classification of SDK errors.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use aws_config::{AppName, BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_secretsmanager::config::Region;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::secret::SecretString;
+
+/// Temporary AWS credentials of one pod.
+#[derive(Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub session_token: SecretString,
+    pub expiration: Option<SystemTime>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &"<redacted>")
+            .field("expiration", &self.expiration)
+            .finish()
+    }
+}
+
+impl Credentials {
+    fn to_sdk(&self) -> aws_credential_types::Credentials {
+        aws_credential_types::Credentials::new(
+            self.access_key_id.clone(),
+            self.secret_access_key.expose().to_string(),
+            Some(self.session_token.expose().to_string()),
+            self.expiration,
+            "csi-provider-aws-pod",
+        )
+    }
+}
+
+/// Errors building the shared AWS configuration at start.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsSetupError {
+    #[error("failed to read the CA bundle {path} named by AWS_CA_BUNDLE: {source}")]
+    CaBundle {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid TLS configuration: {0}")]
+    Tls(String),
+    #[error("invalid application name {0:?} for the AWS User-Agent")]
+    AppName(String),
+}
+
+/// The AWS side of the provider: configuration and client construction.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    config: SdkConfig,
+}
+
+impl AwsClients {
+    /// Loads the SDK configuration from the environment (`AWS_ENDPOINT_URL*`,
+    /// `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`,
+    /// `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, profile files), with an HTTP
+    /// client that honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` and
+    /// `AWS_CA_BUNDLE`. No credentials are loaded: every call is signed with
+    /// the credentials of the pod it serves.
+    pub async fn from_env(app_version: &str) -> Result<Self, AwsSetupError> {
+        let mut trust = TrustStore::default();
+        if let Ok(path) = std::env::var("AWS_CA_BUNDLE")
+            && !path.is_empty()
+        {
+            let pem = std::fs::read(&path).map_err(|source| AwsSetupError::CaBundle { path, source })?;
+            trust = trust.with_pem_certificate(pem);
+        }
+        let tls_context = TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .map_err(|e| AwsSetupError::Tls(DisplayErrorContext(&e).to_string()))?;
+        let http_client = aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+            let mut builder = aws_smithy_http_client::Connector::builder().proxy_config(ProxyConfig::from_env());
+            if let Some(settings) = settings {
+                builder = builder.connector_settings(settings.clone());
+            }
+            if let Some(sleep) = components.and_then(|c| c.sleep_impl()) {
+                builder = builder.sleep_impl(sleep);
+            }
+            builder
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                .tls_context(tls_context.clone())
+                .build()
+        });
+        let app = format!("csi-provider-aws-{app_version}");
+        let app_name = AppName::new(app.clone()).map_err(|_| AwsSetupError::AppName(app))?;
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .no_credentials()
+            .app_name(app_name)
+            .http_client(http_client)
+            .load()
+            .await;
+        Ok(Self { config })
+    }
+
+    /// The region of the environment (`AWS_REGION`, or the profile's).
+    pub fn env_region(&self) -> Option<String> {
+        self.config.region().map(|r| r.to_string())
+    }
+
+    /// An STS client for a region. `AssumeRoleWithWebIdentity` is unsigned.
+    pub fn sts(&self, region: &str) -> aws_sdk_sts::Client {
+        let conf = aws_sdk_sts::config::Builder::from(&self.config)
+            .region(Region::new(region.to_string()))
+            .build();
+        aws_sdk_sts::Client::from_conf(conf)
+    }
+
+    /// A Secrets Manager client for a region, signing with `creds`.
+    pub fn secrets_manager(&self, region: &str, creds: &Credentials) -> aws_sdk_secretsmanager::Client {
+        let conf = aws_sdk_secretsmanager::config::Builder::from(&self.config)
+            .region(Region::new(region.to_string()))
+            .credentials_provider(SharedCredentialsProvider::new(creds.to_sdk()))
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(conf)
+    }
+
+    /// An SSM client for a region, signing with `creds`.
+    pub fn ssm(&self, region: &str, creds: &Credentials) -> aws_sdk_ssm::Client {
+        let conf = aws_sdk_ssm::config::Builder::from(&self.config)
+            .region(Region::new(region.to_string()))
+            .credentials_provider(SharedCredentialsProvider::new(creds.to_sdk()))
+            .build();
+        aws_sdk_ssm::Client::from_conf(conf)
+    }
+}
+
+/// What kind of failure an AWS call ended in. This drives failover (only
+/// `Throttled` and `Unavailable` move on to the failover region) and the
+/// gRPC status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    NotFound,
+    AccessDenied,
+    /// Throttled after the SDK's retries.
+    Throttled,
+    /// 5xx, timeout, connection failure.
+    Unavailable,
+    /// Any other client error (a modeled 4xx).
+    Rejected,
+}
+
+impl Failure {
+    /// Whether another region may succeed where this one failed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Failure::Throttled | Failure::Unavailable)
+    }
+}
+
+/// A classified AWS error: what went wrong, the service's code and message.
+/// Never contains request payloads or credentials.
+#[derive(Debug, Clone)]
+pub struct AwsError {
+    pub failure: Failure,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{code}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for AwsError {}
+
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "RequestThrottled",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+];
+const NOT_FOUND_CODES: &[&str] = &[
+    "ResourceNotFoundException",
+    "ParameterNotFound",
+    "ParameterVersionNotFound",
+    "NoSuchEntity",
+];
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "KMSAccessDeniedException",
+];
+const UNAVAILABLE_CODES: &[&str] = &[
+    "InternalServiceError",
+    "InternalServiceErrorException",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "IDPCommunicationError",
+];
+
+/// Classifies a service error by its code and HTTP status.
+pub fn classify_code(code: Option<&str>, status: u16) -> Failure {
+    let is = |set: &[&str]| code.is_some_and(|c| set.contains(&c));
+    if is(THROTTLING_CODES) || status == 429 {
+        Failure::Throttled
+    } else if is(UNAVAILABLE_CODES) || status >= 500 {
+        Failure::Unavailable
+    } else if is(NOT_FOUND_CODES) {
+        Failure::NotFound
+    } else if is(ACCESS_DENIED_CODES) || status == 403 {
+        Failure::AccessDenied
+    } else {
+        Failure::Rejected
+    }
+}
+
+/// Classifies any SDK error. The one place SDK failures become [`Failure`]s.
+pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().map(str::to_string);
+            let status = se.raw().status().as_u16();
+            AwsError {
+                failure: classify_code(code.as_deref(), status),
+                message: se
+                    .err()
+                    .message()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("HTTP status {status}")),
+                code,
+            }
+        }
+        SdkError::ResponseError(re) => {
+            let status = re.raw().status().as_u16();
+            AwsError {
+                failure: if status >= 500 {
+                    Failure::Unavailable
+                } else {
+                    Failure::Rejected
+                },
+                code: None,
+                message: format!("unreadable response with HTTP status {status}"),
+            }
+        }
+        SdkError::DispatchFailure(d) if d.is_user() => AwsError {
+            failure: Failure::Rejected,
+            code: None,
+            message: DisplayErrorContext(err).to_string(),
+        },
+        SdkError::ConstructionFailure(_) => AwsError {
+            failure: Failure::Rejected,
+            code: None,
+            message: DisplayErrorContext(err).to_string(),
+        },
+        _ => AwsError {
+            failure: Failure::Unavailable,
+            code: None,
+            message: DisplayErrorContext(err).to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_5xx_are_retryable_but_4xx_are_not() {
+        assert_eq!(classify_code(Some("ThrottlingException"), 400), Failure::Throttled);
+        assert_eq!(classify_code(None, 429), Failure::Throttled);
+        assert_eq!(classify_code(Some("InternalServiceError"), 500), Failure::Unavailable);
+        assert_eq!(classify_code(None, 503), Failure::Unavailable);
+        assert_eq!(classify_code(Some("ResourceNotFoundException"), 400), Failure::NotFound);
+        assert_eq!(classify_code(Some("AccessDeniedException"), 400), Failure::AccessDenied);
+        assert_eq!(classify_code(None, 403), Failure::AccessDenied);
+        assert_eq!(classify_code(Some("ValidationException"), 400), Failure::Rejected);
+        assert!(Failure::Throttled.is_retryable());
+        assert!(Failure::Unavailable.is_retryable());
+        assert!(!Failure::NotFound.is_retryable());
+        assert!(!Failure::AccessDenied.is_retryable());
+        assert!(!Failure::Rejected.is_retryable());
+    }
+
+    #[test]
+    fn credentials_debug_is_redacted() {
+        let c = Credentials {
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: SecretString::new("very-secret-key".into()),
+            session_token: SecretString::new("session-token-canary".into()),
+            expiration: None,
+        };
+        let out = format!("{c:?}");
+        assert!(!out.contains("very-secret-key") && !out.contains("session-token-canary"), "{out}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Operator commands beside the server.
+
+pub mod mount;

@@ -1,0 +1,175 @@
+//! Command line: the reference's flags with the same names and defaults
+//! (Go's `-flag` spelling is accepted too), plus our own.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::identity::pod_identity::{DEFAULT_IPV4_ENDPOINT, DEFAULT_IPV6_ENDPOINT};
+
+/// Default socket directory (the driver's `--provider-volume`).
+pub const DEFAULT_PROVIDER_VOLUME: &str = "/var/run/secrets-store-csi-providers";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "csi-provider-aws",
+    version,
+    about = "AWS Secrets Manager and SSM Parameter Store provider for the Secrets Store CSI driver",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the provider API (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Play the driver's role: mount a SecretProviderClass through a running provider.
+    Mount(crate::cli::mount::MountArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Directory of the provider socket; the socket is <dir>/aws.sock.
+    #[arg(long, default_value = DEFAULT_PROVIDER_VOLUME)]
+    pub provider_volume: PathBuf,
+    /// Return files to the driver instead of writing them into the pod volume.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", action = ArgAction::Set)]
+    pub driver_writes_secrets: bool,
+    /// Kubernetes API queries per second.
+    #[arg(long, default_value_t = 5.0)]
+    pub qps: f32,
+    /// Kubernetes API burst.
+    #[arg(long, default_value_t = 10)]
+    pub burst: u32,
+    /// Version reported in the AWS User-Agent instead of ours.
+    #[arg(long, default_value = "")]
+    pub eks_addon_version: String,
+    /// HTTP timeout for the EKS Pod Identity Agent (e.g. 2s, 500ms).
+    #[arg(long, default_value = "")]
+    pub pod_identity_http_timeout: String,
+    /// EKS Pod Identity Agent credentials URL over IPv4.
+    #[arg(long, default_value = DEFAULT_IPV4_ENDPOINT)]
+    pub pod_identity_endpoint_ipv4: String,
+    /// EKS Pod Identity Agent credentials URL over IPv6.
+    #[arg(long, default_value = DEFAULT_IPV6_ENDPOINT)]
+    pub pod_identity_endpoint_ipv6: String,
+}
+
+impl ServeArgs {
+    /// The Pod Identity timeout: unparsable or non-positive values are
+    /// ignored with a warning (as the reference does), long ones warned about.
+    pub fn pod_identity_timeout(&self) -> Option<Duration> {
+        let raw = self.pod_identity_http_timeout.trim();
+        if raw.is_empty() {
+            return None;
+        }
+        match parse_duration(raw) {
+            Some(d) if !d.is_zero() => {
+                if d > Duration::from_secs(30) {
+                    tracing::warn!(timeout = raw, "--pod-identity-http-timeout is longer than 30s");
+                }
+                Some(d)
+            }
+            _ => {
+                tracing::warn!(timeout = raw, "ignoring invalid --pod-identity-http-timeout");
+                None
+            }
+        }
+    }
+
+    /// The version for the User-Agent.
+    pub fn app_version(&self) -> String {
+        if self.eks_addon_version.is_empty() {
+            env!("CARGO_PKG_VERSION").to_string()
+        } else {
+            self.eks_addon_version.clone()
+        }
+    }
+}
+
+/// Parses a duration such as `2s`, `500ms`, `1m30s`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    humantime::parse_duration(s).ok()
+}
+
+/// Long flags that Go's flag package also accepts with a single dash.
+const GO_FLAGS: &[&str] = &[
+    "provider-volume",
+    "driver-writes-secrets",
+    "qps",
+    "burst",
+    "eks-addon-version",
+    "pod-identity-http-timeout",
+    "pod-identity-endpoint-ipv4",
+    "pod-identity-endpoint-ipv6",
+];
+
+/// Rewrites Go-style `-flag` arguments to `--flag`.
+pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i > 0 && a.starts_with('-') && !a.starts_with("--") {
+                let name = a[1..].split('=').next().unwrap_or_default();
+                if GO_FLAGS.contains(&name) {
+                    return format!("-{a}");
+                }
+            }
+            a
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let args = normalize_args(args.iter().map(|s| s.to_string()));
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let c = parse(&["csi-provider-aws"]);
+        assert_eq!(c.serve.provider_volume, PathBuf::from(DEFAULT_PROVIDER_VOLUME));
+        assert!(!c.serve.driver_writes_secrets);
+        assert_eq!(c.serve.qps, 5.0);
+        assert_eq!(c.serve.burst, 10);
+        assert_eq!(c.serve.pod_identity_timeout(), None);
+        assert_eq!(c.serve.pod_identity_endpoint_ipv4, DEFAULT_IPV4_ENDPOINT);
+    }
+
+    #[test]
+    fn driver_writes_secrets_accepts_bare_and_valued_forms() {
+        assert!(parse(&["x", "--driver-writes-secrets"]).serve.driver_writes_secrets);
+        assert!(parse(&["x", "--driver-writes-secrets=true"]).serve.driver_writes_secrets);
+        assert!(!parse(&["x", "--driver-writes-secrets=false"]).serve.driver_writes_secrets);
+        assert!(parse(&["x", "-driver-writes-secrets"]).serve.driver_writes_secrets);
+    }
+
+    #[test]
+    fn go_style_single_dash_flags_are_accepted() {
+        let c = parse(&["x", "-provider-volume=/tmp/p", "-qps", "20", "--burst=40"]);
+        assert_eq!(c.serve.provider_volume, PathBuf::from("/tmp/p"));
+        assert_eq!(c.serve.qps, 20.0);
+        assert_eq!(c.serve.burst, 40);
+    }
+
+    #[test]
+    fn pod_identity_timeout_parses_durations_and_ignores_bad_values() {
+        let t = |v: &str| parse(&["x", &format!("--pod-identity-http-timeout={v}")]).serve.pod_identity_timeout();
+        assert_eq!(t("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(t("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(t("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(t("banana"), None);
+        assert_eq!(t("0s"), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! EKS Pod Identity: `GET /v1/credentials` on the node-local agent with the
+//! pod's `pods.eks.amazonaws.com` token in `Authorization`. With the `auto`
+//! address preference, IPv6 is tried when IPv4 cannot be reached (connection
+//! refused, unreachable, timed out); `ipv4`/`ipv6` use one address only.
+
+use std::time::{Duration, SystemTime};
+
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use super::IdentityError;
+use crate::aws::{Credentials, Failure};
+use crate::secret::SecretString;
+use crate::spec::AddressPreference;
+
+/// Default agent endpoints.
+pub const DEFAULT_IPV4_ENDPOINT: &str = "http://169.254.170.23/v1/credentials";
+pub const DEFAULT_IPV6_ENDPOINT: &str = "http://[fd00:ec2::23]/v1/credentials";
+/// Timeout of one agent request when `--pod-identity-http-timeout` is unset.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const ATTEMPTS: u32 = 3;
+
+/// Where the agent is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct PodIdentityConfig {
+    pub ipv4_endpoint: String,
+    pub ipv6_endpoint: String,
+    pub timeout: Duration,
+}
+
+impl Default for PodIdentityConfig {
+    fn default() -> Self {
+        Self {
+            ipv4_endpoint: DEFAULT_IPV4_ENDPOINT.to_string(),
+            ipv6_endpoint: DEFAULT_IPV6_ENDPOINT.to_string(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// A client for the Pod Identity Agent, sharing one connection pool.
+#[derive(Clone)]
+pub struct PodIdentityClient {
+    config: PodIdentityConfig,
+    http: Client<HttpConnector, Empty<Bytes>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AgentCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    token: String,
+    expiration: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AgentError {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// One failed attempt against one address.
+enum Attempt {
+    /// The address could not be reached: try the other family (auto).
+    Unreachable(String),
+    /// The agent answered with an error or garbage.
+    Failed { failure: Failure, message: String },
+}
+
+impl PodIdentityClient {
+    pub fn new(config: PodIdentityConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeout));
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new()).build(connector);
+        Self { config, http }
+    }
+
+    /// Credentials for the pod whose token this is.
+    pub async fn credentials(
+        &self,
+        preference: AddressPreference,
+        token: &SecretString,
+    ) -> Result<Credentials, IdentityError> {
+        if token.expose().contains(['\r', '\n']) {
+            return Err(IdentityError::PodIdentity {
+                url: self.config.ipv4_endpoint.clone(),
+                failure: Failure::Rejected,
+                message: "the pods.eks.amazonaws.com token contains a line break".to_string(),
+            });
+        }
+        let urls: Vec<&str> = match preference {
+            AddressPreference::Ipv4 => vec![&self.config.ipv4_endpoint],
+            AddressPreference::Ipv6 => vec![&self.config.ipv6_endpoint],
+            AddressPreference::Auto => vec![&self.config.ipv4_endpoint, &self.config.ipv6_endpoint],
+        };
+        let mut last_error = None;
+        for (i, url) in urls.iter().enumerate() {
+            let has_next = i + 1 < urls.len();
+            for attempt in 1..=ATTEMPTS {
+                match self.get(url, token).await {
+                    Ok(c) => return Ok(c),
+                    Err(Attempt::Unreachable(message)) => {
+                        last_error = Some(IdentityError::PodIdentity {
+                            url: url.to_string(),
+                            failure: Failure::Unavailable,
+                            message,
+                        });
+                        if has_next {
+                            tracing::info!(%url, "Pod Identity Agent unreachable; trying the next address");
+                            break;
+                        }
+                    }
+                    Err(Attempt::Failed { failure, message }) => {
+                        let err = IdentityError::PodIdentity {
+                            url: url.to_string(),
+                            failure,
+                            message,
+                        };
+                        if !failure.is_retryable() {
+                            return Err(err);
+                        }
+                        last_error = Some(err);
+                    }
+                }
+                if attempt < ATTEMPTS {
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+        Err(last_error.unwrap_or(IdentityError::PodIdentity {
+            url: self.config.ipv4_endpoint.clone(),
+            failure: Failure::Unavailable,
+            message: "no agent address to try".to_string(),
+        }))
+    }
+
+    async fn get(&self, url: &str, token: &SecretString) -> Result<Credentials, Attempt> {
+        let mut auth = http::HeaderValue::from_str(token.expose()).map_err(|_| Attempt::Failed {
+            failure: Failure::Rejected,
+            message: "the pods.eks.amazonaws.com token is not a valid header value".to_string(),
+        })?;
+        auth.set_sensitive(true);
+        let request = Request::get(url)
+            .header(header::AUTHORIZATION, auth)
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| Attempt::Failed {
+                failure: Failure::Rejected,
+                message: format!("invalid agent URL: {e}"),
+            })?;
+        let response = match tokio::time::timeout(self.config.timeout, self.http.request(request)).await {
+            Err(_) => return Err(Attempt::Unreachable(format!("timed out after {:?}", self.config.timeout))),
+            Ok(Err(e)) if e.is_connect() => return Err(Attempt::Unreachable(format!("cannot connect: {e}"))),
+            Ok(Err(e)) => {
+                return Err(Attempt::Failed {
+                    failure: Failure::Unavailable,
+                    message: format!("request failed: {e}"),
+                });
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        let body = match tokio::time::timeout(self.config.timeout, response.into_body().collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => {
+                return Err(Attempt::Failed {
+                    failure: Failure::Unavailable,
+                    message: format!("failed to read the response: {e}"),
+                });
+            }
+            Err(_) => {
+                return Err(Attempt::Failed {
+                    failure: Failure::Unavailable,
+                    message: "timed out reading the response".to_string(),
+                });
+            }
+        };
+        if status != StatusCode::OK {
+            let detail = serde_json::from_slice::<AgentError>(&body)
+                .ok()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e.code.unwrap_or_else(|| "error".into()),
+                        e.message.unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            let failure = if status.is_server_error() {
+                Failure::Unavailable
+            } else if status == StatusCode::TOO_MANY_REQUESTS {
+                Failure::Throttled
+            } else if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
+                Failure::AccessDenied
+            } else if status == StatusCode::NOT_FOUND {
+                Failure::NotFound
+            } else {
+                Failure::Rejected
+            };
+            return Err(Attempt::Failed {
+                failure,
+                message: format!("HTTP {} {}", status.as_u16(), detail).trim_end().to_string(),
+            });
+        }
+        let creds: AgentCredentials = serde_json::from_slice(&body).map_err(|_| Attempt::Failed {
+            failure: Failure::Unavailable,
+            message: "the response is not a credentials document".to_string(),
+        })?;
+        let expiration = creds.expiration.as_deref().and_then(|e| {
+            aws_smithy_types::DateTime::from_str(e, aws_smithy_types::date_time::Format::DateTime)
+                .ok()
+                .and_then(|d| SystemTime::try_from(d).ok())
+        });
+        Ok(Credentials {
+            access_key_id: creds.access_key_id,
+            secret_access_key: SecretString::new(creds.secret_access_key),
+            session_token: SecretString::new(creds.token),
+            expiration,
+        })
+    }
+}

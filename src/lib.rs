@@ -1,0 +1,22 @@
+//! `csi-provider-aws`: an AWS Secrets Manager and SSM Parameter Store
+//! provider for the Kubernetes Secrets Store CSI driver.
+//!
+//! A mount reads top to bottom in [`mount::Provider::mount`]: [`spec`]
+//! (parse and validate) → [`identity`] (the pod's own credentials) →
+//! [`fetch`] (Secrets Manager, SSM) → [`render`] (files, versions, the
+//! atomic writer). [`server`] owns the socket and the mapping of errors to
+//! gRPC statuses.
+
+pub mod aws;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod fetch;
+pub mod identity;
+pub mod kube;
+pub mod mount;
+pub mod proto;
+pub mod render;
+pub mod secret;
+pub mod server;
+pub mod spec;

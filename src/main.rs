@@ -1,0 +1,102 @@
+//! The `csi-provider-aws` binary: serve the provider API (default), or run
+//! an operator command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use csi_provider_aws::aws::AwsClients;
+use csi_provider_aws::config::{Cli, Command, ServeArgs, normalize_args};
+use csi_provider_aws::identity::{IdentityResolver, PodIdentityClient, PodIdentityConfig};
+use csi_provider_aws::kube::KubeClient;
+use csi_provider_aws::mount::{MountSettings, Provider};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Some(Command::Mount(args)) => match csi_provider_aws::cli::mount::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Some(Command::Serve(args)) => serve(args).await,
+            None => serve(cli.serve).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "starting; this provider requires tokenRequests for sts.amazonaws.com and \
+         pods.eks.amazonaws.com in the CSIDriver spec"
+    );
+    let aws = match AwsClients::from_env(&args.app_version()).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid AWS configuration");
+            return ExitCode::from(64);
+        }
+    };
+    let kube = match KubeClient::from_env(args.qps, args.burst).await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build a Kubernetes client (set KUBECONFIG or run in a cluster)");
+            return ExitCode::from(64);
+        }
+    };
+    let mut pod_identity = PodIdentityConfig {
+        ipv4_endpoint: args.pod_identity_endpoint_ipv4.clone(),
+        ipv6_endpoint: args.pod_identity_endpoint_ipv6.clone(),
+        ..PodIdentityConfig::default()
+    };
+    if let Some(t) = args.pod_identity_timeout() {
+        pod_identity.timeout = t;
+    }
+    let identity = IdentityResolver {
+        aws: aws.clone(),
+        kube: kube.clone(),
+        pod_identity: PodIdentityClient::new(pod_identity),
+    };
+    let provider = Provider::new(
+        MountSettings {
+            driver_writes: args.driver_writes_secrets,
+        },
+        aws,
+        kube,
+        identity,
+    );
+    match csi_provider_aws::server::serve(provider, &args.provider_volume, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+}

@@ -1,0 +1,205 @@
+//! The gRPC server on `<provider-volume>/aws.sock`: socket lifecycle
+//! (stale socket removed, owner-only mode, removed on shutdown), graceful
+//! drain of in-flight mounts, and the `CSIDriverProvider` service. This is
+//! the only place that turns a [`MountError`] into a `tonic::Status`.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::aws::Failure;
+use crate::mount::{MountError, Provider};
+use crate::proto::v1alpha1::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
+use crate::proto::v1alpha1::{MountRequest, MountResponse, VersionRequest, VersionResponse};
+use crate::spec::keys;
+
+/// The socket file name the driver looks for (`provider: aws`).
+pub const SOCKET_NAME: &str = "aws.sock";
+/// The API version of the driver contract.
+pub const API_VERSION: &str = "v1alpha1";
+/// Our runtime name, reported by `Version`.
+pub const RUNTIME_NAME: &str = "csi-provider-aws";
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("failed to prepare the socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} exists and is not a socket; refusing to remove it")]
+    NotASocket { path: PathBuf },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The `CSIDriverProvider` service.
+pub struct ProviderService {
+    provider: Arc<Provider>,
+}
+
+impl ProviderService {
+    pub fn new(provider: Arc<Provider>) -> Self {
+        Self { provider }
+    }
+}
+
+#[tonic::async_trait]
+impl CsiDriverProvider for ProviderService {
+    async fn version(&self, _req: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            version: API_VERSION.to_string(),
+            runtime_name: RUNTIME_NAME.to_string(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn mount(&self, req: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+        let req = req.into_inner();
+        let pod = PodLabel::from_attributes(&req.attributes);
+        let span = tracing::info_span!("mount", namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid);
+        let _enter = span.enter();
+        let started = Instant::now();
+        drop(_enter);
+        let result = tracing::Instrument::instrument(self.provider.mount(&req), span.clone()).await;
+        let _enter = span.enter();
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(resp) => {
+                tracing::info!(objects = resp.object_version.len(), elapsed_ms, "mount succeeded");
+                Ok(Response::new(resp))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, code = error_code(&e), elapsed_ms, "mount failed");
+                Err(status(&e))
+            }
+        }
+    }
+}
+
+/// Pod identification for logs, read leniently from the attributes.
+struct PodLabel {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+impl PodLabel {
+    fn from_attributes(attributes: &str) -> Self {
+        let map: std::collections::HashMap<String, serde_json::Value> =
+            serde_json::from_str(attributes).unwrap_or_default();
+        let get = |k: &str| map.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        Self {
+            namespace: get(keys::POD_NAMESPACE),
+            name: get(keys::POD_NAME),
+            uid: get(keys::POD_UID),
+        }
+    }
+}
+
+/// The gRPC status of a failed mount: the message users read in the pod's
+/// `FailedMount` event, with a code that fits the failure.
+pub fn status(e: &MountError) -> Status {
+    let code = match e {
+        MountError::Spec(_) | MountError::Render(_) => tonic::Code::InvalidArgument,
+        MountError::Write(_) | MountError::Internal(_) => tonic::Code::Internal,
+        other => match other.failure() {
+            Failure::NotFound => tonic::Code::NotFound,
+            Failure::AccessDenied => tonic::Code::PermissionDenied,
+            Failure::Throttled => tonic::Code::ResourceExhausted,
+            Failure::Unavailable => tonic::Code::Unavailable,
+            Failure::Rejected => tonic::Code::FailedPrecondition,
+        },
+    };
+    Status::new(code, e.to_string())
+}
+
+/// A stable, bounded error code (for logs and metrics).
+pub fn error_code(e: &MountError) -> &'static str {
+    match e {
+        MountError::Spec(_) => "InvalidRequest",
+        MountError::Region(_) => "RegionLookupFailed",
+        MountError::Render(_) => "JmesPathFailed",
+        MountError::Write(_) => "FileWriteFailed",
+        MountError::Internal(_) => "Internal",
+        MountError::Identity(i) => match i.failure() {
+            Failure::AccessDenied => "CredentialsDenied",
+            Failure::Throttled => "CredentialsThrottled",
+            Failure::Unavailable => "CredentialsUnavailable",
+            Failure::NotFound | Failure::Rejected => "CredentialsRejected",
+        },
+        MountError::Fetch(f) => match f.failure() {
+            Failure::NotFound => "ObjectNotFound",
+            Failure::AccessDenied => "AccessDenied",
+            Failure::Throttled => "Throttled",
+            Failure::Unavailable => "AwsUnavailable",
+            Failure::Rejected => "AwsRejected",
+        },
+    }
+}
+
+/// Binds `<dir>/aws.sock` with mode 0600. The socket is created inside a
+/// private directory and renamed into place, so it is never reachable with
+/// looser permissions. A stale socket is removed first.
+pub fn bind_socket(dir: &Path) -> Result<(UnixListener, PathBuf), ServerError> {
+    let path = dir.join(SOCKET_NAME);
+    let sock_err = |source| ServerError::Socket {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(sock_err)?;
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_socket() || m.file_type().is_symlink() => {
+            std::fs::remove_file(&path).map_err(sock_err)?;
+        }
+        Ok(_) => return Err(ServerError::NotASocket { path }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(sock_err(e)),
+    }
+    let private = dir.join(format!(".{SOCKET_NAME}.{}.d", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::create_dir(&private).map_err(sock_err)?;
+    let result = (|| {
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+        let tmp = private.join(SOCKET_NAME);
+        let listener = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, &path)?;
+        Ok::<_, io::Error>(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    Ok((result.map_err(sock_err)?, path))
+}
+
+/// Serves until `shutdown` resolves; then removes the socket (no new
+/// mounts reach us) and waits for in-flight mounts to finish.
+pub async fn serve(
+    provider: Arc<Provider>,
+    socket_dir: &Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let (listener, path) = bind_socket(socket_dir)?;
+    tracing::info!(socket = %path.display(), "serving the CSI driver provider API");
+    let remove_path = path.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: removing the socket and draining in-flight mounts");
+        let _ = std::fs::remove_file(&remove_path);
+    };
+    tonic::transport::Server::builder()
+        .add_service(CsiDriverProviderServer::new(ProviderService::new(provider)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    let _ = std::fs::remove_file(&path);
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! Parsing and validating a `MountRequest`: attributes, parameters, tokens,
+//! permission and objects. Everything here is pure: no Kubernetes or AWS
+//! call happens before a request has passed all of it.
+
+pub mod arn;
+pub mod objects;
+pub mod paths;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::secret::SecretString;
+pub use objects::{FailoverSpec, JmesSpec, ObjectRules, ObjectSpec};
+pub use paths::{PathRule, PathTranslation};
+
+/// Attribute keys set by the kubelet and the driver.
+pub mod keys {
+    pub const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+    pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+    pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
+    pub const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
+    pub const TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
+    pub const OBJECTS: &str = "objects";
+    pub const REGION: &str = "region";
+    pub const FAILOVER_REGION: &str = "failoverRegion";
+    pub const PATH_TRANSLATION: &str = "pathTranslation";
+    pub const USE_POD_IDENTITY: &str = "usePodIdentity";
+    pub const PREFERRED_ADDRESS_TYPE: &str = "preferredAddressType";
+}
+
+/// Token audience for IRSA.
+pub const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
+/// Token audience for EKS Pod Identity.
+pub const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
+
+/// Where an object lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    SecretsManager,
+    Ssm,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::SecretsManager => "secretsmanager",
+            ObjectKind::Ssm => "ssmparameter",
+        }
+    }
+}
+
+/// Which EKS Pod Identity Agent address to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressPreference {
+    /// IPv4, falling back to IPv6 when IPv4 cannot connect.
+    #[default]
+    Auto,
+    Ipv4,
+    Ipv6,
+}
+
+/// How the pod's AWS identity is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// IAM Roles for Service Accounts (the default).
+    Irsa,
+    /// EKS Pod Identity.
+    PodIdentity(AddressPreference),
+}
+
+impl AuthMode {
+    pub fn audience(self) -> &'static str {
+        match self {
+            AuthMode::Irsa => IRSA_AUDIENCE,
+            AuthMode::PodIdentity(_) => POD_IDENTITY_AUDIENCE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Irsa => "irsa",
+            AuthMode::PodIdentity(_) => "pod-identity",
+        }
+    }
+}
+
+/// The pod a mount is for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub uid: Option<String>,
+    pub service_account: Option<String>,
+}
+
+/// A fully validated mount request.
+#[derive(Debug)]
+pub struct MountSpec {
+    pub target_path: PathBuf,
+    pub pod: PodInfo,
+    pub auth: AuthMode,
+    /// The token for `auth`'s audience.
+    pub token: SecretString,
+    /// SPC `region`, if set.
+    pub region: Option<String>,
+    /// SPC `failoverRegion`, if set.
+    pub failover_region: Option<String>,
+    pub translation: PathTranslation,
+    pub default_mode: u32,
+    pub objects: Vec<ObjectSpec>,
+}
+
+/// A request that is malformed or names invalid parameters.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("Missing mount path")]
+    MissingTargetPath,
+    #[error("target path {0} is not an absolute path")]
+    RelativeTargetPath(String),
+    #[error("failed to unmarshal attributes, error: {0}")]
+    Attributes(String),
+    #[error("failed to unmarshal secrets, error: {0}")]
+    Secrets(String),
+    #[error(
+        "CSI token error: serviceAccount.tokens not provided - ensure tokenRequests is configured in CSIDriver spec"
+    )]
+    TokensMissing,
+    #[error("failed to parse serviceAccount.tokens: {0}")]
+    TokensInvalid(String),
+    #[error(
+        "Pod Identity token extraction failed: token for audience \"{POD_IDENTITY_AUDIENCE}\" not found - ensure tokenRequests includes this audience in CSIDriver"
+    )]
+    PodIdentityTokenMissing,
+    #[error(
+        "IRSA token extraction failed: token for audience \"{IRSA_AUDIENCE}\" not found - ensure tokenRequests includes this audience in CSIDriver"
+    )]
+    IrsaTokenMissing,
+    #[error("{mode} token extraction failed: token for audience \"{audience}\" is empty")]
+    TokenEmpty {
+        mode: &'static str,
+        audience: &'static str,
+    },
+    #[error("failed to unmarshal file permission, error: {0}")]
+    Permission(String),
+    #[error("pathTranslation must be either 'False' or a single character string")]
+    PathTranslation,
+    #[error("failed to parse usePodIdentity value, error: strconv.ParseBool: parsing {0:?}: invalid syntax")]
+    UsePodIdentity(String),
+    #[error("invalid preferred address type: {0}")]
+    AddressType(String),
+    #[error("{0}: failover region cannot be the same as the primary region")]
+    SameFailoverRegion(String),
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+}
+
+/// An invalid entry of the `objects` parameter.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("Failed to load SecretProviderClass: {0}")]
+    Load(String),
+    #[error(
+        "no objects to mount: the SecretProviderClass parameter 'objects' is missing or an empty list"
+    )]
+    NoObjects,
+    #[error("Empty descriptor entry in SecretProviderClass")]
+    EmptyEntry,
+    #[error("Object name must be specified")]
+    MissingName,
+    #[error("Invalid ARN format in object name: {0}")]
+    InvalidArn(String),
+    #[error("ARN region must match region {region}: {name}")]
+    ArnRegion { region: String, name: String },
+    #[error("Must use objectType when a full ARN is not specified: {0}")]
+    TypeRequired(String),
+    #[error("Invalid service in ARN: {0}")]
+    InvalidService(String),
+    #[error("Invalid objectType: {0}")]
+    InvalidType(String),
+    #[error("objectType does not match ARN: {0}")]
+    TypeMismatch(String),
+    #[error("Invalid File Permission: {0}")]
+    InvalidPermission(String),
+    #[error("ssm parameters can not specify both objectVersion and objectVersionLabel: {0}")]
+    SsmBothVersions(String),
+    #[error("Path must be specified for JMES object")]
+    JmesMissingPath,
+    #[error("Object alias must be specified for JMES object")]
+    JmesMissingAlias,
+    #[error("Invalid JMES Path: {0}.")]
+    JmesInvalidPath(String),
+    #[error("object alias must be specified for objects with failover entries: {0}")]
+    FailoverNeedsAlias(String),
+    #[error("failover object allowed only when failover region is defined: {0}")]
+    FailoverNeedsRegion(String),
+    #[error("object versions must match between primary and failover regions: {0}")]
+    FailoverVersionMismatch(String),
+    #[error("path can not contain ../: {0}")]
+    Traversal(String),
+    #[error("invalid file name {file} for object {object}: {rule}")]
+    InvalidFileName {
+        file: String,
+        object: String,
+        rule: PathRule,
+    },
+    #[error("found descriptor with duplicate object name {0}")]
+    DuplicateName(String),
+    #[error("found duplicate object alias {0}")]
+    DuplicateAlias(String),
+    #[error("Name already in use for objectAlias: found duplicate object alias {alias} in JMES path entry {path}")]
+    DuplicateJmesAlias { alias: String, path: String },
+    #[error("found duplicate file name {file}: written by both {first} and {second}")]
+    DuplicateFile {
+        file: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "file name {file} of {object} conflicts with the directory needed for {nested} of {nested_object}"
+    )]
+    FileIsDirectory {
+        file: String,
+        object: String,
+        nested: String,
+        nested_object: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct TokenEntry {
+    token: Option<String>,
+}
+
+/// Parses and validates a request. `attributes`, `secrets` and the token map
+/// are never echoed into errors: their parse errors carry positions only.
+pub fn parse_request(
+    attributes: &str,
+    secrets: &str,
+    target_path: &str,
+    permission: &str,
+) -> Result<MountSpec, SpecError> {
+    if target_path.is_empty() {
+        return Err(SpecError::MissingTargetPath);
+    }
+    let target = PathBuf::from(target_path);
+    if !target.is_absolute() {
+        return Err(SpecError::RelativeTargetPath(target_path.to_string()));
+    }
+
+    let attrs: HashMap<String, String> =
+        serde_json::from_str(attributes).map_err(|e| SpecError::Attributes(json_error(&e)))?;
+    if !secrets.is_empty() {
+        serde_json::from_str::<Option<HashMap<String, String>>>(secrets)
+            .map_err(|e| SpecError::Secrets(json_error(&e)))?;
+    }
+
+    let mut tokens = parse_tokens(attrs.get(keys::TOKENS))?;
+
+    let default_mode = parse_permission(permission)?;
+
+    let get = |k: &str| attrs.get(k).filter(|v| !v.is_empty()).cloned();
+    let translation = match get(keys::PATH_TRANSLATION) {
+        None => PathTranslation::default(),
+        Some(v) if v.eq_ignore_ascii_case("false") => PathTranslation::Off,
+        Some(v) if v.len() == 1 => PathTranslation::Replace(v.chars().next().unwrap_or('_')),
+        Some(_) => return Err(SpecError::PathTranslation),
+    };
+    let use_pod_identity = match attrs.get(keys::USE_POD_IDENTITY).map(String::as_str) {
+        None | Some("") => false,
+        Some(v) => parse_go_bool(v).ok_or_else(|| SpecError::UsePodIdentity(v.to_string()))?,
+    };
+    let address = match get(keys::PREFERRED_ADDRESS_TYPE) {
+        None => AddressPreference::Auto,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "auto" => AddressPreference::Auto,
+            "ipv4" => AddressPreference::Ipv4,
+            "ipv6" => AddressPreference::Ipv6,
+            _ => return Err(SpecError::AddressType(v)),
+        },
+    };
+    let auth = if use_pod_identity {
+        AuthMode::PodIdentity(address)
+    } else {
+        AuthMode::Irsa
+    };
+
+    let region = get(keys::REGION);
+    let failover_region = get(keys::FAILOVER_REGION);
+    if let (Some(r), Some(f)) = (&region, &failover_region)
+        && r == f
+    {
+        return Err(SpecError::SameFailoverRegion(r.clone()));
+    }
+
+    let rules = ObjectRules {
+        translation,
+        default_mode,
+        has_failover_region: failover_region.is_some(),
+    };
+    let objects = objects::parse_objects(attrs.get(keys::OBJECTS).map(String::as_str).unwrap_or(""), rules)?;
+    if let Some(r) = &region {
+        objects::check_arn_regions(&objects, r, failover_region.as_deref())?;
+    }
+
+    let token = match tokens.remove(auth.audience()) {
+        None => {
+            return Err(match auth {
+                AuthMode::Irsa => SpecError::IrsaTokenMissing,
+                AuthMode::PodIdentity(_) => SpecError::PodIdentityTokenMissing,
+            });
+        }
+        Some(t) if t.is_empty() => {
+            return Err(SpecError::TokenEmpty {
+                mode: match auth {
+                    AuthMode::Irsa => "IRSA",
+                    AuthMode::PodIdentity(_) => "Pod Identity",
+                },
+                audience: auth.audience(),
+            });
+        }
+        Some(t) => t,
+    };
+
+    Ok(MountSpec {
+        target_path: target,
+        pod: PodInfo {
+            name: get(keys::POD_NAME),
+            namespace: get(keys::POD_NAMESPACE),
+            uid: get(keys::POD_UID),
+            service_account: get(keys::SERVICE_ACCOUNT),
+        },
+        auth,
+        token,
+        region,
+        failover_region,
+        translation,
+        default_mode,
+        objects,
+    })
+}
+
+/// Checks the regions once they are resolved: the failover region must
+/// differ from the primary, and every ARN must name the region it is
+/// fetched from.
+pub fn check_regions(spec: &MountSpec, primary: &str) -> Result<(), SpecError> {
+    if spec.failover_region.as_deref() == Some(primary) {
+        return Err(SpecError::SameFailoverRegion(primary.to_string()));
+    }
+    objects::check_arn_regions(&spec.objects, primary, spec.failover_region.as_deref())?;
+    Ok(())
+}
+
+/// The token map: a JSON object `audience -> {token, expirationTimestamp}`.
+/// Audiences other than ours are ignored.
+fn parse_tokens(raw: Option<&String>) -> Result<HashMap<String, SecretString>, SpecError> {
+    let raw = match raw {
+        None => return Err(SpecError::TokensMissing),
+        Some(r) if r.is_empty() => return Err(SpecError::TokensMissing),
+        Some(r) => r,
+    };
+    let map: HashMap<String, serde_json::Value> =
+        serde_json::from_str(raw).map_err(|e| SpecError::TokensInvalid(json_error(&e)))?;
+    let mut out = HashMap::new();
+    for (audience, value) in map {
+        let entry: TokenEntry = serde_json::from_value(value).map_err(|_| {
+            SpecError::TokensInvalid(format!(
+                "the entry for audience {audience:?} is not an object with a string \"token\""
+            ))
+        })?;
+        out.insert(audience, SecretString::new(entry.token.unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// `permission`: a JSON-encoded decimal file mode.
+fn parse_permission(permission: &str) -> Result<u32, SpecError> {
+    let mode: u32 = serde_json::from_str(permission).map_err(|e| SpecError::Permission(json_error(&e)))?;
+    if mode > 0o777 {
+        return Err(SpecError::Permission(format!(
+            "{mode} is not a file mode (0 to 511)"
+        )));
+    }
+    Ok(mode)
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A JSON error without any quoted input: its category and position.
+fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "unexpected JSON value type",
+        serde_json::error::Category::Eof => "unexpected end of JSON",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}

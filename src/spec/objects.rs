@@ -1,0 +1,501 @@
+//! The SecretProviderClass `objects` parameter: a YAML (or JSON) list of
+//! object descriptors. Keys match case-insensitively (the last of several
+//! spellings wins), unknown keys are ignored, and YAML scalars of any type
+//! are read as their string form.
+
+use std::collections::HashMap;
+
+use serde_yaml::{Mapping, Value};
+
+use super::arn;
+use super::paths::{self, PathRule, PathTranslation};
+use super::{ObjectError, ObjectKind};
+
+/// One validated object of a mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSpec {
+    /// `objectName`: a name or an ARN.
+    pub name: String,
+    pub kind: ObjectKind,
+    /// `objectAlias`, if set.
+    pub alias: Option<String>,
+    /// `objectVersion`: Secrets Manager VersionId or SSM version number.
+    pub version: Option<String>,
+    /// `objectVersionLabel`: Secrets Manager stage or SSM label.
+    pub version_label: Option<String>,
+    /// File mode of the object's file.
+    pub mode: u32,
+    /// File path relative to the mount.
+    pub file: String,
+    /// Extra files extracted with JMESPath.
+    pub jmes: Vec<JmesSpec>,
+    /// What to fetch in the failover region, when it differs.
+    pub failover: Option<FailoverSpec>,
+}
+
+/// One `jmesPath` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JmesSpec {
+    pub path: String,
+    pub alias: String,
+    pub mode: u32,
+    pub file: String,
+}
+
+/// `failoverObject`: the object to read in the failover region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverSpec {
+    pub name: String,
+    pub version: Option<String>,
+    pub version_label: Option<String>,
+}
+
+impl ObjectSpec {
+    /// The SSM selector-qualified name (`name`, `name:7`, `name:label`).
+    pub fn ssm_selector(&self) -> String {
+        ssm_selector(&self.name, &self.version, &self.version_label)
+    }
+}
+
+impl FailoverSpec {
+    pub fn ssm_selector(&self) -> String {
+        ssm_selector(&self.name, &self.version, &self.version_label)
+    }
+}
+
+fn ssm_selector(name: &str, version: &Option<String>, label: &Option<String>) -> String {
+    match (version, label) {
+        (Some(v), _) => format!("{name}:{v}"),
+        (None, Some(l)) => format!("{name}:{l}"),
+        (None, None) => name.to_string(),
+    }
+}
+
+/// Context the validation needs from the other parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRules {
+    pub translation: PathTranslation,
+    pub default_mode: u32,
+    pub has_failover_region: bool,
+}
+
+/// Raw descriptor fields, all optional strings.
+#[derive(Debug, Default)]
+struct RawObject {
+    name: Option<String>,
+    object_type: Option<String>,
+    alias: Option<String>,
+    version: Option<String>,
+    version_label: Option<String>,
+    file_permission: Option<String>,
+    jmes: Vec<RawJmes>,
+    failover: Option<RawFailover>,
+}
+
+#[derive(Debug, Default)]
+struct RawJmes {
+    path: Option<String>,
+    alias: Option<String>,
+    file_permission: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct RawFailover {
+    name: Option<String>,
+    version: Option<String>,
+    version_label: Option<String>,
+}
+
+/// Parses and validates the `objects` parameter. Entries are validated one
+/// at a time in list order and the first failure is returned; file-name
+/// collisions are checked across the whole list afterwards.
+pub fn parse_objects(text: &str, rules: ObjectRules) -> Result<Vec<ObjectSpec>, ObjectError> {
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| ObjectError::Load(e.to_string()))?;
+    let items = match doc {
+        Value::Null => Vec::new(),
+        Value::Sequence(items) => items,
+        other => {
+            return Err(ObjectError::Load(format!(
+                "objects must be a list, found {}",
+                kind_name(&other)
+            )));
+        }
+    };
+    if items.is_empty() {
+        return Err(ObjectError::NoObjects);
+    }
+
+    let mut objects: Vec<ObjectSpec> = Vec::with_capacity(items.len());
+    let mut aliases: Vec<String> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let raw = match item {
+            Value::Null => return Err(ObjectError::EmptyEntry),
+            Value::Mapping(m) => read_object(m, index)?,
+            other => {
+                return Err(ObjectError::Load(format!(
+                    "objects[{index}] must be a mapping, found {}",
+                    kind_name(other)
+                )));
+            }
+        };
+        let spec = validate_object(raw, rules)?;
+        check_duplicates(&spec, &objects, &mut aliases)?;
+        objects.push(spec);
+    }
+    check_file_collisions(&objects)?;
+    Ok(objects)
+}
+
+fn validate_object(raw: RawObject, rules: ObjectRules) -> Result<ObjectSpec, ObjectError> {
+    let name = raw.name.ok_or(ObjectError::MissingName)?;
+    let kind = object_kind(&name, raw.object_type.as_deref())?;
+
+    let mode = match &raw.file_permission {
+        Some(p) => parse_file_permission(p)?,
+        None => rules.default_mode,
+    };
+
+    if kind == ObjectKind::Ssm && raw.version.is_some() && raw.version_label.is_some() {
+        return Err(ObjectError::SsmBothVersions(name));
+    }
+    if kind == ObjectKind::SecretsManager && raw.version.is_some() && raw.version_label.is_some() {
+        tracing::warn!(
+            object = %name,
+            "objectVersion and objectVersionLabel are both set; Secrets Manager rejects the \
+             request unless the version carries that label"
+        );
+    }
+
+    let mut jmes = Vec::with_capacity(raw.jmes.len());
+    for entry in raw.jmes {
+        let path = entry.path.ok_or(ObjectError::JmesMissingPath)?;
+        let alias = entry.alias.ok_or(ObjectError::JmesMissingAlias)?;
+        if jmespath::compile(&path).is_err() {
+            return Err(ObjectError::JmesInvalidPath(path));
+        }
+        let jmes_mode = match &entry.file_permission {
+            Some(p) => parse_file_permission(p)?,
+            None => mode,
+        };
+        let file = rules.translation.file_name(&alias);
+        check_file_name(&file, &name)?;
+        jmes.push(JmesSpec {
+            path,
+            alias,
+            mode: jmes_mode,
+            file,
+        });
+    }
+
+    let failover = match raw.failover {
+        Some(f) if f.name.is_some() => {
+            let fname = f.name.unwrap_or_default();
+            if raw.alias.is_none() {
+                return Err(ObjectError::FailoverNeedsAlias(name));
+            }
+            if !rules.has_failover_region {
+                return Err(ObjectError::FailoverNeedsRegion(name));
+            }
+            let fkind = object_kind(&fname, raw.object_type.as_deref())?;
+            if fkind != kind {
+                return Err(ObjectError::TypeMismatch(fname));
+            }
+            if kind == ObjectKind::Ssm && f.version.is_some() && f.version_label.is_some() {
+                return Err(ObjectError::SsmBothVersions(fname));
+            }
+            if f.version != raw.version {
+                return Err(ObjectError::FailoverVersionMismatch(name));
+            }
+            Some(FailoverSpec {
+                name: fname,
+                version: f.version.or_else(|| raw.version.clone()),
+                version_label: f.version_label.or_else(|| raw.version_label.clone()),
+            })
+        }
+        _ => None,
+    };
+
+    let base = raw.alias.as_deref().unwrap_or(&name);
+    let file = rules.translation.file_name(base);
+    check_file_name(&file, &name)?;
+
+    Ok(ObjectSpec {
+        name,
+        kind,
+        alias: raw.alias,
+        version: raw.version,
+        version_label: raw.version_label,
+        mode,
+        file,
+        jmes,
+        failover,
+    })
+}
+
+/// The type rules of an object name: ARN syntax, type inference from the ARN
+/// service, and agreement between `objectType` and the ARN. The ARN's region
+/// is checked later, once the region is resolved ([`check_arn_regions`]).
+fn object_kind(name: &str, object_type: Option<&str>) -> Result<ObjectKind, ObjectError> {
+    let parsed = if arn::is_arn(name) {
+        Some(arn::parse(name).ok_or_else(|| ObjectError::InvalidArn(name.to_string()))?)
+    } else {
+        None
+    };
+    match (object_type, parsed) {
+        (None, None) => Err(ObjectError::TypeRequired(name.to_string())),
+        (None, Some(a)) => {
+            arn::kind_of_service(a.service).ok_or_else(|| ObjectError::InvalidService(a.service.to_string()))
+        }
+        (Some(t), parsed) => {
+            let kind =
+                arn::kind_of_object_type(t).ok_or_else(|| ObjectError::InvalidType(t.to_string()))?;
+            if let Some(a) = parsed
+                && arn::kind_of_service(a.service) != Some(kind)
+            {
+                return Err(ObjectError::TypeMismatch(name.to_string()));
+            }
+            Ok(kind)
+        }
+    }
+}
+
+/// Checks that every ARN names the region it will be fetched from: object
+/// names against the primary region, failover names against the failover
+/// region.
+pub fn check_arn_regions(
+    objects: &[ObjectSpec],
+    primary: &str,
+    failover: Option<&str>,
+) -> Result<(), ObjectError> {
+    for o in objects {
+        check_arn_region(&o.name, primary)?;
+        if let (Some(f), Some(region)) = (&o.failover, failover) {
+            check_arn_region(&f.name, region)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_arn_region(name: &str, region: &str) -> Result<(), ObjectError> {
+    match arn::parse(name) {
+        Some(a) if a.region != region => Err(ObjectError::ArnRegion {
+            region: region.to_string(),
+            name: name.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `filePermission`: four octal digits, no setuid/setgid/sticky bits.
+pub fn parse_file_permission(p: &str) -> Result<u32, ObjectError> {
+    let valid = p.len() == 4 && p.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    match u32::from_str_radix(p, 8) {
+        Ok(mode) if valid && mode <= 0o777 => Ok(mode),
+        _ => Err(ObjectError::InvalidPermission(p.to_string())),
+    }
+}
+
+fn check_file_name(file: &str, object: &str) -> Result<(), ObjectError> {
+    match paths::check_relative_path(file) {
+        Ok(()) => Ok(()),
+        Err(PathRule::Traversal) => Err(ObjectError::Traversal(file.to_string())),
+        Err(rule) => Err(ObjectError::InvalidFileName {
+            file: file.to_string(),
+            object: object.to_string(),
+            rule,
+        }),
+    }
+}
+
+/// The reference's duplicate rules, in its order: a repeated object name
+/// with the same alias and label, a repeated alias, a JMES alias already used.
+fn check_duplicates(
+    spec: &ObjectSpec,
+    earlier: &[ObjectSpec],
+    aliases: &mut Vec<String>,
+) -> Result<(), ObjectError> {
+    if earlier
+        .iter()
+        .any(|o| o.name == spec.name && o.alias == spec.alias && o.version_label == spec.version_label)
+    {
+        return Err(ObjectError::DuplicateName(spec.name.clone()));
+    }
+    if let Some(alias) = &spec.alias {
+        if aliases.contains(alias) {
+            return Err(ObjectError::DuplicateAlias(alias.clone()));
+        }
+        aliases.push(alias.clone());
+    }
+    for j in &spec.jmes {
+        if aliases.contains(&j.alias) {
+            return Err(ObjectError::DuplicateJmesAlias {
+                alias: j.alias.clone(),
+                path: j.path.clone(),
+            });
+        }
+        aliases.push(j.alias.clone());
+    }
+    Ok(())
+}
+
+/// Final file names must be unique, and no file may sit where another needs
+/// a directory (`a` and `a/b` with translation off).
+fn check_file_collisions(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    let files = objects.iter().flat_map(|o| {
+        std::iter::once((o.file.as_str(), o.name.as_str()))
+            .chain(o.jmes.iter().map(move |j| (j.file.as_str(), o.name.as_str())))
+    });
+    for (file, owner) in files {
+        if let Some(first) = owners.insert(file, owner) {
+            return Err(ObjectError::DuplicateFile {
+                file: file.to_string(),
+                first: first.to_string(),
+                second: owner.to_string(),
+            });
+        }
+    }
+    for (file, owner) in &owners {
+        let mut prefix = String::new();
+        for component in file.split('/').collect::<Vec<_>>().split_last().map(|(_, d)| d).unwrap_or(&[]) {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(component);
+            if let Some(other) = owners.get(prefix.as_str()) {
+                return Err(ObjectError::FileIsDirectory {
+                    file: prefix.clone(),
+                    object: other.to_string(),
+                    nested: file.to_string(),
+                    nested_object: owner.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+// === YAML field extraction ===
+
+fn read_object(m: &Mapping, index: usize) -> Result<RawObject, ObjectError> {
+    let mut raw = RawObject::default();
+    for (k, v) in m {
+        let Some(key) = k.as_str() else { continue };
+        let field = |name: &str| format!("objects[{index}].{name}");
+        match key.to_ascii_lowercase().as_str() {
+            "objectname" => raw.name = scalar(v, &field("objectName"))?,
+            "objecttype" => raw.object_type = scalar(v, &field("objectType"))?,
+            "objectalias" => raw.alias = scalar(v, &field("objectAlias"))?,
+            "objectversion" => raw.version = scalar(v, &field("objectVersion"))?,
+            "objectversionlabel" => raw.version_label = scalar(v, &field("objectVersionLabel"))?,
+            "filepermission" => raw.file_permission = permission_scalar(v, &field("filePermission"))?,
+            "jmespath" => raw.jmes = read_jmes(v, &field("jmesPath"))?,
+            "failoverobject" => raw.failover = read_failover(v, &field("failoverObject"))?,
+            _ => {}
+        }
+    }
+    Ok(raw)
+}
+
+fn read_jmes(v: &Value, field: &str) -> Result<Vec<RawJmes>, ObjectError> {
+    let items = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Sequence(items) => items,
+        other => {
+            return Err(ObjectError::Load(format!(
+                "{field} must be a list, found {}",
+                kind_name(other)
+            )));
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let mut raw = RawJmes::default();
+        match item {
+            Value::Null => {}
+            Value::Mapping(m) => {
+                for (k, v) in m {
+                    let Some(key) = k.as_str() else { continue };
+                    let f = |name: &str| format!("{field}[{i}].{name}");
+                    match key.to_ascii_lowercase().as_str() {
+                        "path" => raw.path = scalar(v, &f("path"))?,
+                        "objectalias" => raw.alias = scalar(v, &f("objectAlias"))?,
+                        "filepermission" => raw.file_permission = permission_scalar(v, &f("filePermission"))?,
+                        _ => {}
+                    }
+                }
+            }
+            other => {
+                return Err(ObjectError::Load(format!(
+                    "{field}[{i}] must be a mapping, found {}",
+                    kind_name(other)
+                )));
+            }
+        }
+        out.push(raw);
+    }
+    Ok(out)
+}
+
+fn read_failover(v: &Value, field: &str) -> Result<Option<RawFailover>, ObjectError> {
+    let m = match v {
+        Value::Null => return Ok(None),
+        Value::Mapping(m) => m,
+        other => {
+            return Err(ObjectError::Load(format!(
+                "{field} must be a mapping, found {}",
+                kind_name(other)
+            )));
+        }
+    };
+    let mut raw = RawFailover::default();
+    for (k, v) in m {
+        let Some(key) = k.as_str() else { continue };
+        let f = |name: &str| format!("{field}.{name}");
+        match key.to_ascii_lowercase().as_str() {
+            "objectname" => raw.name = scalar(v, &f("objectName"))?,
+            "objectversion" => raw.version = scalar(v, &f("objectVersion"))?,
+            "objectversionlabel" => raw.version_label = scalar(v, &f("objectVersionLabel"))?,
+            _ => {}
+        }
+    }
+    Ok(Some(raw))
+}
+
+/// A scalar as a string; empty and null mean "not set".
+fn scalar(v: &Value, field: &str) -> Result<Option<String>, ObjectError> {
+    let s = match v {
+        Value::Null => return Ok(None),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => {
+            return Err(ObjectError::Load(format!(
+                "{field} must be a string, found {}",
+                kind_name(other)
+            )));
+        }
+    };
+    Ok(if s.is_empty() { None } else { Some(s) })
+}
+
+/// `filePermission` written as an unquoted number (`0600` reads as 600):
+/// restore the four-digit form.
+fn permission_scalar(v: &Value, field: &str) -> Result<Option<String>, ObjectError> {
+    match v {
+        Value::Number(n) if n.is_u64() => Ok(Some(format!("{n:0>4}"))),
+        _ => scalar(v, field),
+    }
+}
+
+fn kind_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}

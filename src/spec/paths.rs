@@ -1,0 +1,132 @@
+//! File-name rules: how an object's file name is derived (alias, path
+//! translation) and which relative paths are acceptable. The acceptance rules
+//! are the driver's own (a payload it would reject must never be produced),
+//! plus `.`/`..` names, which the driver's atomic writer would mishandle.
+
+use std::fmt;
+
+/// The driver's limit for a whole path.
+pub const MAX_PATH_LEN: usize = 4096;
+/// The driver's (and Linux's) limit for one path component.
+pub const MAX_COMPONENT_LEN: usize = 255;
+
+/// How `/` in object names is handled (`pathTranslation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathTranslation {
+    /// Replace every `/` with this character (default `_`).
+    Replace(char),
+    /// Keep inner slashes as subdirectories; strip leading slashes.
+    Off,
+}
+
+impl Default for PathTranslation {
+    fn default() -> Self {
+        PathTranslation::Replace('_')
+    }
+}
+
+impl PathTranslation {
+    /// The file name for an object alias or name.
+    pub fn file_name(self, base: &str) -> String {
+        match self {
+            PathTranslation::Replace(c) => base.replace('/', &c.to_string()),
+            PathTranslation::Off => base.trim_start_matches('/').to_string(),
+        }
+    }
+}
+
+/// Why a relative path is not acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRule {
+    Empty,
+    Absolute,
+    TooLong,
+    ComponentTooLong,
+    Traversal,
+    Dot,
+    EmptyComponent,
+    ReservedPrefix,
+    NulByte,
+}
+
+impl fmt::Display for PathRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathRule::Empty => "the file name is empty",
+            PathRule::Absolute => "the file name is an absolute path",
+            PathRule::TooLong => "the path is longer than 4096 characters",
+            PathRule::ComponentTooLong => "a path component is longer than 255 characters",
+            PathRule::Traversal => "a path component is ..",
+            PathRule::Dot => "a path component is .",
+            PathRule::EmptyComponent => {
+                "the path has an empty component (a doubled or trailing slash)"
+            }
+            PathRule::ReservedPrefix => {
+                "names starting with .. are reserved for the atomic writer's own entries"
+            }
+            PathRule::NulByte => "the name contains a NUL byte",
+        })
+    }
+}
+
+/// Checks a relative path against the driver's payload rules.
+pub fn check_relative_path(path: &str) -> Result<(), PathRule> {
+    if path.is_empty() {
+        return Err(PathRule::Empty);
+    }
+    if path.contains('\0') {
+        return Err(PathRule::NulByte);
+    }
+    if path.starts_with('/') {
+        return Err(PathRule::Absolute);
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(PathRule::TooLong);
+    }
+    for (i, component) in path.split('/').enumerate() {
+        match component {
+            "" => return Err(PathRule::EmptyComponent),
+            "." => return Err(PathRule::Dot),
+            ".." => return Err(PathRule::Traversal),
+            c if c.len() > MAX_COMPONENT_LEN => return Err(PathRule::ComponentTooLong),
+            c if i == 0 && c.starts_with("..") => return Err(PathRule::ReservedPrefix),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translation_replaces_every_slash_including_leading() {
+        let t = PathTranslation::default();
+        assert_eq!(t.file_name("/app/db"), "_app_db");
+        assert_eq!(PathTranslation::Replace('-').file_name("a/b/c"), "a-b-c");
+    }
+
+    #[test]
+    fn translation_off_strips_leading_slashes_only() {
+        assert_eq!(PathTranslation::Off.file_name("//app/db"), "app/db");
+    }
+
+    #[test]
+    fn driver_rules_reject_unclean_paths() {
+        assert_eq!(check_relative_path(""), Err(PathRule::Empty));
+        assert_eq!(check_relative_path("/a"), Err(PathRule::Absolute));
+        assert_eq!(check_relative_path("a/"), Err(PathRule::EmptyComponent));
+        assert_eq!(check_relative_path("a//b"), Err(PathRule::EmptyComponent));
+        assert_eq!(check_relative_path("./a"), Err(PathRule::Dot));
+        assert_eq!(check_relative_path("a/./b"), Err(PathRule::Dot));
+        assert_eq!(check_relative_path("a/../b"), Err(PathRule::Traversal));
+        assert_eq!(check_relative_path(".."), Err(PathRule::Traversal));
+        assert_eq!(check_relative_path("..data"), Err(PathRule::ReservedPrefix));
+        assert_eq!(check_relative_path("a/..b"), Ok(()));
+        assert_eq!(check_relative_path(&"x".repeat(256)), Err(PathRule::ComponentTooLong));
+        assert_eq!(check_relative_path(&"a/".repeat(2100)), Err(PathRule::TooLong));
+        assert_eq!(check_relative_path("dir/file.json"), Ok(()));
+        assert_eq!(check_relative_path(".hidden"), Ok(()));
+    }
+}
