@@ -1,0 +1,75 @@
+//! A fake EKS Pod Identity Agent: `GET /v1/credentials` with the pod's token
+//! in `Authorization`, answering credentials derived from the token.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use super::fake_aws::fnv;
+use super::http::{Reply, serve};
+
+#[derive(Default)]
+struct State {
+    tokens: Vec<String>,
+    fail_status: Option<u16>,
+}
+
+#[derive(Clone)]
+pub struct FakeAgent {
+    state: Arc<Mutex<State>>,
+    pub addr: SocketAddr,
+}
+
+/// The access key the agent hands out for a token.
+pub fn agent_key_for(token: &str) -> String {
+    format!("ASIAPI{:014X}", fnv(token) >> 8)
+}
+
+impl FakeAgent {
+    /// Starts on `bind` (e.g. 127.0.0.1:0 or [::1]:0).
+    pub async fn start(bind: &str) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let s = state.clone();
+        let addr = serve(
+            bind.parse().expect("addr"),
+            Arc::new(move |req| {
+                let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
+                let token = req
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                st.tokens.push(token.clone());
+                if let Some(code) = st.fail_status {
+                    return Reply::json(code, json!({"code": "ServerError", "message": "injected"}));
+                }
+                if req.path != "/v1/credentials" || token.is_empty() {
+                    return Reply::json(400, json!({"code": "InvalidToken", "message": "missing token"}));
+                }
+                let key = agent_key_for(&token);
+                Reply::json(
+                    200,
+                    json!({"AccessKeyId": key, "SecretAccessKey": format!("secret-{key}"),
+                           "Token": format!("session-{key}"), "AccountId": "123456789012",
+                           "Expiration": "2099-01-01T00:00:00Z"}),
+                )
+            }),
+        )
+        .await;
+        Self { state, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1/credentials", self.addr)
+    }
+
+    pub fn tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).tokens.clone()
+    }
+
+    pub fn fail_with(&self, status: u16) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).fail_status = Some(status);
+    }
+}

@@ -1,0 +1,471 @@
+//! An in-repo fake of the AWS APIs the provider calls, for fault injection
+//! and call counting: Secrets Manager `GetSecretValue`, SSM `GetParameters`
+//! (awsJson1.1) and STS `AssumeRoleWithWebIdentity` (query protocol). Every
+//! call is recorded with the access key that signed it and the region of
+//! its SigV4 scope.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::http::{Concurrency, Incoming2, Reply, serve_counted};
+
+pub const ACCOUNT: &str = "123456789012";
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub op: String,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    /// SecretId, or the Names of GetParameters, or the RoleArn.
+    pub names: Vec<String>,
+    pub token: Option<String>,
+    pub session: Option<String>,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum SecretValue {
+    String(String),
+    Binary(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+struct SecretVersion {
+    id: String,
+    value: SecretValue,
+    stages: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct ParamVersion {
+    version: i64,
+    value: String,
+    labels: Vec<String>,
+    kind: String,
+}
+
+/// A failure to inject: matching calls get this status and error code.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub op: &'static str,
+    pub region: Option<String>,
+    pub status: u16,
+    pub code: &'static str,
+    /// How many matching calls fail (then the fault is spent).
+    pub times: usize,
+    /// Only calls naming this object (SecretId or one of the Names).
+    pub name: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    secrets: HashMap<(String, String), Vec<SecretVersion>>,
+    params: HashMap<(String, String), Vec<ParamVersion>>,
+    calls: Vec<Call>,
+    faults: Vec<Fault>,
+    denied_roles: Vec<String>,
+    delay: Duration,
+}
+
+#[derive(Clone)]
+pub struct FakeAws {
+    state: Arc<Mutex<State>>,
+    pub addr: SocketAddr,
+    pub concurrency: Arc<Concurrency>,
+}
+
+/// Deterministic credentials for a web identity: tests can tell which
+/// (role, token) signed a request.
+pub fn access_key_for(role: &str, token: &str) -> String {
+    format!("ASIA{:016X}", fnv(&format!("{role}|{token}")))
+}
+
+pub fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+pub fn secret_arn(region: &str, name: &str) -> String {
+    format!("arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:{name}-AbCdEf")
+}
+
+pub fn param_arn(region: &str, name: &str) -> String {
+    let n = if name.starts_with('/') { name.to_string() } else { format!("/{name}") };
+    format!("arn:aws:ssm:{region}:{ACCOUNT}:parameter{n}")
+}
+
+impl FakeAws {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let s = state.clone();
+        let concurrency = Arc::new(Concurrency::default());
+        let addr = serve_counted(
+            "127.0.0.1:0".parse().expect("addr"),
+            Arc::new(move |req| handle(&s, req)),
+            concurrency.clone(),
+        )
+        .await;
+        Self {
+            state,
+            addr,
+            concurrency,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a secret version that becomes AWSCURRENT (the previous current
+    /// becomes AWSPREVIOUS). Returns its VersionId.
+    pub fn put_secret(&self, region: &str, name: &str, value: SecretValue) -> String {
+        let mut st = self.lock();
+        let versions = st.secrets.entry((region.into(), name.into())).or_default();
+        for v in versions.iter_mut() {
+            v.stages.retain(|s| s != "AWSPREVIOUS");
+            if let Some(p) = v.stages.iter().position(|s| s == "AWSCURRENT") {
+                v.stages[p] = "AWSPREVIOUS".into();
+            }
+        }
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", fnv(name) as u32, versions.len() + 1);
+        versions.push(SecretVersion {
+            id: id.clone(),
+            value,
+            stages: vec!["AWSCURRENT".into()],
+        });
+        id
+    }
+
+    pub fn put_secret_string(&self, region: &str, name: &str, value: &str) -> String {
+        self.put_secret(region, name, SecretValue::String(value.into()))
+    }
+
+    /// Adds a stage label to a secret version.
+    pub fn label_secret(&self, region: &str, name: &str, version_id: &str, stage: &str) {
+        let mut st = self.lock();
+        if let Some(vs) = st.secrets.get_mut(&(region.into(), name.into())) {
+            for v in vs.iter_mut() {
+                v.stages.retain(|s| s != stage);
+                if v.id == version_id {
+                    v.stages.push(stage.into());
+                }
+            }
+        }
+    }
+
+    /// Adds a parameter version; returns its version number.
+    pub fn put_param(&self, region: &str, name: &str, kind: &str, value: &str) -> i64 {
+        let mut st = self.lock();
+        let versions = st.params.entry((region.into(), name.into())).or_default();
+        let version = versions.len() as i64 + 1;
+        versions.push(ParamVersion {
+            version,
+            value: value.into(),
+            labels: vec![],
+            kind: kind.into(),
+        });
+        version
+    }
+
+    pub fn label_param(&self, region: &str, name: &str, version: i64, label: &str) {
+        let mut st = self.lock();
+        if let Some(vs) = st.params.get_mut(&(region.into(), name.into())) {
+            for v in vs.iter_mut() {
+                v.labels.retain(|l| l != label);
+                if v.version == version {
+                    v.labels.push(label.into());
+                }
+            }
+        }
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    pub fn deny_role(&self, role: &str) {
+        self.lock().denied_roles.push(role.into());
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.lock().delay = d;
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    pub fn calls_of(&self, op: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.op == op).collect()
+    }
+
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+}
+
+fn scope(headers: &http::HeaderMap) -> (Option<String>, Option<String>) {
+    let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return (None, None);
+    };
+    let Some(cred) = auth.split("Credential=").nth(1) else {
+        return (None, None);
+    };
+    let cred = cred.split(',').next().unwrap_or_default();
+    let parts: Vec<&str> = cred.split('/').collect();
+    (parts.first().map(|s| s.to_string()), parts.get(2).map(|s| s.to_string()))
+}
+
+fn aws_error(status: u16, code: &str, message: &str) -> Reply {
+    Reply::json(status, json!({"__type": code, "message": message}))
+}
+
+fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    let delay = st.delay;
+    let (access_key, region) = scope(&req.headers);
+    let user_agent = ["user-agent", "x-amz-user-agent"]
+        .iter()
+        .filter_map(|h| req.headers.get(*h).and_then(|v| v.to_str().ok()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let target = req
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut reply = if target.is_empty() {
+        sts(&mut st, &req, user_agent)
+    } else {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let op = target.split('.').nth(1).unwrap_or_default().to_string();
+        let names = match op.as_str() {
+            "GetSecretValue" => vec![body["SecretId"].as_str().unwrap_or_default().to_string()],
+            "GetParameters" => body["Names"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+            _ => vec![],
+        };
+        st.calls.push(Call {
+            op: op.clone(),
+            region: region.clone(),
+            access_key,
+            names,
+            token: None,
+            session: None,
+            user_agent,
+        });
+        let region = region.unwrap_or_default();
+        if let Some(i) = st
+            .faults
+            .iter()
+            .position(|f| {
+                f.op == op
+                    && f.times > 0
+                    && f.region.as_ref().is_none_or(|r| *r == region)
+                    && f.name.as_ref().is_none_or(|n| st.calls.last().is_some_and(|c| c.names.contains(n)))
+            })
+        {
+            st.faults[i].times -= 1;
+            let f = st.faults[i].clone();
+            return aws_error(f.status, f.code, "injected fault");
+        }
+        match op.as_str() {
+            "GetSecretValue" => get_secret_value(&st, &region, &body),
+            "GetParameters" => get_parameters(&st, &region, &body),
+            _ => aws_error(400, "UnknownOperationException", "unknown operation"),
+        }
+    };
+    reply.delay = delay;
+    reply
+}
+
+fn get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
+    let id = body["SecretId"].as_str().unwrap_or_default();
+    let found = st.secrets.iter().find(|((r, name), _)| {
+        r == region && (name == id || secret_arn(region, name) == id)
+    });
+    let Some(((_, name), versions)) = found else {
+        return aws_error(400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret.");
+    };
+    let want_id = body["VersionId"].as_str();
+    let want_stage = body["VersionStage"].as_str();
+    let version = versions.iter().find(|v| {
+        want_id.is_none_or(|id| v.id == id)
+            && match (want_id, want_stage) {
+                (_, Some(stage)) => v.stages.iter().any(|s| s == stage),
+                (Some(_), None) => true,
+                (None, None) => v.stages.iter().any(|s| s == "AWSCURRENT"),
+            }
+    });
+    let Some(v) = version else {
+        return aws_error(
+            400,
+            "ResourceNotFoundException",
+            "Secrets Manager can't find the specified secret value for the version or staging label.",
+        );
+    };
+    let mut out = json!({
+        "ARN": secret_arn(region, name),
+        "Name": name,
+        "VersionId": v.id,
+        "VersionStages": v.stages,
+        "CreatedDate": 1.7e9,
+    });
+    match &v.value {
+        SecretValue::String(s) => out["SecretString"] = json!(s),
+        SecretValue::Binary(b) => out["SecretBinary"] = json!(base64::engine::general_purpose::STANDARD.encode(b)),
+    }
+    Reply::json(200, out)
+}
+
+fn get_parameters(st: &State, region: &str, body: &Value) -> Reply {
+    let names: Vec<String> = body["Names"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    if names.len() > 10 {
+        return aws_error(400, "ValidationException", "1 validation error detected: Member must have length less than or equal to 10");
+    }
+    let mut params = Vec::new();
+    let mut invalid = Vec::new();
+    for requested in &names {
+        // Split an optional :selector off the name (ARNs contain colons).
+        let (base, selector) = match requested.rsplit_once(':') {
+            Some((b, s)) if !requested.starts_with("arn:") || b.matches(':').count() >= 5 => (b.to_string(), Some(s.to_string())),
+            _ => (requested.clone(), None),
+        };
+        let found = st.params.iter().find(|((r, name), _)| {
+            r == region && (*name == base || param_arn(region, name) == base)
+        });
+        let hit = found.and_then(|((_, name), versions)| {
+            let v = match &selector {
+                None => versions.last(),
+                Some(s) => match s.parse::<i64>() {
+                    Ok(n) => versions.iter().find(|v| v.version == n),
+                    Err(_) => versions.iter().find(|v| v.labels.contains(s)),
+                },
+            }?;
+            Some((name.clone(), v.clone()))
+        });
+        match hit {
+            Some((name, v)) => {
+                let mut p = json!({
+                    "Name": name,
+                    "Type": v.kind,
+                    "Value": v.value,
+                    "Version": v.version,
+                    "ARN": param_arn(region, &name),
+                    "DataType": "text",
+                });
+                if let Some(s) = &selector {
+                    p["Selector"] = json!(format!(":{s}"));
+                }
+                params.push(p);
+            }
+            None => invalid.push(requested.clone()),
+        }
+    }
+    Reply::json(200, json!({"Parameters": params, "InvalidParameters": invalid}))
+}
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    url_decode_pairs(&String::from_utf8_lossy(body))
+}
+
+fn url_decode_pairs(s: &str) -> HashMap<String, String> {
+    s.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    out.push(b);
+                    i += 2;
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn sts(st: &mut State, req: &Incoming2, user_agent: String) -> Reply {
+    let f = form(&req.body);
+    let action = f.get("Action").cloned().unwrap_or_default();
+    let role = f.get("RoleArn").cloned().unwrap_or_default();
+    let token = f.get("WebIdentityToken").cloned().unwrap_or_default();
+    st.calls.push(Call {
+        op: action.clone(),
+        region: None,
+        access_key: None,
+        names: vec![role.clone()],
+        token: Some(token.clone()),
+        session: f.get("RoleSessionName").cloned(),
+        user_agent,
+    });
+    if let Some(i) = st.faults.iter().position(|x| x.op == action && x.times > 0) {
+        st.faults[i].times -= 1;
+        let fault = st.faults[i].clone();
+        return sts_error(fault.status, fault.code, "injected fault");
+    }
+    if action != "AssumeRoleWithWebIdentity" {
+        return sts_error(400, "InvalidAction", "unsupported action");
+    }
+    if st.denied_roles.contains(&role) {
+        return sts_error(403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity");
+    }
+    let akid = access_key_for(&role, &token);
+    Reply::xml(
+        200,
+        format!(
+            r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Credentials>
+      <AccessKeyId>{akid}</AccessKeyId>
+      <SecretAccessKey>secret-{akid}</SecretAccessKey>
+      <SessionToken>session-{akid}</SessionToken>
+      <Expiration>2099-01-01T00:00:00Z</Expiration>
+    </Credentials>
+    <SubjectFromWebIdentityToken>system:serviceaccount:test</SubjectFromWebIdentityToken>
+    <AssumedRoleUser><Arn>{role}/session</Arn><AssumedRoleId>AROA:session</AssumedRoleId></AssumedRoleUser>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"#
+        ),
+    )
+}
+
+fn sts_error(status: u16, code: &str, message: &str) -> Reply {
+    Reply::xml(
+        status,
+        format!(
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>0</RequestId></ErrorResponse>"
+        ),
+    )
+}

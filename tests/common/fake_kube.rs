@@ -1,0 +1,136 @@
+//! A fake Kubernetes API serving ServiceAccounts, Pods and Nodes over HTTP,
+//! with a kubeconfig pointing at it and a log of the calls made.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::http::{Incoming2, Reply, serve};
+
+#[derive(Default)]
+struct State {
+    service_accounts: HashMap<(String, String), Option<String>>,
+    pods: HashMap<(String, String), String>,
+    nodes: HashMap<String, Option<String>>,
+    forbidden: Vec<String>,
+    calls: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct FakeKube {
+    state: Arc<Mutex<State>>,
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl FakeKube {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let s = state.clone();
+        let addr = serve("127.0.0.1:0".parse().expect("addr"), Arc::new(move |req| handle(&s, req))).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
+                 users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+                 current-context: fake\n"
+            ),
+        )
+        .expect("write kubeconfig");
+        Self {
+            state,
+            addr,
+            kubeconfig,
+            _dir: Arc::new(dir),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A ServiceAccount, with an IRSA role annotation or without one.
+    pub fn add_service_account(&self, namespace: &str, name: &str, role: Option<&str>) {
+        self.lock()
+            .service_accounts
+            .insert((namespace.into(), name.into()), role.map(str::to_string));
+    }
+
+    pub fn add_pod(&self, namespace: &str, name: &str, node: &str) {
+        self.lock().pods.insert((namespace.into(), name.into()), node.into());
+    }
+
+    pub fn add_node(&self, name: &str, region: Option<&str>) {
+        self.lock().nodes.insert(name.into(), region.map(str::to_string));
+    }
+
+    /// Answer 403 for paths containing this resource (e.g. "serviceaccounts").
+    pub fn forbid(&self, resource: &str) {
+        self.lock().forbidden.push(resource.into());
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Reply {
+    Reply::json(
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    let path = req.path.split('?').next().unwrap_or_default().to_string();
+    st.calls.push(format!("{} {}", req.method, path));
+    if st.forbidden.iter().any(|r| path.contains(r.as_str())) {
+        return status(403, "Forbidden", "forbidden: User \"system:serviceaccount:kube-system:csi-provider-aws\" cannot get resource");
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", "v1", "namespaces", ns, "serviceaccounts", name] => {
+            match st.service_accounts.get(&(ns.to_string(), name.to_string())) {
+                Some(role) => {
+                    let annotations: Value = match role {
+                        Some(r) => json!({"eks.amazonaws.com/role-arn": r}),
+                        None => json!({}),
+                    };
+                    Reply::json(
+                        200,
+                        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                               "metadata": {"name": name, "namespace": ns, "annotations": annotations}}),
+                    )
+                }
+                None => status(404, "NotFound", &format!("serviceaccounts \"{name}\" not found")),
+            }
+        }
+        ["api", "v1", "namespaces", ns, "pods", name] => match st.pods.get(&(ns.to_string(), name.to_string())) {
+            Some(node) => Reply::json(
+                200,
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+                       "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox"}]}}),
+            ),
+            None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
+        },
+        ["api", "v1", "nodes", name] => match st.nodes.get(*name) {
+            Some(region) => {
+                let labels: Value = match region {
+                    Some(r) => json!({"topology.kubernetes.io/region": r}),
+                    None => json!({}),
+                };
+                Reply::json(200, json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}))
+            }
+            None => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
+        },
+        _ => status(404, "NotFound", "no such path"),
+    }
+}

@@ -1,0 +1,83 @@
+//! moto, the local AWS emulator, started once per test binary from the
+//! project's virtualenv (`scripts/test` creates it). It exits when the test
+//! process does (its standard input closes).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use aws_sdk_secretsmanager::config::{Credentials, Region};
+
+static MOTO: OnceLock<(Mutex<Child>, String)> = OnceLock::new();
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("CSI_AWS_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+}
+
+/// The endpoint of the shared moto server.
+pub fn endpoint() -> String {
+    MOTO.get_or_init(|| {
+        let python = python();
+        assert!(
+            python.exists(),
+            "moto is required: {} not found; run scripts/test (it creates .venv with moto)",
+            python.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_server.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("moto output");
+        assert_eq!(line.trim(), "ready", "moto did not start");
+        (Mutex::new(child), format!("http://127.0.0.1:{port}"))
+    })
+    .1
+    .clone()
+}
+
+fn creds() -> Credentials {
+    Credentials::new("testing", "testing", None, None, "test")
+}
+
+pub fn secrets_manager(region: &str) -> aws_sdk_secretsmanager::Client {
+    let conf = aws_sdk_secretsmanager::config::Builder::new()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .credentials_provider(creds())
+        .endpoint_url(endpoint())
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(conf)
+}
+
+pub fn ssm(region: &str) -> aws_sdk_ssm::Client {
+    let conf = aws_sdk_ssm::config::Builder::new()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new(region.to_string()))
+        .credentials_provider(aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "test"))
+        .endpoint_url(endpoint())
+        .build();
+    aws_sdk_ssm::Client::from_conf(conf)
+}
+
+/// A name unique to this test run, so tests sharing moto don't collide.
+pub fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}

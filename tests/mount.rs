@@ -1,0 +1,866 @@
+//! Mount behaviour over a real Unix socket and gRPC client, against the
+//! in-repo fake AWS (call counting, fault injection) and fake Kubernetes
+//! API. Mirrors the groups of the reference's server test matrix.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::fake_aws::{Fault, SecretValue, access_key_for, param_arn, secret_arn};
+use common::*;
+
+const SM: &str = "secretsmanager";
+const SSM: &str = "ssmparameter";
+
+fn obj(name: &str, ty: &str) -> String {
+    format!("- objectName: {name}\n  objectType: {ty}\n")
+}
+
+// === new mounts, both write modes ===
+
+#[tokio::test]
+async fn provider_writes_secrets_and_parameters_into_the_target() {
+    let env = Env::start().await;
+    let v1 = env.aws.put_secret_string(REGION, "db-password", "s3cr3t");
+    env.aws.put_param(REGION, "feature-flags", "String", "a=1");
+    let target = env.provider.target("pw");
+    let objects = format!("{}{}", obj("db-password", SM), obj("feature-flags", SSM));
+    let resp = env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    assert!(resp.files.is_empty(), "provider-writes mode returns no files");
+    let files = read_mount(&target);
+    assert_eq!(files["db-password"], b"s3cr3t");
+    assert_eq!(files["feature-flags"], b"a=1");
+    assert_eq!(mode_of(&target.join("db-password")), 0o644);
+    let v = versions(&resp);
+    assert_eq!(v["db-password"], v1);
+    assert_eq!(v["feature-flags"], "1");
+}
+
+#[tokio::test]
+async fn driver_writes_mode_returns_files_and_writes_nothing() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--driver-writes-secrets".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "api-key", "k-123");
+    env.aws.put_param(REGION, "/app/url", "String", "https://x");
+    let target = env.provider.target("dw");
+    let objects = format!(
+        "{}- objectName: /app/url\n  objectType: ssmparameter\n  filePermission: \"0600\"\n",
+        obj("api-key", SM)
+    );
+    let resp = env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let files = file_map(&resp);
+    assert_eq!(files["api-key"], (0o644, b"k-123".to_vec()));
+    assert_eq!(files["_app_url"], (0o600, b"https://x".to_vec()));
+    assert!(all_entries(&target).is_empty(), "driver-writes mode must not touch the target");
+    assert_eq!(versions(&resp).len(), 2);
+}
+
+#[tokio::test]
+async fn binary_secrets_are_written_as_raw_bytes() {
+    let env = Env::start().await;
+    let bytes = vec![0u8, 159, 146, 150, 255, 10, 13];
+    env.aws.put_secret(REGION, "cert.der", SecretValue::Binary(bytes.clone()));
+    let target = env.provider.target("bin");
+    env.provider.mount(&Req::new(&obj("cert.der", SM), &target)).await.expect("mount");
+    assert_eq!(read_mount(&target)["cert.der"], bytes);
+}
+
+#[tokio::test]
+async fn file_permissions_apply_per_object_and_per_jmes_entry() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "creds", r#"{"user":"u","pass":"p"}"#);
+    env.aws.put_secret_string(REGION, "plain", "x");
+    let target = env.provider.target("perm");
+    let objects = r#"
+- objectName: creds
+  objectType: secretsmanager
+  filePermission: "0640"
+  jmesPath:
+    - path: user
+      objectAlias: user
+    - path: pass
+      objectAlias: pass
+      filePermission: "0400"
+- objectName: plain
+  objectType: secretsmanager
+"#;
+    env.provider.mount(&Req::new(objects, &target).set("x", "y")).await.expect("mount");
+    assert_eq!(mode_of(&target.join("creds")), 0o640);
+    assert_eq!(mode_of(&target.join("user")), 0o640, "JMES files default to the parent's mode");
+    assert_eq!(mode_of(&target.join("pass")), 0o400);
+    assert_eq!(mode_of(&target.join("plain")), 0o644);
+}
+
+#[tokio::test]
+async fn request_permission_is_the_default_mode() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "p", "x");
+    let target = env.provider.target("reqperm");
+    let mut req = Req::new(&obj("p", SM), &target);
+    req.permission = "384".into();
+    env.provider.mount(&req).await.expect("mount");
+    assert_eq!(mode_of(&target.join("p")), 0o600);
+}
+
+// === JSON / JMESPath ===
+
+#[tokio::test]
+async fn jmes_path_extracts_strings_from_secrets_by_name_and_arn_and_from_parameters() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "json-secret", r#"{"username":"alice","password":"pw","api-key":"k"}"#);
+    env.aws.put_param(REGION, "json-param", "SecureString", r#"{"username":"bob","password":"pw2"}"#);
+    let target = env.provider.target("jmes");
+    let objects = format!(
+        r#"
+- objectName: json-secret
+  objectType: secretsmanager
+  jmesPath:
+    - Path: username
+      ObjectAlias: secretsManagerUsername
+    - path: '"api-key"'
+      objectAlias: api-key
+- objectName: {arn}
+  objectAlias: by-arn.json
+  jmesPath:
+    - path: password
+      objectAlias: secretsManagerPassword
+- objectName: json-param
+  objectType: ssmparameter
+  jmesPath:
+    - path: username
+      objectAlias: ssmUsername
+    - path: password
+      objectAlias: ssmPassword
+"#,
+        arn = secret_arn(REGION, "json-secret")
+    );
+    let resp = env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files["secretsManagerUsername"], b"alice");
+    assert_eq!(files["api-key"], b"k");
+    assert_eq!(files["secretsManagerPassword"], b"pw");
+    assert_eq!(files["ssmUsername"], b"bob");
+    assert_eq!(files["ssmPassword"], b"pw2");
+    assert!(files["json-secret"].starts_with(b"{"), "the parent file is written too");
+    assert!(files.contains_key("by-arn.json"));
+    let v = versions(&resp);
+    assert_eq!(v["ssmUsername"], v["json-param"], "JMES files carry the parent's version");
+    assert_eq!(v.len(), 8);
+}
+
+#[tokio::test]
+async fn jmes_errors_are_reported_verbatim_and_nothing_is_written() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "not-json", "plain text");
+    env.aws.put_secret_string(REGION, "nums", r#"{"port": 5432, "host": "db"}"#);
+    let cases = [
+        ("not-json", "host", "Invalid JSON used with jmesPath in secret: not-json."),
+        ("nums", "port", "Invalid JMES search result type for path:port. Only string is allowed."),
+        ("nums", "missing", "JMES Path - missing for object alias - alias1 does not point to a valid object."),
+    ];
+    for (i, (name, path, message)) in cases.iter().enumerate() {
+        let target = env.provider.target(&format!("jmes-err-{i}"));
+        let objects = format!(
+            "- objectName: {name}\n  objectType: secretsmanager\n  jmesPath:\n    - path: {path}\n      objectAlias: alias1\n"
+        );
+        let err = env.provider.mount(&Req::new(&objects, &target)).await.expect_err("must fail");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.message(), *message);
+        assert!(all_entries(&target).is_empty());
+    }
+}
+
+// === SSM batching, versions and labels ===
+
+#[tokio::test]
+async fn more_than_ten_parameters_are_fetched_in_batches_of_ten() {
+    let env = Env::start().await;
+    let mut objects = String::new();
+    for i in 0..23 {
+        env.aws.put_param(REGION, &format!("p{i}"), "SecureString", &format!("value-{i}"));
+        objects.push_str(&obj(&format!("p{i}"), SSM));
+    }
+    let target = env.provider.target("batch");
+    env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let calls = env.aws.calls_of("GetParameters");
+    let mut sizes: Vec<usize> = calls.iter().map(|c| c.names.len()).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![3, 10, 10]);
+    let files = read_mount(&target);
+    for i in 0..23 {
+        assert_eq!(files[&format!("p{i}")], format!("value-{i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn two_labels_of_one_parameter_each_get_their_own_value() {
+    let env = Env::start().await;
+    env.aws.put_param(REGION, "flags", "String", "blue-value");
+    let v2 = env.aws.put_param(REGION, "flags", "String", "green-value");
+    env.aws.label_param(REGION, "flags", 1, "blue");
+    env.aws.label_param(REGION, "flags", v2, "green");
+    let target = env.provider.target("labels");
+    let objects = r#"
+- objectName: flags
+  objectType: ssmparameter
+  objectVersionLabel: blue
+  objectAlias: flags-blue
+- objectName: flags
+  objectType: ssmparameter
+  objectVersionLabel: green
+  objectAlias: flags-green
+- objectName: flags
+  objectType: ssmparameter
+  objectVersion: "1"
+  objectAlias: flags-v1
+"#;
+    let resp = env.provider.mount(&Req::new(objects, &target)).await.expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files["flags-blue"], b"blue-value");
+    assert_eq!(files["flags-green"], b"green-value");
+    assert_eq!(files["flags-v1"], b"blue-value");
+    let v = versions(&resp);
+    assert_eq!((v["flags-blue"].as_str(), v["flags-green"].as_str()), ("1", "2"));
+    for call in env.aws.calls_of("GetParameters") {
+        let bases: Vec<&str> = call.names.iter().map(|n| n.split(':').next().unwrap_or_default()).collect();
+        let mut dedup = bases.clone();
+        dedup.dedup();
+        assert_eq!(bases.len(), dedup.len(), "one selector per parameter per call: {:?}", call.names);
+    }
+}
+
+#[tokio::test]
+async fn ssm_parameters_by_arn_and_with_slashes_resolve() {
+    let env = Env::start().await;
+    env.aws.put_param(REGION, "/team/app/db-url", "String", "postgres://");
+    env.aws.put_param(REGION, "StringListParam", "StringList", "a,b,c");
+    let target = env.provider.target("ssm-arn");
+    let objects = format!(
+        "- objectName: {}\n  objectAlias: db-url\n- objectName: StringListParam\n  objectType: ssmparameter\n",
+        param_arn(REGION, "/team/app/db-url")
+    );
+    env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files["db-url"], b"postgres://");
+    assert_eq!(files["StringListParam"], b"a,b,c", "StringList is written raw");
+}
+
+#[tokio::test]
+async fn secrets_manager_version_id_and_stage_select_the_version() {
+    let env = Env::start().await;
+    let v1 = env.aws.put_secret_string(REGION, "rotating", "old");
+    let v2 = env.aws.put_secret_string(REGION, "rotating", "new");
+    let target = env.provider.target("sm-versions");
+    let objects = format!(
+        r#"
+- objectName: rotating
+  objectType: secretsmanager
+  objectAlias: current
+- objectName: rotating
+  objectType: secretsmanager
+  objectVersionLabel: AWSPREVIOUS
+  objectAlias: previous
+- objectName: rotating
+  objectType: secretsmanager
+  objectVersion: {v1}
+  objectAlias: pinned
+"#
+    );
+    let resp = env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files["current"], b"new");
+    assert_eq!(files["previous"], b"old");
+    assert_eq!(files["pinned"], b"old");
+    let v = versions(&resp);
+    assert_eq!(v["current"], v2);
+    assert_eq!(v["previous"], v1);
+    let calls = env.aws.calls_of("GetSecretValue");
+    assert_eq!(calls.len(), 3, "one GetSecretValue per Secrets Manager object");
+}
+
+// === rotation ===
+
+#[tokio::test]
+async fn remounts_follow_rotation_and_keep_unchanged_content() {
+    let env = Env::start().await;
+    let v1 = env.aws.put_secret_string(REGION, "rot", "BeforeRotation");
+    env.aws.put_param(REGION, "rotp", "SecureString", "BeforeRotation");
+    let target = env.provider.target("rotation");
+    let req = Req::new(&format!("{}{}", obj("rot", SM), obj("rotp", SSM)), &target);
+
+    // Initial mount.
+    let r1 = env.provider.mount(&req).await.expect("initial");
+    assert_eq!(versions(&r1)["rot"], v1);
+    let data1 = std::fs::read_link(target.join("..data")).expect("data link");
+
+    // No change: the content is left as it is.
+    let r2 = env.provider.mount(&req).await.expect("no change");
+    assert_eq!(versions(&r1), versions(&r2));
+    assert_eq!(std::fs::read_link(target.join("..data")).expect("data link"), data1);
+
+    // Rotation: new values and versions appear, atomically.
+    let v2 = env.aws.put_secret_string(REGION, "rot", "AfterRotation");
+    env.aws.put_param(REGION, "rotp", "SecureString", "AfterRotation");
+    let r3 = env.provider.mount(&req).await.expect("rotation");
+    let files = read_mount(&target);
+    assert_eq!(files["rot"], b"AfterRotation");
+    assert_eq!(files["rotp"], b"AfterRotation");
+    assert_eq!(versions(&r3)["rot"], v2);
+    assert_eq!(versions(&r3)["rotp"], "2");
+
+    // Moving a label back (a rollback) is followed too.
+    env.aws.label_secret(REGION, "rot", &v1, "AWSCURRENT");
+    let r4 = env.provider.mount(&req).await.expect("move labels");
+    assert_eq!(read_mount(&target)["rot"], b"BeforeRotation");
+    assert_eq!(versions(&r4)["rot"], v1);
+}
+
+#[tokio::test]
+async fn objects_removed_from_the_class_are_removed_from_the_volume() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "keep", "k");
+    env.aws.put_secret_string(REGION, "drop", "d");
+    let target = env.provider.target("prune");
+    let both = Req::new(&format!("{}{}", obj("keep", SM), obj("drop", SM)), &target);
+    env.provider.mount(&both).await.expect("mount");
+    assert_eq!(read_mount(&target).len(), 2);
+    let one = Req::new(&obj("keep", SM), &target);
+    let resp = env.provider.mount(&one).await.expect("remount");
+    let files = read_mount(&target);
+    assert_eq!(files.keys().collect::<Vec<_>>(), vec!["keep"]);
+    assert_eq!(versions(&resp).keys().collect::<Vec<_>>(), vec!["keep"], "no stale ids are echoed");
+}
+
+// === path translation ===
+
+#[tokio::test]
+async fn slashes_are_translated_with_the_default_or_a_custom_character() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "team/app/db", "v");
+    env.aws.put_param(REGION, "/team/app/param", "String", "p");
+    let target = env.provider.target("slash");
+    let objects = format!("{}{}", obj("team/app/db", SM), obj("/team/app/param", SSM));
+    env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let files = read_mount(&target);
+    assert!(files.contains_key("team_app_db"));
+    assert!(files.contains_key("_team_app_param"), "a leading slash becomes a leading _");
+
+    let target2 = env.provider.target("slash-custom");
+    env.provider
+        .mount(&Req::new(&objects, &target2).set("pathTranslation", "-"))
+        .await
+        .expect("mount");
+    let files = read_mount(&target2);
+    assert!(files.contains_key("team-app-db") && files.contains_key("-team-app-param"));
+}
+
+#[tokio::test]
+async fn translation_off_creates_subdirectories_in_both_write_modes() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "team/app/db", "v");
+    env.aws.put_param(REGION, "/team/app/param", "String", "p");
+    let objects = format!("{}{}", obj("team/app/db", SM), obj("/team/app/param", SSM));
+    let target = env.provider.target("nested");
+    env.provider
+        .mount(&Req::new(&objects, &target).set("pathTranslation", "False"))
+        .await
+        .expect("provider-writes mount with subdirectories");
+    let files = read_mount(&target);
+    assert_eq!(files["team/app/db"], b"v");
+    assert_eq!(files["team/app/param"], b"p");
+    assert!(std::fs::symlink_metadata(target.join("team")).expect("team").file_type().is_symlink());
+
+    let dw = Env::start_with(|mut o| {
+        o.args.push("--driver-writes-secrets=true".into());
+        o
+    })
+    .await;
+    dw.aws.put_secret_string(REGION, "team/app/db", "v");
+    dw.aws.put_param(REGION, "/team/app/param", "String", "p");
+    let t2 = dw.provider.target("nested-dw");
+    let resp = dw
+        .provider
+        .mount(&Req::new(&objects, &t2).set("pathTranslation", "false"))
+        .await
+        .expect("mount");
+    let paths: Vec<String> = resp.files.iter().map(|f| f.path.clone()).collect();
+    assert_eq!(paths, vec!["team/app/db".to_string(), "team/app/param".to_string()]);
+}
+
+// === failover ===
+
+fn failover_req(objects: &str, target: &std::path::Path) -> Req {
+    Req::new(objects, target).set("failoverRegion", FAILOVER)
+}
+
+#[tokio::test]
+async fn primary_region_is_preferred_and_failover_is_not_called() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "s", "primary");
+    env.aws.put_secret_string(FAILOVER, "s", "failover");
+    env.aws.put_param(REGION, "p", "String", "primary");
+    let target = env.provider.target("pref");
+    env.provider
+        .mount(&failover_req(&format!("{}{}", obj("s", SM), obj("p", SSM)), &target))
+        .await
+        .expect("mount");
+    assert_eq!(read_mount(&target)["s"], b"primary");
+    assert!(
+        env.aws.calls().iter().all(|c| c.region.as_deref() != Some(FAILOVER)),
+        "no call may reach the failover region when the primary answered"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_in_the_primary_fail_over_for_secrets_and_parameters() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(FAILOVER, "s", "from-failover");
+    env.aws.put_param(FAILOVER, "p", "String", "param-from-failover");
+    for op in ["GetSecretValue", "GetParameters"] {
+        env.aws.inject(Fault {
+            op,
+            region: Some(REGION.into()),
+            status: 500,
+            code: "InternalServiceError",
+            times: 100,
+            name: None,
+        });
+    }
+    let target = env.provider.target("fo-5xx");
+    env.provider
+        .mount(&failover_req(&format!("{}{}", obj("s", SM), obj("p", SSM)), &target))
+        .await
+        .expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files["s"], b"from-failover");
+    assert_eq!(files["p"], b"param-from-failover");
+}
+
+#[tokio::test]
+async fn throttling_in_the_primary_fails_over() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(FAILOVER, "s", "from-failover");
+    env.aws.inject(Fault {
+        op: "GetSecretValue",
+        region: Some(REGION.into()),
+        status: 400,
+        code: "ThrottlingException",
+        times: 100,
+        name: None,
+    });
+    let target = env.provider.target("fo-throttle");
+    env.provider.mount(&failover_req(&obj("s", SM), &target)).await.expect("mount");
+    assert_eq!(read_mount(&target)["s"], b"from-failover");
+}
+
+#[tokio::test]
+async fn a_client_error_in_the_primary_fails_the_mount_without_asking_the_failover() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(FAILOVER, "missing-in-primary", "x");
+    let target = env.provider.target("fo-4xx");
+    let err = env
+        .provider
+        .mount(&failover_req(&obj("missing-in-primary", SM), &target))
+        .await
+        .expect_err("must fail");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("missing-in-primary") && err.message().contains(REGION), "{}", err.message());
+    assert!(env.aws.calls().iter().all(|c| c.region.as_deref() != Some(FAILOVER)));
+    assert!(all_entries(&target).is_empty());
+}
+
+#[tokio::test]
+async fn server_error_then_client_error_in_failover_fails_naming_both() {
+    let env = Env::start().await;
+    env.aws.inject(Fault {
+        op: "GetSecretValue",
+        region: Some(REGION.into()),
+        status: 503,
+        code: "ServiceUnavailable",
+        times: 100,
+        name: None,
+    });
+    let target = env.provider.target("fo-5xx-4xx");
+    let err = env.provider.mount(&failover_req(&obj("nowhere", SM), &target)).await.expect_err("fail");
+    let m = err.message();
+    assert!(m.starts_with("Failed to fetch secret from all regions. Verify secret exists and required permissions are granted for: nowhere"), "{m}");
+    assert!(m.contains(REGION) && m.contains(FAILOVER), "{m}");
+    assert!(all_entries(&target).is_empty());
+}
+
+#[tokio::test]
+async fn failover_objects_use_their_own_name_in_the_failover_region() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(FAILOVER, "replica-name", "replica-value");
+    env.aws.inject(Fault {
+        op: "GetSecretValue",
+        region: Some(REGION.into()),
+        status: 500,
+        code: "InternalServiceError",
+        times: 100,
+        name: None,
+    });
+    let target = env.provider.target("fo-object");
+    let objects = format!(
+        "- objectName: {}\n  objectAlias: db\n  failoverObject:\n    objectName: {}\n",
+        secret_arn(REGION, "primary-name"),
+        secret_arn(FAILOVER, "replica-name")
+    );
+    env.provider.mount(&failover_req(&objects, &target)).await.expect("mount");
+    assert_eq!(read_mount(&target)["db"], b"replica-value");
+    let failover_calls: Vec<_> = env
+        .aws
+        .calls_of("GetSecretValue")
+        .into_iter()
+        .filter(|c| c.region.as_deref() == Some(FAILOVER))
+        .collect();
+    assert_eq!(failover_calls[0].names, vec![secret_arn(FAILOVER, "replica-name")]);
+}
+
+#[tokio::test]
+async fn a_missing_parameter_fails_the_mount_naming_it() {
+    let env = Env::start().await;
+    env.aws.put_param(REGION, "present", "String", "x");
+    let target = env.provider.target("ssm-missing");
+    let err = env
+        .provider
+        .mount(&Req::new(&format!("{}{}", obj("present", SSM), obj("absent", SSM)), &target))
+        .await
+        .expect_err("fail");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("parameter absent not found"), "{}", err.message());
+    assert!(all_entries(&target).is_empty());
+}
+
+#[tokio::test]
+async fn one_failing_object_fails_the_whole_mount_and_changes_nothing() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "good", "v1");
+    let target = env.provider.target("partial");
+    env.provider.mount(&Req::new(&obj("good", SM), &target)).await.expect("first mount");
+    let before = read_mount(&target);
+    env.aws.put_secret_string(REGION, "good", "v2");
+    env.aws.inject(Fault {
+        op: "GetSecretValue",
+        region: None,
+        status: 400,
+        code: "AccessDeniedException",
+        times: 1,
+        name: Some("bad".into()),
+    });
+    let two = Req::new(&format!("{}{}", obj("bad", SM), obj("good", SM)), &target);
+    let err = env.provider.mount(&two).await.expect_err("fail");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert_eq!(read_mount(&target), before, "a failed mount changes nothing");
+}
+
+// === identity ===
+
+#[tokio::test]
+async fn irsa_assumes_the_service_account_role_with_the_pod_token() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    let target = env.provider.target("irsa");
+    env.provider.mount(&Req::new(&obj("s", SM), &target)).await.expect("mount");
+    let sts = env.aws.calls_of("AssumeRoleWithWebIdentity");
+    assert_eq!(sts.len(), 1);
+    assert_eq!(sts[0].names, vec![ROLE_A.to_string()]);
+    assert_eq!(sts[0].token.as_deref(), Some(TOKEN_A));
+    assert_eq!(sts[0].session.as_deref(), Some("csi-default-pod-a"));
+    let sm = env.aws.calls_of("GetSecretValue");
+    assert_eq!(sm[0].access_key.as_deref(), Some(access_key_for(ROLE_A, TOKEN_A).as_str()));
+    assert!(env.kube.calls().contains(&"GET /api/v1/namespaces/default/serviceaccounts/sa-a".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_pods_with_different_roles_get_only_their_own_credentials() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "shared", "v");
+    env.aws.put_param(REGION, "shared-p", "String", "v");
+    env.aws.set_delay(Duration::from_millis(50));
+    let objects = format!("{}{}", obj("shared", SM), obj("shared-p", SSM));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let (pod, sa, token) = if i % 2 == 0 { ("pod-a", "sa-a", TOKEN_A) } else { ("pod-b", "sa-b", TOKEN_B) };
+        let req = Req::new(&objects, &env.provider.target(&format!("iso-{i}"))).pod(pod, sa, token);
+        let mut client = env.provider.client().await;
+        tasks.push(tokio::spawn(async move { client.mount(req.build()).await.map(|_| ()) }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("mount");
+    }
+    let key_a = access_key_for(ROLE_A, TOKEN_A);
+    let key_b = access_key_for(ROLE_B, TOKEN_B);
+    let sts = env.aws.calls_of("AssumeRoleWithWebIdentity");
+    for c in &sts {
+        let expected = if c.names[0] == ROLE_A { TOKEN_A } else { TOKEN_B };
+        assert_eq!(c.token.as_deref(), Some(expected), "each role is assumed with its own pod's token");
+    }
+    let signed: Vec<_> = env.aws.calls().into_iter().filter(|c| c.access_key.is_some()).collect();
+    assert_eq!(signed.len(), 12);
+    let a = signed.iter().filter(|c| c.access_key.as_deref() == Some(key_a.as_str())).count();
+    let b = signed.iter().filter(|c| c.access_key.as_deref() == Some(key_b.as_str())).count();
+    assert_eq!((a, b), (6, 6), "every AWS call is signed by exactly one of the two pods' credentials");
+}
+
+#[tokio::test]
+async fn a_service_account_without_a_role_fails_with_the_reference_message() {
+    let env = Env::start().await;
+    env.kube.add_service_account("default", "no-role", None);
+    let target = env.provider.target("norole");
+    let err = env
+        .provider
+        .mount(&Req::new(&obj("s", SM), &target).pod("pod-x", "no-role", TOKEN_A))
+        .await
+        .expect_err("fail");
+    assert_eq!(err.message(), "An IAM role must be associated with service account no-role (namespace: default)");
+    assert!(env.aws.calls().is_empty(), "no AWS call without a role");
+}
+
+#[tokio::test]
+async fn a_missing_service_account_and_forbidden_rbac_fail_clearly() {
+    let env = Env::start().await;
+    let target = env.provider.target("nosa");
+    let err = env
+        .provider
+        .mount(&Req::new(&obj("s", SM), &target).pod("pod-x", "ghost", TOKEN_A))
+        .await
+        .expect_err("fail");
+    assert!(err.message().starts_with("failed to get service account default/ghost: "), "{}", err.message());
+    env.kube.forbid("serviceaccounts");
+    let err = env.provider.mount(&Req::new(&obj("s", SM), &target)).await.expect_err("fail");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains("forbidden"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn sts_access_denied_fails_the_mount() {
+    let env = Env::start().await;
+    env.aws.deny_role(ROLE_A);
+    let target = env.provider.target("sts-denied");
+    let err = env.provider.mount(&Req::new(&obj("s", SM), &target)).await.expect_err("fail");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains(ROLE_A) && err.message().contains("AccessDenied"), "{}", err.message());
+    assert!(env.aws.calls_of("GetSecretValue").is_empty());
+}
+
+#[tokio::test]
+async fn pod_identity_uses_the_agent_with_the_pod_token_and_no_kubernetes_call() {
+    let agent = FakeAgent::start("127.0.0.1:0").await;
+    let url = agent.url();
+    let env = Env::start_with(|mut o| {
+        o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
+        o.args.push("--pod-identity-endpoint-ipv6=http://[::1]:1/v1/credentials".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    let target = env.provider.target("pi");
+    env.provider
+        .mount(&Req::new(&obj("s", SM), &target).set("usePodIdentity", "true"))
+        .await
+        .expect("mount");
+    assert_eq!(agent.tokens(), vec![PI_TOKEN_A.to_string()]);
+    let sm = env.aws.calls_of("GetSecretValue");
+    assert_eq!(sm[0].access_key.as_deref(), Some(common::fake_agent::agent_key_for(PI_TOKEN_A).as_str()));
+    assert!(env.kube.calls().is_empty(), "Pod Identity needs no Kubernetes call");
+    assert!(env.aws.calls_of("AssumeRoleWithWebIdentity").is_empty());
+}
+
+#[tokio::test]
+async fn pod_identity_auto_falls_back_to_ipv6_and_strict_modes_do_not() {
+    let agent6 = FakeAgent::start("[::1]:0").await;
+    let dead_v4 = "http://127.0.0.1:9/v1/credentials".to_string();
+    let url6 = agent6.url();
+    let env = Env::start_with(|mut o| {
+        o.args.push(format!("--pod-identity-endpoint-ipv4={dead_v4}"));
+        o.args.push(format!("--pod-identity-endpoint-ipv6={url6}"));
+        o.args.push("--pod-identity-http-timeout=1s".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    let target = env.provider.target("pi-auto");
+    env.provider
+        .mount(&Req::new(&obj("s", SM), &target).set("usePodIdentity", "true"))
+        .await
+        .expect("auto must fall back to IPv6");
+    assert_eq!(agent6.tokens().len(), 1);
+
+    let err = env
+        .provider
+        .mount(
+            &Req::new(&obj("s", SM), &env.provider.target("pi-v4"))
+                .set("usePodIdentity", "true")
+                .set("preferredAddressType", "IPv4"),
+        )
+        .await
+        .expect_err("ipv4 is strict");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("127.0.0.1:9"), "{}", err.message());
+    assert_eq!(agent6.tokens().len(), 1, "strict ipv4 never asks the IPv6 agent");
+
+    env.provider
+        .mount(
+            &Req::new(&obj("s", SM), &env.provider.target("pi-v6"))
+                .set("usePodIdentity", "T")
+                .set("preferredAddressType", "ipv6"),
+        )
+        .await
+        .expect("ipv6");
+    assert_eq!(agent6.tokens().len(), 2);
+}
+
+#[tokio::test]
+async fn pod_identity_agent_errors_fail_the_mount() {
+    let agent = FakeAgent::start("127.0.0.1:0").await;
+    agent.fail_with(500);
+    let url = agent.url();
+    let env = Env::start_with(|mut o| {
+        o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
+        o
+    })
+    .await;
+    let target = env.provider.target("pi-500");
+    let err = env
+        .provider
+        .mount(
+            &Req::new(&obj("s", SM), &target)
+                .set("usePodIdentity", "true")
+                .set("preferredAddressType", "ipv4"),
+        )
+        .await
+        .expect_err("fail");
+    assert!(err.message().contains("EKS Pod Identity Agent") && err.message().contains("HTTP 500"), "{}", err.message());
+    assert_eq!(agent.tokens().len(), 3, "5xx is retried a bounded number of times");
+    assert!(env.aws.calls().is_empty());
+}
+
+// === region resolution ===
+
+#[tokio::test]
+async fn region_comes_from_aws_region_when_the_class_has_none() {
+    let env = Env::start_with(|mut o| {
+        o.env_region = Some("eu-west-1".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string("eu-west-1", "s", "eu");
+    let target = env.provider.target("env-region");
+    env.provider.mount(&Req::new(&obj("s", SM), &target).unset("region")).await.expect("mount");
+    assert_eq!(read_mount(&target)["s"], b"eu");
+    assert!(env.kube.calls().iter().all(|c| !c.contains("/nodes/") && !c.contains("/pods/")));
+}
+
+#[tokio::test]
+async fn region_comes_from_the_node_label_without_region_or_aws_region() {
+    let env = Env::start().await;
+    env.kube.add_pod("default", "pod-a", "node-1");
+    env.kube.add_node("node-1", Some("ap-south-1"));
+    env.aws.put_secret_string("ap-south-1", "s", "from-node-region");
+    let target = env.provider.target("node-region");
+    env.provider.mount(&Req::new(&obj("s", SM), &target).unset("region")).await.expect("mount");
+    assert_eq!(read_mount(&target)["s"], b"from-node-region");
+    let calls = env.kube.calls();
+    assert!(calls.contains(&"GET /api/v1/namespaces/default/pods/pod-a".to_string()));
+    assert!(calls.contains(&"GET /api/v1/nodes/node-1".to_string()));
+}
+
+#[tokio::test]
+async fn a_node_without_a_region_label_fails_with_the_reference_message() {
+    let env = Env::start().await;
+    env.kube.add_pod("default", "pod-a", "node-2");
+    env.kube.add_node("node-2", None);
+    let target = env.provider.target("no-region");
+    let err = env.provider.mount(&Req::new(&obj("s", SM), &target).unset("region")).await.expect_err("fail");
+    assert_eq!(err.message(), "failed to retrieve region from node. error Region not found");
+    let err = env
+        .provider
+        .mount(&Req::new(&obj("s", SM), &target).unset("region").pod("missing-pod", "sa-a", TOKEN_A))
+        .await
+        .expect_err("fail");
+    assert!(err.message().starts_with("failed to retrieve region from node. error "), "{}", err.message());
+    assert!(env.aws.calls().is_empty());
+}
+
+#[tokio::test]
+async fn an_arn_in_another_region_than_the_node_region_is_rejected_before_aws() {
+    let env = Env::start().await;
+    env.kube.add_pod("default", "pod-a", "node-1");
+    env.kube.add_node("node-1", Some("us-west-2"));
+    let target = env.provider.target("arn-node");
+    let arn = secret_arn("eu-west-1", "s");
+    let err = env
+        .provider
+        .mount(&Req::new(&format!("- objectName: {arn}\n"), &target).unset("region"))
+        .await
+        .expect_err("fail");
+    assert_eq!(err.message(), format!("ARN region must match region us-west-2: {arn}"));
+    assert!(env.aws.calls().is_empty());
+}
+
+// === AWS client configuration ===
+
+#[tokio::test]
+async fn every_aws_call_carries_our_app_id_and_the_addon_version_replaces_it() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--eks-addon-version=v9.9.9-eksbuild.1".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    let target = env.provider.target("appid");
+    env.provider.mount(&Req::new(&obj("s", SM), &target)).await.expect("mount");
+    for c in env.aws.calls() {
+        assert!(
+            c.user_agent.contains("app/csi-provider-aws-v9.9.9-eksbuild.1"),
+            "{} lacks the AppID: {}",
+            c.op,
+            c.user_agent
+        );
+    }
+    assert_eq!(env.aws.calls_of("AssumeRoleWithWebIdentity").len(), 1, "STS carries the AppID too");
+}
+
+#[tokio::test]
+async fn per_service_endpoint_variables_route_each_service() {
+    // Secrets Manager is pointed at a second fake; SSM and STS stay on the first.
+    let other = FakeAws::start().await;
+    other.put_secret_string(REGION, "s", "from-dedicated-endpoint");
+    let env = Env::start_with(|mut o| {
+        o.env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), other.endpoint()));
+        o
+    })
+    .await;
+    env.aws.put_param(REGION, "p", "String", "x");
+    let target = env.provider.target("endpoints");
+    env.provider
+        .mount(&Req::new(&format!("{}{}", obj("s", SM), obj("p", SSM)), &target))
+        .await
+        .expect("mount");
+    assert_eq!(read_mount(&target)["s"], b"from-dedicated-endpoint");
+    assert_eq!(other.calls_of("GetSecretValue").len(), 1);
+    assert!(env.aws.calls_of("GetSecretValue").is_empty());
+    assert_eq!(env.aws.calls_of("GetParameters").len(), 1);
+}
+
+#[tokio::test]
+async fn objects_are_fetched_concurrently_within_a_bound() {
+    let env = Env::start().await;
+    env.aws.set_delay(Duration::from_millis(100));
+    let mut objects = String::new();
+    for i in 0..20 {
+        env.aws.put_secret_string(REGION, &format!("c{i}"), "v");
+        objects.push_str(&obj(&format!("c{i}"), SM));
+    }
+    let target = env.provider.target("concurrent");
+    env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let max = env.aws.concurrency.max.load(Ordering::SeqCst);
+    assert!(max > 1, "objects must be fetched in parallel (max in flight {max})");
+    assert!(max <= csi_provider_aws::fetch::CONCURRENCY, "parallelism is bounded (max in flight {max})");
+    assert_eq!(read_mount(&target).len(), 20);
+}

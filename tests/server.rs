@@ -1,0 +1,112 @@
+//! The server's lifecycle over a real Unix socket: Version, socket mode,
+//! stale-socket removal, and SIGTERM (socket removed, in-flight mount
+//! drained).
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::time::Duration;
+
+use common::*;
+use csi_provider_aws::proto::v1alpha1::VersionRequest;
+
+#[tokio::test]
+async fn version_reports_v1alpha1_with_our_name_and_version() {
+    let env = Env::start().await;
+    let v = env
+        .provider
+        .client()
+        .await
+        .version(VersionRequest {
+            version: "v1alpha1".into(),
+        })
+        .await
+        .expect("version")
+        .into_inner();
+    assert_eq!(v.version, "v1alpha1");
+    assert_eq!(v.runtime_name, "csi-provider-aws");
+    assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn socket_is_owner_only_and_named_aws_sock() {
+    let env = Env::start().await;
+    let meta = std::fs::symlink_metadata(&env.provider.socket).expect("socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(env.provider.socket.ends_with("aws.sock"));
+    // Nothing else (no private bind directory) is left beside the socket.
+    let dir = env.provider.socket.parent().expect("dir");
+    assert_eq!(all_entries(dir), vec!["aws.sock".to_string()]);
+}
+
+#[tokio::test]
+async fn a_stale_socket_is_replaced_at_start() {
+    let aws = FakeAws::start().await;
+    let kube = FakeKube::start().await;
+    let first = Provider::start(Options {
+        aws_endpoint: aws.endpoint(),
+        kubeconfig: Some(kube.kubeconfig.clone()),
+        ..Options::default()
+    })
+    .await;
+    let sock_dir = first.socket.parent().expect("dir").to_path_buf();
+    // Simulate a crash: SIGKILL leaves the socket file behind.
+    std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(first.pid().to_string())
+        .status()
+        .expect("kill");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(first.socket.exists(), "a killed provider leaves its socket");
+    let second = Provider::start(Options {
+        aws_endpoint: aws.endpoint(),
+        kubeconfig: Some(kube.kubeconfig.clone()),
+        args: vec![],
+        ..Options::default()
+    })
+    .await;
+    // The second provider uses its own directory; start a third on the
+    // first one's directory to prove a stale socket does not block startup.
+    drop(second);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", aws.endpoint())
+        .env("KUBECONFIG", &kube.kubeconfig)
+        .arg(format!("--provider-volume={}", sock_dir.display()))
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut ok = false;
+    for _ in 0..200 {
+        if let Ok(mut c) = csi_provider_aws::client::connect(&first.socket).await
+            && c.version(VersionRequest::default()).await.is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "a provider must start over a stale socket and serve on it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_removes_the_socket_and_drains_an_in_flight_mount() {
+    let mut env = Env::start().await;
+    env.aws.put_secret_string(REGION, "slow", "value-after-delay");
+    env.aws.set_delay(Duration::from_millis(1500));
+    let target = env.provider.target("drain");
+    let req = Req::new("- objectName: slow\n  objectType: secretsmanager\n", &target);
+    let mut client = env.provider.client().await;
+    let inflight = tokio::spawn(async move { client.mount(req.build()).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let socket = env.provider.socket.clone();
+    let status = tokio::task::block_in_place(|| env.provider.terminate());
+    assert!(status.success(), "provider exit status {status}");
+    assert!(!socket.exists(), "socket must be removed on SIGTERM");
+    let resp = inflight.await.expect("join").expect("in-flight mount must complete");
+    assert_eq!(versions(&resp.into_inner()).len(), 1);
+    assert_eq!(read_mount(&target).get("slow").map(Vec::as_slice), Some(&b"value-after-delay"[..]));
+}
