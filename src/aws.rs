@@ -90,19 +90,20 @@ impl AwsClients {
             .with_trust_store(trust)
             .build()
             .map_err(|e| AwsSetupError::Tls(DisplayErrorContext(&e).to_string()))?;
-        let http_client = aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
-            let mut builder = aws_smithy_http_client::Connector::builder().proxy_config(ProxyConfig::from_env());
-            if let Some(settings) = settings {
-                builder = builder.connector_settings(settings.clone());
-            }
-            if let Some(sleep) = components.and_then(|c| c.sleep_impl()) {
-                builder = builder.sleep_impl(sleep);
-            }
-            builder
-                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
-                .tls_context(tls_context.clone())
-                .build()
-        });
+        let http_client =
+            aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+                let mut builder = aws_smithy_http_client::Connector::builder().proxy_config(ProxyConfig::from_env());
+                if let Some(settings) = settings {
+                    builder = builder.connector_settings(settings.clone());
+                }
+                if let Some(sleep) = components.and_then(|c| c.sleep_impl()) {
+                    builder = builder.sleep_impl(sleep);
+                }
+                builder
+                    .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                    .tls_context(tls_context.clone())
+                    .build()
+            });
         let app = format!("csi-provider-aws-{app_version}");
         let app_name = AppName::new(app.clone()).map_err(|_| AwsSetupError::AppName(app))?;
         let config = aws_config::defaults(BehaviorVersion::latest())
@@ -320,6 +321,9 @@ mod tests {
             expiration: None,
         };
         let out = format!("{c:?}");
-        assert!(!out.contains("very-secret-key") && !out.contains("session-token-canary"), "{out}");
+        assert!(
+            !out.contains("very-secret-key") && !out.contains("session-token-canary"),
+            "{out}"
+        );
     }
 }

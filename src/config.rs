@@ -150,8 +150,16 @@ mod tests {
     #[test]
     fn driver_writes_secrets_accepts_bare_and_valued_forms() {
         assert!(parse(&["x", "--driver-writes-secrets"]).serve.driver_writes_secrets);
-        assert!(parse(&["x", "--driver-writes-secrets=true"]).serve.driver_writes_secrets);
-        assert!(!parse(&["x", "--driver-writes-secrets=false"]).serve.driver_writes_secrets);
+        assert!(
+            parse(&["x", "--driver-writes-secrets=true"])
+                .serve
+                .driver_writes_secrets
+        );
+        assert!(
+            !parse(&["x", "--driver-writes-secrets=false"])
+                .serve
+                .driver_writes_secrets
+        );
         assert!(parse(&["x", "-driver-writes-secrets"]).serve.driver_writes_secrets);
     }
 
@@ -165,7 +173,11 @@ mod tests {
 
     #[test]
     fn pod_identity_timeout_parses_durations_and_ignores_bad_values() {
-        let t = |v: &str| parse(&["x", &format!("--pod-identity-http-timeout={v}")]).serve.pod_identity_timeout();
+        let t = |v: &str| {
+            parse(&["x", &format!("--pod-identity-http-timeout={v}")])
+                .serve
+                .pod_identity_timeout()
+        };
         assert_eq!(t("2s"), Some(Duration::from_secs(2)));
         assert_eq!(t("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(t("1m30s"), Some(Duration::from_secs(90)));

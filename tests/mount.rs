@@ -2,6 +2,8 @@
 //! in-repo fake AWS (call counting, fault injection) and fake Kubernetes
 //! API. Mirrors the groups of the reference's server test matrix.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::Ordering;
@@ -55,7 +57,10 @@ async fn driver_writes_mode_returns_files_and_writes_nothing() {
     let files = file_map(&resp);
     assert_eq!(files["api-key"], (0o644, b"k-123".to_vec()));
     assert_eq!(files["_app_url"], (0o600, b"https://x".to_vec()));
-    assert!(all_entries(&target).is_empty(), "driver-writes mode must not touch the target");
+    assert!(
+        all_entries(&target).is_empty(),
+        "driver-writes mode must not touch the target"
+    );
     assert_eq!(versions(&resp).len(), 2);
 }
 
@@ -63,9 +68,13 @@ async fn driver_writes_mode_returns_files_and_writes_nothing() {
 async fn binary_secrets_are_written_as_raw_bytes() {
     let env = Env::start().await;
     let bytes = vec![0u8, 159, 146, 150, 255, 10, 13];
-    env.aws.put_secret(REGION, "cert.der", SecretValue::Binary(bytes.clone()));
+    env.aws
+        .put_secret(REGION, "cert.der", SecretValue::Binary(bytes.clone()));
     let target = env.provider.target("bin");
-    env.provider.mount(&Req::new(&obj("cert.der", SM), &target)).await.expect("mount");
+    env.provider
+        .mount(&Req::new(&obj("cert.der", SM), &target))
+        .await
+        .expect("mount");
     assert_eq!(read_mount(&target)["cert.der"], bytes);
 }
 
@@ -88,9 +97,16 @@ async fn file_permissions_apply_per_object_and_per_jmes_entry() {
 - objectName: plain
   objectType: secretsmanager
 "#;
-    env.provider.mount(&Req::new(objects, &target).set("x", "y")).await.expect("mount");
+    env.provider
+        .mount(&Req::new(objects, &target).set("x", "y"))
+        .await
+        .expect("mount");
     assert_eq!(mode_of(&target.join("creds")), 0o640);
-    assert_eq!(mode_of(&target.join("user")), 0o640, "JMES files default to the parent's mode");
+    assert_eq!(
+        mode_of(&target.join("user")),
+        0o640,
+        "JMES files default to the parent's mode"
+    );
     assert_eq!(mode_of(&target.join("pass")), 0o400);
     assert_eq!(mode_of(&target.join("plain")), 0o644);
 }
@@ -111,8 +127,17 @@ async fn request_permission_is_the_default_mode() {
 #[tokio::test]
 async fn jmes_path_extracts_strings_from_secrets_by_name_and_arn_and_from_parameters() {
     let env = Env::start().await;
-    env.aws.put_secret_string(REGION, "json-secret", r#"{"username":"alice","password":"pw","api-key":"k"}"#);
-    env.aws.put_param(REGION, "json-param", "SecureString", r#"{"username":"bob","password":"pw2"}"#);
+    env.aws.put_secret_string(
+        REGION,
+        "json-secret",
+        r#"{"username":"alice","password":"pw","api-key":"k"}"#,
+    );
+    env.aws.put_param(
+        REGION,
+        "json-param",
+        "SecureString",
+        r#"{"username":"bob","password":"pw2"}"#,
+    );
     let target = env.provider.target("jmes");
     let objects = format!(
         r#"
@@ -148,7 +173,10 @@ async fn jmes_path_extracts_strings_from_secrets_by_name_and_arn_and_from_parame
     assert!(files["json-secret"].starts_with(b"{"), "the parent file is written too");
     assert!(files.contains_key("by-arn.json"));
     let v = versions(&resp);
-    assert_eq!(v["ssmUsername"], v["json-param"], "JMES files carry the parent's version");
+    assert_eq!(
+        v["ssmUsername"], v["json-param"],
+        "JMES files carry the parent's version"
+    );
     assert_eq!(v.len(), 8);
 }
 
@@ -156,18 +184,35 @@ async fn jmes_path_extracts_strings_from_secrets_by_name_and_arn_and_from_parame
 async fn jmes_errors_are_reported_verbatim_and_nothing_is_written() {
     let env = Env::start().await;
     env.aws.put_secret_string(REGION, "not-json", "plain text");
-    env.aws.put_secret_string(REGION, "nums", r#"{"port": 5432, "host": "db"}"#);
+    env.aws
+        .put_secret_string(REGION, "nums", r#"{"port": 5432, "host": "db"}"#);
     let cases = [
-        ("not-json", "host", "Invalid JSON used with jmesPath in secret: not-json."),
-        ("nums", "port", "Invalid JMES search result type for path:port. Only string is allowed."),
-        ("nums", "missing", "JMES Path - missing for object alias - alias1 does not point to a valid object."),
+        (
+            "not-json",
+            "host",
+            "Invalid JSON used with jmesPath in secret: not-json.",
+        ),
+        (
+            "nums",
+            "port",
+            "Invalid JMES search result type for path:port. Only string is allowed.",
+        ),
+        (
+            "nums",
+            "missing",
+            "JMES Path - missing for object alias - alias1 does not point to a valid object.",
+        ),
     ];
     for (i, (name, path, message)) in cases.iter().enumerate() {
         let target = env.provider.target(&format!("jmes-err-{i}"));
         let objects = format!(
             "- objectName: {name}\n  objectType: secretsmanager\n  jmesPath:\n    - path: {path}\n      objectAlias: alias1\n"
         );
-        let err = env.provider.mount(&Req::new(&objects, &target)).await.expect_err("must fail");
+        let err = env
+            .provider
+            .mount(&Req::new(&objects, &target))
+            .await
+            .expect_err("must fail");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert_eq!(err.message(), *message);
         assert!(all_entries(&target).is_empty());
@@ -181,7 +226,8 @@ async fn more_than_ten_parameters_are_fetched_in_batches_of_ten() {
     let env = Env::start().await;
     let mut objects = String::new();
     for i in 0..23 {
-        env.aws.put_param(REGION, &format!("p{i}"), "SecureString", &format!("value-{i}"));
+        env.aws
+            .put_param(REGION, &format!("p{i}"), "SecureString", &format!("value-{i}"));
         objects.push_str(&obj(&format!("p{i}"), SSM));
     }
     let target = env.provider.target("batch");
@@ -226,10 +272,19 @@ async fn two_labels_of_one_parameter_each_get_their_own_value() {
     let v = versions(&resp);
     assert_eq!((v["flags-blue"].as_str(), v["flags-green"].as_str()), ("1", "2"));
     for call in env.aws.calls_of("GetParameters") {
-        let bases: Vec<&str> = call.names.iter().map(|n| n.split(':').next().unwrap_or_default()).collect();
+        let bases: Vec<&str> = call
+            .names
+            .iter()
+            .map(|n| n.split(':').next().unwrap_or_default())
+            .collect();
         let mut dedup = bases.clone();
         dedup.dedup();
-        assert_eq!(bases.len(), dedup.len(), "one selector per parameter per call: {:?}", call.names);
+        assert_eq!(
+            bases.len(),
+            dedup.len(),
+            "one selector per parameter per call: {:?}",
+            call.names
+        );
     }
 }
 
@@ -332,7 +387,11 @@ async fn objects_removed_from_the_class_are_removed_from_the_volume() {
     let resp = env.provider.mount(&one).await.expect("remount");
     let files = read_mount(&target);
     assert_eq!(files.keys().collect::<Vec<_>>(), vec!["keep"]);
-    assert_eq!(versions(&resp).keys().collect::<Vec<_>>(), vec!["keep"], "no stale ids are echoed");
+    assert_eq!(
+        versions(&resp).keys().collect::<Vec<_>>(),
+        vec!["keep"],
+        "no stale ids are echoed"
+    );
 }
 
 // === path translation ===
@@ -347,7 +406,10 @@ async fn slashes_are_translated_with_the_default_or_a_custom_character() {
     env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
     let files = read_mount(&target);
     assert!(files.contains_key("team_app_db"));
-    assert!(files.contains_key("_team_app_param"), "a leading slash becomes a leading _");
+    assert!(
+        files.contains_key("_team_app_param"),
+        "a leading slash becomes a leading _"
+    );
 
     let target2 = env.provider.target("slash-custom");
     env.provider
@@ -372,7 +434,12 @@ async fn translation_off_creates_subdirectories_in_both_write_modes() {
     let files = read_mount(&target);
     assert_eq!(files["team/app/db"], b"v");
     assert_eq!(files["team/app/param"], b"p");
-    assert!(std::fs::symlink_metadata(target.join("team")).expect("team").file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(target.join("team"))
+            .expect("team")
+            .file_type()
+            .is_symlink()
+    );
 
     let dw = Env::start_with(|mut o| {
         o.args.push("--driver-writes-secrets=true".into());
@@ -453,7 +520,10 @@ async fn throttling_in_the_primary_fails_over() {
         name: None,
     });
     let target = env.provider.target("fo-throttle");
-    env.provider.mount(&failover_req(&obj("s", SM), &target)).await.expect("mount");
+    env.provider
+        .mount(&failover_req(&obj("s", SM), &target))
+        .await
+        .expect("mount");
     assert_eq!(read_mount(&target)["s"], b"from-failover");
 }
 
@@ -468,7 +538,11 @@ async fn a_client_error_in_the_primary_fails_the_mount_without_asking_the_failov
         .await
         .expect_err("must fail");
     assert_eq!(err.code(), tonic::Code::NotFound);
-    assert!(err.message().contains("missing-in-primary") && err.message().contains(REGION), "{}", err.message());
+    assert!(
+        err.message().contains("missing-in-primary") && err.message().contains(REGION),
+        "{}",
+        err.message()
+    );
     assert!(env.aws.calls().iter().all(|c| c.region.as_deref() != Some(FAILOVER)));
     assert!(all_entries(&target).is_empty());
 }
@@ -485,7 +559,11 @@ async fn server_error_then_client_error_in_failover_fails_naming_both() {
         name: None,
     });
     let target = env.provider.target("fo-5xx-4xx");
-    let err = env.provider.mount(&failover_req(&obj("nowhere", SM), &target)).await.expect_err("fail");
+    let err = env
+        .provider
+        .mount(&failover_req(&obj("nowhere", SM), &target))
+        .await
+        .expect_err("fail");
     let m = err.message();
     assert!(m.starts_with("Failed to fetch secret from all regions. Verify secret exists and required permissions are granted for: nowhere"), "{m}");
     assert!(m.contains(REGION) && m.contains(FAILOVER), "{m}");
@@ -510,7 +588,10 @@ async fn failover_objects_use_their_own_name_in_the_failover_region() {
         secret_arn(REGION, "primary-name"),
         secret_arn(FAILOVER, "replica-name")
     );
-    env.provider.mount(&failover_req(&objects, &target)).await.expect("mount");
+    env.provider
+        .mount(&failover_req(&objects, &target))
+        .await
+        .expect("mount");
     assert_eq!(read_mount(&target)["db"], b"replica-value");
     let failover_calls: Vec<_> = env
         .aws
@@ -528,11 +609,18 @@ async fn a_missing_parameter_fails_the_mount_naming_it() {
     let target = env.provider.target("ssm-missing");
     let err = env
         .provider
-        .mount(&Req::new(&format!("{}{}", obj("present", SSM), obj("absent", SSM)), &target))
+        .mount(&Req::new(
+            &format!("{}{}", obj("present", SSM), obj("absent", SSM)),
+            &target,
+        ))
         .await
         .expect_err("fail");
     assert_eq!(err.code(), tonic::Code::NotFound);
-    assert!(err.message().contains("parameter absent not found"), "{}", err.message());
+    assert!(
+        err.message().contains("parameter absent not found"),
+        "{}",
+        err.message()
+    );
     assert!(all_entries(&target).is_empty());
 }
 
@@ -541,7 +629,10 @@ async fn one_failing_object_fails_the_whole_mount_and_changes_nothing() {
     let env = Env::start().await;
     env.aws.put_secret_string(REGION, "good", "v1");
     let target = env.provider.target("partial");
-    env.provider.mount(&Req::new(&obj("good", SM), &target)).await.expect("first mount");
+    env.provider
+        .mount(&Req::new(&obj("good", SM), &target))
+        .await
+        .expect("first mount");
     let before = read_mount(&target);
     env.aws.put_secret_string(REGION, "good", "v2");
     env.aws.inject(Fault {
@@ -565,15 +656,25 @@ async fn irsa_assumes_the_service_account_role_with_the_pod_token() {
     let env = Env::start().await;
     env.aws.put_secret_string(REGION, "s", "v");
     let target = env.provider.target("irsa");
-    env.provider.mount(&Req::new(&obj("s", SM), &target)).await.expect("mount");
+    env.provider
+        .mount(&Req::new(&obj("s", SM), &target))
+        .await
+        .expect("mount");
     let sts = env.aws.calls_of("AssumeRoleWithWebIdentity");
     assert_eq!(sts.len(), 1);
     assert_eq!(sts[0].names, vec![ROLE_A.to_string()]);
     assert_eq!(sts[0].token.as_deref(), Some(TOKEN_A));
     assert_eq!(sts[0].session.as_deref(), Some("csi-default-pod-a"));
     let sm = env.aws.calls_of("GetSecretValue");
-    assert_eq!(sm[0].access_key.as_deref(), Some(access_key_for(ROLE_A, TOKEN_A).as_str()));
-    assert!(env.kube.calls().contains(&"GET /api/v1/namespaces/default/serviceaccounts/sa-a".to_string()));
+    assert_eq!(
+        sm[0].access_key.as_deref(),
+        Some(access_key_for(ROLE_A, TOKEN_A).as_str())
+    );
+    assert!(
+        env.kube
+            .calls()
+            .contains(&"GET /api/v1/namespaces/default/serviceaccounts/sa-a".to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -585,7 +686,11 @@ async fn two_pods_with_different_roles_get_only_their_own_credentials() {
     let objects = format!("{}{}", obj("shared", SM), obj("shared-p", SSM));
     let mut tasks = Vec::new();
     for i in 0..6 {
-        let (pod, sa, token) = if i % 2 == 0 { ("pod-a", "sa-a", TOKEN_A) } else { ("pod-b", "sa-b", TOKEN_B) };
+        let (pod, sa, token) = if i % 2 == 0 {
+            ("pod-a", "sa-a", TOKEN_A)
+        } else {
+            ("pod-b", "sa-b", TOKEN_B)
+        };
         let req = Req::new(&objects, &env.provider.target(&format!("iso-{i}"))).pod(pod, sa, token);
         let mut client = env.provider.client().await;
         tasks.push(tokio::spawn(async move { client.mount(req.build()).await.map(|_| ()) }));
@@ -598,13 +703,27 @@ async fn two_pods_with_different_roles_get_only_their_own_credentials() {
     let sts = env.aws.calls_of("AssumeRoleWithWebIdentity");
     for c in &sts {
         let expected = if c.names[0] == ROLE_A { TOKEN_A } else { TOKEN_B };
-        assert_eq!(c.token.as_deref(), Some(expected), "each role is assumed with its own pod's token");
+        assert_eq!(
+            c.token.as_deref(),
+            Some(expected),
+            "each role is assumed with its own pod's token"
+        );
     }
     let signed: Vec<_> = env.aws.calls().into_iter().filter(|c| c.access_key.is_some()).collect();
     assert_eq!(signed.len(), 12);
-    let a = signed.iter().filter(|c| c.access_key.as_deref() == Some(key_a.as_str())).count();
-    let b = signed.iter().filter(|c| c.access_key.as_deref() == Some(key_b.as_str())).count();
-    assert_eq!((a, b), (6, 6), "every AWS call is signed by exactly one of the two pods' credentials");
+    let a = signed
+        .iter()
+        .filter(|c| c.access_key.as_deref() == Some(key_a.as_str()))
+        .count();
+    let b = signed
+        .iter()
+        .filter(|c| c.access_key.as_deref() == Some(key_b.as_str()))
+        .count();
+    assert_eq!(
+        (a, b),
+        (6, 6),
+        "every AWS call is signed by exactly one of the two pods' credentials"
+    );
 }
 
 #[tokio::test]
@@ -617,7 +736,10 @@ async fn a_service_account_without_a_role_fails_with_the_reference_message() {
         .mount(&Req::new(&obj("s", SM), &target).pod("pod-x", "no-role", TOKEN_A))
         .await
         .expect_err("fail");
-    assert_eq!(err.message(), "An IAM role must be associated with service account no-role (namespace: default)");
+    assert_eq!(
+        err.message(),
+        "An IAM role must be associated with service account no-role (namespace: default)"
+    );
     assert!(env.aws.calls().is_empty(), "no AWS call without a role");
 }
 
@@ -630,9 +752,18 @@ async fn a_missing_service_account_and_forbidden_rbac_fail_clearly() {
         .mount(&Req::new(&obj("s", SM), &target).pod("pod-x", "ghost", TOKEN_A))
         .await
         .expect_err("fail");
-    assert!(err.message().starts_with("failed to get service account default/ghost: "), "{}", err.message());
+    assert!(
+        err.message()
+            .starts_with("failed to get service account default/ghost: "),
+        "{}",
+        err.message()
+    );
     env.kube.forbid("serviceaccounts");
-    let err = env.provider.mount(&Req::new(&obj("s", SM), &target)).await.expect_err("fail");
+    let err = env
+        .provider
+        .mount(&Req::new(&obj("s", SM), &target))
+        .await
+        .expect_err("fail");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(err.message().contains("forbidden"), "{}", err.message());
 }
@@ -642,9 +773,17 @@ async fn sts_access_denied_fails_the_mount() {
     let env = Env::start().await;
     env.aws.deny_role(ROLE_A);
     let target = env.provider.target("sts-denied");
-    let err = env.provider.mount(&Req::new(&obj("s", SM), &target)).await.expect_err("fail");
+    let err = env
+        .provider
+        .mount(&Req::new(&obj("s", SM), &target))
+        .await
+        .expect_err("fail");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(err.message().contains(ROLE_A) && err.message().contains("AccessDenied"), "{}", err.message());
+    assert!(
+        err.message().contains(ROLE_A) && err.message().contains("AccessDenied"),
+        "{}",
+        err.message()
+    );
     assert!(env.aws.calls_of("GetSecretValue").is_empty());
 }
 
@@ -654,7 +793,8 @@ async fn pod_identity_uses_the_agent_with_the_pod_token_and_no_kubernetes_call()
     let url = agent.url();
     let env = Env::start_with(|mut o| {
         o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
-        o.args.push("--pod-identity-endpoint-ipv6=http://[::1]:1/v1/credentials".into());
+        o.args
+            .push("--pod-identity-endpoint-ipv6=http://[::1]:1/v1/credentials".into());
         o
     })
     .await;
@@ -666,7 +806,10 @@ async fn pod_identity_uses_the_agent_with_the_pod_token_and_no_kubernetes_call()
         .expect("mount");
     assert_eq!(agent.tokens(), vec![PI_TOKEN_A.to_string()]);
     let sm = env.aws.calls_of("GetSecretValue");
-    assert_eq!(sm[0].access_key.as_deref(), Some(common::fake_agent::agent_key_for(PI_TOKEN_A).as_str()));
+    assert_eq!(
+        sm[0].access_key.as_deref(),
+        Some(common::fake_agent::agent_key_for(PI_TOKEN_A).as_str())
+    );
     assert!(env.kube.calls().is_empty(), "Pod Identity needs no Kubernetes call");
     assert!(env.aws.calls_of("AssumeRoleWithWebIdentity").is_empty());
 }
@@ -735,7 +878,11 @@ async fn pod_identity_agent_errors_fail_the_mount() {
         )
         .await
         .expect_err("fail");
-    assert!(err.message().contains("EKS Pod Identity Agent") && err.message().contains("HTTP 500"), "{}", err.message());
+    assert!(
+        err.message().contains("EKS Pod Identity Agent") && err.message().contains("HTTP 500"),
+        "{}",
+        err.message()
+    );
     assert_eq!(agent.tokens().len(), 3, "5xx is retried a bounded number of times");
     assert!(env.aws.calls().is_empty());
 }
@@ -751,9 +898,17 @@ async fn region_comes_from_aws_region_when_the_class_has_none() {
     .await;
     env.aws.put_secret_string("eu-west-1", "s", "eu");
     let target = env.provider.target("env-region");
-    env.provider.mount(&Req::new(&obj("s", SM), &target).unset("region")).await.expect("mount");
+    env.provider
+        .mount(&Req::new(&obj("s", SM), &target).unset("region"))
+        .await
+        .expect("mount");
     assert_eq!(read_mount(&target)["s"], b"eu");
-    assert!(env.kube.calls().iter().all(|c| !c.contains("/nodes/") && !c.contains("/pods/")));
+    assert!(
+        env.kube
+            .calls()
+            .iter()
+            .all(|c| !c.contains("/nodes/") && !c.contains("/pods/"))
+    );
 }
 
 #[tokio::test]
@@ -763,7 +918,10 @@ async fn region_comes_from_the_node_label_without_region_or_aws_region() {
     env.kube.add_node("node-1", Some("ap-south-1"));
     env.aws.put_secret_string("ap-south-1", "s", "from-node-region");
     let target = env.provider.target("node-region");
-    env.provider.mount(&Req::new(&obj("s", SM), &target).unset("region")).await.expect("mount");
+    env.provider
+        .mount(&Req::new(&obj("s", SM), &target).unset("region"))
+        .await
+        .expect("mount");
     assert_eq!(read_mount(&target)["s"], b"from-node-region");
     let calls = env.kube.calls();
     assert!(calls.contains(&"GET /api/v1/namespaces/default/pods/pod-a".to_string()));
@@ -776,14 +934,29 @@ async fn a_node_without_a_region_label_fails_with_the_reference_message() {
     env.kube.add_pod("default", "pod-a", "node-2");
     env.kube.add_node("node-2", None);
     let target = env.provider.target("no-region");
-    let err = env.provider.mount(&Req::new(&obj("s", SM), &target).unset("region")).await.expect_err("fail");
-    assert_eq!(err.message(), "failed to retrieve region from node. error Region not found");
     let err = env
         .provider
-        .mount(&Req::new(&obj("s", SM), &target).unset("region").pod("missing-pod", "sa-a", TOKEN_A))
+        .mount(&Req::new(&obj("s", SM), &target).unset("region"))
         .await
         .expect_err("fail");
-    assert!(err.message().starts_with("failed to retrieve region from node. error "), "{}", err.message());
+    assert_eq!(
+        err.message(),
+        "failed to retrieve region from node. error Region not found"
+    );
+    let err = env
+        .provider
+        .mount(
+            &Req::new(&obj("s", SM), &target)
+                .unset("region")
+                .pod("missing-pod", "sa-a", TOKEN_A),
+        )
+        .await
+        .expect_err("fail");
+    assert!(
+        err.message().starts_with("failed to retrieve region from node. error "),
+        "{}",
+        err.message()
+    );
     assert!(env.aws.calls().is_empty());
 }
 
@@ -814,7 +987,10 @@ async fn every_aws_call_carries_our_app_id_and_the_addon_version_replaces_it() {
     .await;
     env.aws.put_secret_string(REGION, "s", "v");
     let target = env.provider.target("appid");
-    env.provider.mount(&Req::new(&obj("s", SM), &target)).await.expect("mount");
+    env.provider
+        .mount(&Req::new(&obj("s", SM), &target))
+        .await
+        .expect("mount");
     for c in env.aws.calls() {
         assert!(
             c.user_agent.contains("app/csi-provider-aws-v9.9.9-eksbuild.1"),
@@ -823,7 +999,11 @@ async fn every_aws_call_carries_our_app_id_and_the_addon_version_replaces_it() {
             c.user_agent
         );
     }
-    assert_eq!(env.aws.calls_of("AssumeRoleWithWebIdentity").len(), 1, "STS carries the AppID too");
+    assert_eq!(
+        env.aws.calls_of("AssumeRoleWithWebIdentity").len(),
+        1,
+        "STS carries the AppID too"
+    );
 }
 
 #[tokio::test]
@@ -832,7 +1012,8 @@ async fn per_service_endpoint_variables_route_each_service() {
     let other = FakeAws::start().await;
     other.put_secret_string(REGION, "s", "from-dedicated-endpoint");
     let env = Env::start_with(|mut o| {
-        o.env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), other.endpoint()));
+        o.env
+            .push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), other.endpoint()));
         o
     })
     .await;
@@ -861,6 +1042,9 @@ async fn objects_are_fetched_concurrently_within_a_bound() {
     env.provider.mount(&Req::new(&objects, &target)).await.expect("mount");
     let max = env.aws.concurrency.max.load(Ordering::SeqCst);
     assert!(max > 1, "objects must be fetched in parallel (max in flight {max})");
-    assert!(max <= csi_provider_aws::fetch::CONCURRENCY, "parallelism is bounded (max in flight {max})");
+    assert!(
+        max <= csi_provider_aws::fetch::CONCURRENCY,
+        "parallelism is bounded (max in flight {max})"
+    );
     assert_eq!(read_mount(&target).len(), 20);
 }

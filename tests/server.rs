@@ -2,6 +2,8 @@
 //! stale-socket removal, and SIGTERM (socket removed, in-flight mount
 //! drained).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -108,5 +110,8 @@ async fn sigterm_removes_the_socket_and_drains_an_in_flight_mount() {
     assert!(!socket.exists(), "socket must be removed on SIGTERM");
     let resp = inflight.await.expect("join").expect("in-flight mount must complete");
     assert_eq!(versions(&resp.into_inner()).len(), 1);
-    assert_eq!(read_mount(&target).get("slow").map(Vec::as_slice), Some(&b"value-after-delay"[..]));
+    assert_eq!(
+        read_mount(&target).get("slow").map(Vec::as_slice),
+        Some(&b"value-after-delay"[..])
+    );
 }

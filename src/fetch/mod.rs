@@ -54,7 +54,9 @@ pub enum FetchError {
         region: String,
         error: AwsError,
     },
-    #[error("parameter {selector} not found in SSM Parameter Store in {region} (reported as invalid parameters: {invalid})")]
+    #[error(
+        "parameter {selector} not found in SSM Parameter Store in {region} (reported as invalid parameters: {invalid})"
+    )]
     ParameterNotFound {
         selector: String,
         region: String,
@@ -96,6 +98,9 @@ enum Unit<'a> {
     Parameters(Vec<(usize, &'a ObjectSpec)>),
 }
 
+/// A running unit: the values of its objects, by object index.
+type UnitFuture<'a> = BoxFuture<'a, Result<Vec<(usize, Fetched)>, FetchError>>;
+
 /// Fetches every object, returning values in object order.
 pub async fn fetch_all(
     aws: &AwsClients,
@@ -119,17 +124,19 @@ pub async fn fetch_all(
 
     // Futures are lazy: building them all up front still runs at most
     // CONCURRENCY at a time.
-    let futures: Vec<BoxFuture<'_, Result<Vec<(usize, Fetched)>, FetchError>>> = units
+    let futures: Vec<UnitFuture<'_>> = units
         .into_iter()
         .map(|unit| match unit {
-            Unit::Secret(i, o) => async move { secrets_manager::fetch(aws, creds, regions, o).await.map(|f| vec![(i, f)]) }.boxed(),
+            Unit::Secret(i, o) => async move {
+                secrets_manager::fetch(aws, creds, regions, o)
+                    .await
+                    .map(|f| vec![(i, f)])
+            }
+            .boxed(),
             Unit::Parameters(batch) => async move { ssm::fetch(aws, creds, regions, &batch).await }.boxed(),
         })
         .collect();
-    let results: Vec<Vec<(usize, Fetched)>> = stream::iter(futures)
-        .buffered(CONCURRENCY)
-        .try_collect()
-        .await?;
+    let results: Vec<Vec<(usize, Fetched)>> = stream::iter(futures).buffered(CONCURRENCY).try_collect().await?;
 
     let mut slots: Vec<Option<Fetched>> = vec![None; objects.len()];
     for (i, f) in results.into_iter().flatten() {

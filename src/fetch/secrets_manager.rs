@@ -35,7 +35,11 @@ pub async fn fetch(
         "primary region failed with a retryable error; trying the failover region");
     let (name, version, label) = match &object.failover {
         Some(f) => (f.name.as_str(), f.version.as_deref(), f.version_label.as_deref()),
-        None => (object.name.as_str(), object.version.as_deref(), object.version_label.as_deref()),
+        None => (
+            object.name.as_str(),
+            object.version.as_deref(),
+            object.version_label.as_deref(),
+        ),
     };
     get(aws, creds, failover_region, name, version, label)
         .await

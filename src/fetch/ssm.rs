@@ -97,10 +97,9 @@ pub async fn fetch(
         })
         .collect();
     let mut out = Vec::with_capacity(failover.len());
-    for sub in batches(
-        failover.into_iter().map(|w| (w.index, w)).collect(),
-        |w| (w.base.clone(), w.selector.clone()),
-    ) {
+    for sub in batches(failover.into_iter().map(|w| (w.index, w)).collect(), |w| {
+        (w.base.clone(), w.selector.clone())
+    }) {
         let sub: Vec<Wanted> = sub.into_iter().map(|(_, w)| w).collect();
         match get(aws, creds, failover_region, &sub).await {
             Ok(v) => out.extend(v),
@@ -237,12 +236,24 @@ mod tests {
         assert!(matches(&p, "/app/db", "/app/db"));
         assert!(matches(&p, "/app/db", "/app/db:3"));
         assert!(!matches(&p, "/app/db", "/app/db:2"));
-        assert!(matches(&p, "arn:aws:ssm:us-west-2:123456789012:parameter/app/db", "arn:aws:ssm:us-west-2:123456789012:parameter/app/db"));
+        assert!(matches(
+            &p,
+            "arn:aws:ssm:us-west-2:123456789012:parameter/app/db",
+            "arn:aws:ssm:us-west-2:123456789012:parameter/app/db"
+        ));
         assert!(!matches(&p, "/app/other", "/app/other"));
-        let labelled = Parameter::builder().name("flags").version(2).selector(":stable").build();
+        let labelled = Parameter::builder()
+            .name("flags")
+            .version(2)
+            .selector(":stable")
+            .build();
         assert!(matches(&labelled, "flags", "flags:stable"));
         assert!(!matches(&labelled, "flags", "flags:canary"));
         let short = Parameter::builder().name("flags").version(1).build();
-        assert!(matches(&short, "arn:aws:ssm:us-west-2:1:parameter/flags", "arn:aws:ssm:us-west-2:1:parameter/flags"));
+        assert!(matches(
+            &short,
+            "arn:aws:ssm:us-west-2:1:parameter/flags",
+            "arn:aws:ssm:us-west-2:1:parameter/flags"
+        ));
     }
 }

@@ -156,7 +156,12 @@ impl PodIdentityClient {
                 message: format!("invalid agent URL: {e}"),
             })?;
         let response = match tokio::time::timeout(self.config.timeout, self.http.request(request)).await {
-            Err(_) => return Err(Attempt::Unreachable(format!("timed out after {:?}", self.config.timeout))),
+            Err(_) => {
+                return Err(Attempt::Unreachable(format!(
+                    "timed out after {:?}",
+                    self.config.timeout
+                )));
+            }
             Ok(Err(e)) if e.is_connect() => return Err(Attempt::Unreachable(format!("cannot connect: {e}"))),
             Ok(Err(e)) => {
                 return Err(Attempt::Failed {

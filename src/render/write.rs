@@ -181,7 +181,10 @@ fn create_version_dir(target: &Path) -> io::Result<(String, PathBuf)> {
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free version directory name"))
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free version directory name",
+    ))
 }
 
 fn fill(target: &Path, dir: &Path, payload: &BTreeMap<&str, &FileOut>) -> Result<(), WriteError> {
@@ -245,9 +248,9 @@ fn is_unchanged(target: &Path, old: &str, payload: &BTreeMap<&str, &FileOut>, to
             return false;
         }
     }
-    let links_ok = tops.iter().all(|t| {
-        fs::read_link(target.join(t)).is_ok_and(|cur| cur == PathBuf::from(format!("{DATA}/{t}")))
-    });
+    let links_ok = tops
+        .iter()
+        .all(|t| fs::read_link(target.join(t)).is_ok_and(|cur| cur == Path::new(&format!("{DATA}/{t}"))));
     links_ok && stale_links(target, tops).is_empty()
 }
 

@@ -138,10 +138,7 @@ pub enum SpecError {
     )]
     IrsaTokenMissing,
     #[error("{mode} token extraction failed: token for audience \"{audience}\" is empty")]
-    TokenEmpty {
-        mode: &'static str,
-        audience: &'static str,
-    },
+    TokenEmpty { mode: &'static str, audience: &'static str },
     #[error("failed to unmarshal file permission, error: {0}")]
     Permission(String),
     #[error("pathTranslation must be either 'False' or a single character string")]
@@ -161,9 +158,7 @@ pub enum SpecError {
 pub enum ObjectError {
     #[error("Failed to load SecretProviderClass: {0}")]
     Load(String),
-    #[error(
-        "no objects to mount: the SecretProviderClass parameter 'objects' is missing or an empty list"
-    )]
+    #[error("no objects to mount: the SecretProviderClass parameter 'objects' is missing or an empty list")]
     NoObjects,
     #[error("Empty descriptor entry in SecretProviderClass")]
     EmptyEntry,
@@ -217,9 +212,7 @@ pub enum ObjectError {
         first: String,
         second: String,
     },
-    #[error(
-        "file name {file} of {object} conflicts with the directory needed for {nested} of {nested_object}"
-    )]
+    #[error("file name {file} of {object} conflicts with the directory needed for {nested} of {nested_object}")]
     FileIsDirectory {
         file: String,
         object: String,
@@ -378,9 +371,7 @@ fn parse_tokens(raw: Option<&String>) -> Result<HashMap<String, SecretString>, S
 fn parse_permission(permission: &str) -> Result<u32, SpecError> {
     let mode: u32 = serde_json::from_str(permission).map_err(|e| SpecError::Permission(json_error(&e)))?;
     if mode > 0o777 {
-        return Err(SpecError::Permission(format!(
-            "{mode} is not a file mode (0 to 511)"
-        )));
+        return Err(SpecError::Permission(format!("{mode} is not a file mode (0 to 511)")));
     }
     Ok(mode)
 }
@@ -403,4 +394,67 @@ fn json_error(e: &serde_json::Error) -> String {
         serde_json::error::Category::Eof => "unexpected end of JSON",
     };
     format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(extra: &[(&str, &str)]) -> String {
+        let mut m: HashMap<String, String> = HashMap::new();
+        m.insert(keys::OBJECTS.into(), "- objectName: s\n  objectType: secretsmanager\n".into());
+        m.insert(
+            keys::TOKENS.into(),
+            r#"{"sts.amazonaws.com":{"token":"tok-canary","expirationTimestamp":"2099-01-01T00:00:00Z"},"aud1":{"token":"x"}}"#
+                .into(),
+        );
+        for (k, v) in extra {
+            m.insert(k.to_string(), v.to_string());
+        }
+        serde_json::to_string(&m).unwrap()
+    }
+
+    #[test]
+    fn a_minimal_request_parses_with_defaults() {
+        let s = parse_request(&attrs(&[]), "null", "/var/lib/kubelet/pods/x/mount", "420").unwrap();
+        assert_eq!(s.auth, AuthMode::Irsa);
+        assert_eq!(s.default_mode, 0o644);
+        assert_eq!(s.translation, PathTranslation::Replace('_'));
+        assert_eq!(s.token.expose(), "tok-canary");
+        assert!(s.region.is_none());
+    }
+
+    #[test]
+    fn secrets_may_be_null_empty_or_a_map() {
+        for secrets in ["null", "{}", r#"{"k":"v"}"#, ""] {
+            assert!(parse_request(&attrs(&[]), secrets, "/t", "420").is_ok(), "{secrets}");
+        }
+    }
+
+    #[test]
+    fn use_pod_identity_follows_go_parse_bool() {
+        for (v, pi) in [("1", true), ("t", true), ("TRUE", true), ("True", true), ("0", false), ("F", false), ("false", false)] {
+            let mut a: HashMap<String, String> = serde_json::from_str(&attrs(&[(keys::USE_POD_IDENTITY, v)])).unwrap();
+            a.insert(
+                keys::TOKENS.into(),
+                r#"{"sts.amazonaws.com":{"token":"a"},"pods.eks.amazonaws.com":{"token":"b"}}"#.into(),
+            );
+            let s = parse_request(&serde_json::to_string(&a).unwrap(), "null", "/t", "420").unwrap();
+            assert_eq!(matches!(s.auth, AuthMode::PodIdentity(_)), pi, "{v}");
+        }
+    }
+
+    #[test]
+    fn path_translation_false_in_any_casing_turns_translation_off() {
+        for v in ["False", "false", "FALSE", "fAlSe"] {
+            let s = parse_request(&attrs(&[(keys::PATH_TRANSLATION, v)]), "null", "/t", "420").unwrap();
+            assert_eq!(s.translation, PathTranslation::Off, "{v}");
+        }
+    }
+
+    #[test]
+    fn the_spec_debug_output_never_shows_the_token() {
+        let s = parse_request(&attrs(&[]), "null", "/t", "420").unwrap();
+        assert!(!format!("{s:?}").contains("tok-canary"));
+    }
 }

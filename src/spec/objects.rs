@@ -247,8 +247,7 @@ fn object_kind(name: &str, object_type: Option<&str>) -> Result<ObjectKind, Obje
             arn::kind_of_service(a.service).ok_or_else(|| ObjectError::InvalidService(a.service.to_string()))
         }
         (Some(t), parsed) => {
-            let kind =
-                arn::kind_of_object_type(t).ok_or_else(|| ObjectError::InvalidType(t.to_string()))?;
+            let kind = arn::kind_of_object_type(t).ok_or_else(|| ObjectError::InvalidType(t.to_string()))?;
             if let Some(a) = parsed
                 && arn::kind_of_service(a.service) != Some(kind)
             {
@@ -262,11 +261,7 @@ fn object_kind(name: &str, object_type: Option<&str>) -> Result<ObjectKind, Obje
 /// Checks that every ARN names the region it will be fetched from: object
 /// names against the primary region, failover names against the failover
 /// region.
-pub fn check_arn_regions(
-    objects: &[ObjectSpec],
-    primary: &str,
-    failover: Option<&str>,
-) -> Result<(), ObjectError> {
+pub fn check_arn_regions(objects: &[ObjectSpec], primary: &str, failover: Option<&str>) -> Result<(), ObjectError> {
     for o in objects {
         check_arn_region(&o.name, primary)?;
         if let (Some(f), Some(region)) = (&o.failover, failover) {
@@ -309,11 +304,7 @@ fn check_file_name(file: &str, object: &str) -> Result<(), ObjectError> {
 
 /// The reference's duplicate rules, in its order: a repeated object name
 /// with the same alias and label, a repeated alias, a JMES alias already used.
-fn check_duplicates(
-    spec: &ObjectSpec,
-    earlier: &[ObjectSpec],
-    aliases: &mut Vec<String>,
-) -> Result<(), ObjectError> {
+fn check_duplicates(spec: &ObjectSpec, earlier: &[ObjectSpec], aliases: &mut Vec<String>) -> Result<(), ObjectError> {
     if earlier
         .iter()
         .any(|o| o.name == spec.name && o.alias == spec.alias && o.version_label == spec.version_label)
@@ -357,7 +348,13 @@ fn check_file_collisions(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
     }
     for (file, owner) in &owners {
         let mut prefix = String::new();
-        for component in file.split('/').collect::<Vec<_>>().split_last().map(|(_, d)| d).unwrap_or(&[]) {
+        for component in file
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, d)| d)
+            .unwrap_or(&[])
+        {
             if !prefix.is_empty() {
                 prefix.push('/');
             }
@@ -497,5 +494,115 @@ fn kind_name(v: &Value) -> &'static str {
         Value::Sequence(_) => "a list",
         Value::Mapping(_) => "a mapping",
         Value::Tagged(_) => "a tagged value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> ObjectRules {
+        ObjectRules {
+            translation: PathTranslation::default(),
+            default_mode: 0o644,
+            has_failover_region: true,
+        }
+    }
+
+    fn parse(yaml: &str) -> Result<Vec<ObjectSpec>, ObjectError> {
+        parse_objects(yaml, rules())
+    }
+
+    #[test]
+    fn keys_match_case_insensitively_and_unknown_keys_are_ignored() {
+        let o = parse("- OBJECTNAME: s\n  ObjectType: secretsmanager\n  objectalias: a\n  colour: blue\n").unwrap();
+        assert_eq!(o[0].name, "s");
+        assert_eq!(o[0].kind, ObjectKind::SecretsManager);
+        assert_eq!(o[0].file, "a");
+    }
+
+    #[test]
+    fn the_last_spelling_of_a_key_wins() {
+        let o = parse("- objectName: first\n  ObjectName: second\n  objectType: secretsmanager\n").unwrap();
+        assert_eq!(o[0].name, "second");
+    }
+
+    #[test]
+    fn yaml_scalars_are_read_as_strings() {
+        let o = parse("- objectName: 12345\n  objectType: ssmparameter\n  objectVersion: 3\n").unwrap();
+        assert_eq!(o[0].name, "12345");
+        assert_eq!(o[0].version.as_deref(), Some("3"));
+        assert_eq!(o[0].ssm_selector(), "12345:3");
+        let o = parse("- objectName: flag\n  objectType: ssmparameter\n  objectVersionLabel: true\n").unwrap();
+        assert_eq!(o[0].ssm_selector(), "flag:true");
+    }
+
+    #[test]
+    fn unquoted_file_permissions_keep_their_four_digits() {
+        let o = parse("- objectName: s\n  objectType: secretsmanager\n  filePermission: 0600\n").unwrap();
+        assert_eq!(o[0].mode, 0o600);
+        let o = parse("- objectName: s\n  objectType: secretsmanager\n  filePermission: \"0440\"\n").unwrap();
+        assert_eq!(o[0].mode, 0o440);
+    }
+
+    #[test]
+    fn a_json_list_is_accepted() {
+        let o = parse(r#"[{"objectName": "s", "objectType": "secretsmanager"}, {"objectName": "p", "objectType": "ssmparameter"}]"#)
+            .unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[1].kind, ObjectKind::Ssm);
+    }
+
+    #[test]
+    fn arn_without_object_type_infers_the_type_including_ssm_service() {
+        let o = parse("- objectName: arn:aws:ssm:us-west-2:123456789012:parameter/app/db\n  objectAlias: db\n").unwrap();
+        assert_eq!(o[0].kind, ObjectKind::Ssm);
+        let o = parse("- objectName: arn:aws:secretsmanager:us-west-2:123456789012:secret:x-AbC\n").unwrap();
+        assert_eq!(o[0].kind, ObjectKind::SecretsManager);
+        assert_eq!(o[0].file, "arn:aws:secretsmanager:us-west-2:123456789012:secret:x-AbC", "an ARN names its file as-is");
+    }
+
+    #[test]
+    fn same_object_with_different_aliases_or_labels_is_allowed() {
+        let o = parse(
+            "- objectName: s\n  objectType: secretsmanager\n  objectVersionLabel: AWSCURRENT\n  objectAlias: cur\n\
+             - objectName: s\n  objectType: secretsmanager\n  objectVersionLabel: AWSPREVIOUS\n  objectAlias: prev\n",
+        )
+        .unwrap();
+        assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn failover_object_inherits_the_primary_version_fields() {
+        let o = parse(
+            "- objectName: s\n  objectType: secretsmanager\n  objectAlias: a\n  objectVersionLabel: AWSCURRENT\n  failoverObject:\n    objectName: t\n",
+        )
+        .unwrap();
+        let f = o[0].failover.as_ref().unwrap();
+        assert_eq!(f.name, "t");
+        assert_eq!(f.version_label.as_deref(), Some("AWSCURRENT"));
+    }
+
+    #[test]
+    fn an_empty_failover_object_is_ignored() {
+        let o = parse("- objectName: s\n  objectType: secretsmanager\n  failoverObject:\n    objectVersion: v\n").unwrap();
+        assert!(o[0].failover.is_none());
+    }
+
+    #[test]
+    fn jmes_files_are_translated_like_object_names() {
+        let o = parse("- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: a.b\n      objectAlias: dir/key\n")
+            .unwrap();
+        assert_eq!(o[0].jmes[0].file, "dir_key");
+        assert_eq!(o[0].jmes[0].mode, 0o644);
+    }
+
+    #[test]
+    fn file_permission_rejects_special_bits_and_bad_syntax() {
+        assert_eq!(parse_file_permission("0777").unwrap(), 0o777);
+        assert_eq!(parse_file_permission("0000").unwrap(), 0);
+        for bad in ["1777", "2755", "4755", "777", "07777", "0o644", "abcd", "", "08 0"] {
+            assert!(parse_file_permission(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -58,12 +58,8 @@ impl fmt::Display for PathRule {
             PathRule::ComponentTooLong => "a path component is longer than 255 characters",
             PathRule::Traversal => "a path component is ..",
             PathRule::Dot => "a path component is .",
-            PathRule::EmptyComponent => {
-                "the path has an empty component (a doubled or trailing slash)"
-            }
-            PathRule::ReservedPrefix => {
-                "names starting with .. are reserved for the atomic writer's own entries"
-            }
+            PathRule::EmptyComponent => "the path has an empty component (a doubled or trailing slash)",
+            PathRule::ReservedPrefix => "names starting with .. are reserved for the atomic writer's own entries",
             PathRule::NulByte => "the name contains a NUL byte",
         })
     }

@@ -99,7 +99,11 @@ pub fn secret_arn(region: &str, name: &str) -> String {
 }
 
 pub fn param_arn(region: &str, name: &str) -> String {
-    let n = if name.starts_with('/') { name.to_string() } else { format!("/{name}") };
+    let n = if name.starts_with('/') {
+        name.to_string()
+    } else {
+        format!("/{name}")
+    };
     format!("arn:aws:ssm:{region}:{ACCOUNT}:parameter{n}")
 }
 
@@ -226,7 +230,10 @@ fn scope(headers: &http::HeaderMap) -> (Option<String>, Option<String>) {
     };
     let cred = cred.split(',').next().unwrap_or_default();
     let parts: Vec<&str> = cred.split('/').collect();
-    (parts.first().map(|s| s.to_string()), parts.get(2).map(|s| s.to_string()))
+    (
+        parts.first().map(|s| s.to_string()),
+        parts.get(2).map(|s| s.to_string()),
+    )
 }
 
 fn aws_error(status: u16, code: &str, message: &str) -> Reply {
@@ -271,16 +278,14 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
             user_agent,
         });
         let region = region.unwrap_or_default();
-        if let Some(i) = st
-            .faults
-            .iter()
-            .position(|f| {
-                f.op == op
-                    && f.times > 0
-                    && f.region.as_ref().is_none_or(|r| *r == region)
-                    && f.name.as_ref().is_none_or(|n| st.calls.last().is_some_and(|c| c.names.contains(n)))
-            })
-        {
+        if let Some(i) = st.faults.iter().position(|f| {
+            f.op == op
+                && f.times > 0
+                && f.region.as_ref().is_none_or(|r| *r == region)
+                && f.name
+                    .as_ref()
+                    .is_none_or(|n| st.calls.last().is_some_and(|c| c.names.contains(n)))
+        }) {
             st.faults[i].times -= 1;
             let f = st.faults[i].clone();
             return aws_error(f.status, f.code, "injected fault");
@@ -297,11 +302,16 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
 
 fn get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
     let id = body["SecretId"].as_str().unwrap_or_default();
-    let found = st.secrets.iter().find(|((r, name), _)| {
-        r == region && (name == id || secret_arn(region, name) == id)
-    });
+    let found = st
+        .secrets
+        .iter()
+        .find(|((r, name), _)| r == region && (name == id || secret_arn(region, name) == id));
     let Some(((_, name), versions)) = found else {
-        return aws_error(400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret.");
+        return aws_error(
+            400,
+            "ResourceNotFoundException",
+            "Secrets Manager can't find the specified secret.",
+        );
     };
     let want_id = body["VersionId"].as_str();
     let want_stage = body["VersionStage"].as_str();
@@ -340,19 +350,26 @@ fn get_parameters(st: &State, region: &str, body: &Value) -> Reply {
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     if names.len() > 10 {
-        return aws_error(400, "ValidationException", "1 validation error detected: Member must have length less than or equal to 10");
+        return aws_error(
+            400,
+            "ValidationException",
+            "1 validation error detected: Member must have length less than or equal to 10",
+        );
     }
     let mut params = Vec::new();
     let mut invalid = Vec::new();
     for requested in &names {
         // Split an optional :selector off the name (ARNs contain colons).
         let (base, selector) = match requested.rsplit_once(':') {
-            Some((b, s)) if !requested.starts_with("arn:") || b.matches(':').count() >= 5 => (b.to_string(), Some(s.to_string())),
+            Some((b, s)) if !requested.starts_with("arn:") || b.matches(':').count() >= 5 => {
+                (b.to_string(), Some(s.to_string()))
+            }
             _ => (requested.clone(), None),
         };
-        let found = st.params.iter().find(|((r, name), _)| {
-            r == region && (*name == base || param_arn(region, name) == base)
-        });
+        let found = st
+            .params
+            .iter()
+            .find(|((r, name), _)| r == region && (*name == base || param_arn(region, name) == base));
         let hit = found.and_then(|((_, name), versions)| {
             let v = match &selector {
                 None => versions.last(),
@@ -438,7 +455,11 @@ fn sts(st: &mut State, req: &Incoming2, user_agent: String) -> Reply {
         return sts_error(400, "InvalidAction", "unsupported action");
     }
     if st.denied_roles.contains(&role) {
-        return sts_error(403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity");
+        return sts_error(
+            403,
+            "AccessDenied",
+            "Not authorized to perform sts:AssumeRoleWithWebIdentity",
+        );
     }
     let akid = access_key_for(&role, &token);
     Reply::xml(

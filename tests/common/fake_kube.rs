@@ -31,7 +31,11 @@ impl FakeKube {
     pub async fn start() -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let s = state.clone();
-        let addr = serve("127.0.0.1:0".parse().expect("addr"), Arc::new(move |req| handle(&s, req))).await;
+        let addr = serve(
+            "127.0.0.1:0".parse().expect("addr"),
+            Arc::new(move |req| handle(&s, req)),
+        )
+        .await;
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
@@ -93,7 +97,11 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
     let path = req.path.split('?').next().unwrap_or_default().to_string();
     st.calls.push(format!("{} {}", req.method, path));
     if st.forbidden.iter().any(|r| path.contains(r.as_str())) {
-        return status(403, "Forbidden", "forbidden: User \"system:serviceaccount:kube-system:csi-provider-aws\" cannot get resource");
+        return status(
+            403,
+            "Forbidden",
+            "forbidden: User \"system:serviceaccount:kube-system:csi-provider-aws\" cannot get resource",
+        );
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
@@ -127,7 +135,10 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
                     Some(r) => json!({"topology.kubernetes.io/region": r}),
                     None => json!({}),
                 };
-                Reply::json(200, json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}))
+                Reply::json(
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}),
+                )
             }
             None => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
         },

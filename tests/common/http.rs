@@ -68,7 +68,9 @@ pub async fn serve_counted(addr: SocketAddr, handler: Handler, stats: Arc<Concur
     let local = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let handler = handler.clone();
             let stats = stats.clone();
             tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! Test support: the real provider binary on a temporary Unix socket, a
 //! real gRPC client, fakes of AWS, Kubernetes and the Pod Identity agent,
 //! and moto (a local AWS emulator) for AWS wire semantics.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod fake_agent;
 pub mod fake_aws;
@@ -83,7 +83,12 @@ impl Provider {
         }
         let child = cmd.spawn().expect("spawn provider");
         let socket = sock_dir.join("aws.sock");
-        let mut p = Self { child, dir, socket, log };
+        let mut p = Self {
+            child,
+            dir,
+            socket,
+            log,
+        };
         p.wait_ready().await;
         p
     }
@@ -116,7 +121,11 @@ impl Provider {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -208,7 +217,12 @@ impl Req {
             let map: serde_json::Map<String, serde_json::Value> = self
                 .tokens
                 .iter()
-                .map(|(a, t)| (a.clone(), json!({"token": t, "expirationTimestamp": "2099-01-01T00:00:00Z"})))
+                .map(|(a, t)| {
+                    (
+                        a.clone(),
+                        json!({"token": t, "expirationTimestamp": "2099-01-01T00:00:00Z"}),
+                    )
+                })
                 .collect();
             attrs.insert(
                 "csi.storage.k8s.io/serviceAccount.tokens".to_string(),
@@ -302,9 +316,15 @@ pub fn mode_of(path: &Path) -> u32 {
 }
 
 pub fn file_map(resp: &MountResponse) -> BTreeMap<String, (i32, Vec<u8>)> {
-    resp.files.iter().map(|f| (f.path.clone(), (f.mode, f.contents.clone()))).collect()
+    resp.files
+        .iter()
+        .map(|f| (f.path.clone(), (f.mode, f.contents.clone())))
+        .collect()
 }
 
 pub fn versions(resp: &MountResponse) -> BTreeMap<String, String> {
-    resp.object_version.iter().map(|v| (v.id.clone(), v.version.clone())).collect()
+    resp.object_version
+        .iter()
+        .map(|v| (v.id.clone(), v.version.clone()))
+        .collect()
 }

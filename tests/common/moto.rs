@@ -69,7 +69,9 @@ pub fn ssm(region: &str) -> aws_sdk_ssm::Client {
     let conf = aws_sdk_ssm::config::Builder::new()
         .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
         .region(aws_sdk_ssm::config::Region::new(region.to_string()))
-        .credentials_provider(aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "test"))
+        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
         .endpoint_url(endpoint())
         .build();
     aws_sdk_ssm::Client::from_conf(conf)

@@ -1,0 +1,406 @@
+//! Scenarios of the driver's AWS end-to-end suite and the reference's
+//! integration suite, adapted: the provider binary over a real socket,
+//! moto for AWS (STS, Secrets Manager, SSM wire semantics, including its
+//! out-of-order, selector-less GetParameters answers), and the fake
+//! Kubernetes API for ServiceAccounts, pods and nodes.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use aws_sdk_secretsmanager::primitives::Blob;
+use aws_sdk_ssm::types::ParameterType;
+use common::moto::{self, unique};
+use common::*;
+
+/// A provider on moto, with sa-a → role A and pod-a on a node in us-west-2.
+async fn moto_env(args: &[&str]) -> (FakeKube, Provider) {
+    let kube = FakeKube::start().await;
+    kube.add_service_account("default", "sa-a", Some(ROLE_A));
+    kube.add_pod("default", "pod-a", "node-1");
+    kube.add_node("node-1", Some(REGION));
+    let provider = Provider::start(Options {
+        aws_endpoint: moto::endpoint(),
+        kubeconfig: Some(kube.kubeconfig.clone()),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ..Options::default()
+    })
+    .await;
+    (kube, provider)
+}
+
+async fn create_secret(region: &str, name: &str, value: &str) -> (String, String) {
+    let out = moto::secrets_manager(region)
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create secret");
+    (out.arn.unwrap_or_default(), out.version_id.unwrap_or_default())
+}
+
+async fn put_secret(region: &str, name: &str, value: &str) -> String {
+    moto::secrets_manager(region)
+        .put_secret_value()
+        .secret_id(name)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("put secret value")
+        .version_id
+        .unwrap_or_default()
+}
+
+async fn put_param(region: &str, name: &str, value: &str, kind: ParameterType) -> i64 {
+    moto::ssm(region)
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(kind)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put parameter")
+        .version
+}
+
+#[tokio::test]
+async fn driver_e2e_basic_mount_reads_secrets_and_parameters_with_region_from_the_node() {
+    let (kube, provider) = moto_env(&[]).await;
+    let sm1 = unique("SecretsManagerTest1");
+    let sm2 = unique("SecretsManagerTest2");
+    let sync = unique("SecretsManagerSync");
+    let pm1 = unique("ParameterStoreTest1");
+    let pm_long = unique("ParameterStoreTestWithLongName");
+    create_secret(REGION, &sm1, "SecretsManagerTest1Value").await;
+    let (sm2_arn, _) = create_secret(REGION, &sm2, "SecretsManagerTest2Value").await;
+    create_secret(REGION, &sync, "SecretUser").await;
+    put_param(REGION, &pm1, "ParameterStoreTest1Value", ParameterType::SecureString).await;
+    put_param(
+        REGION,
+        &pm_long,
+        "ParameterStoreTest2Value",
+        ParameterType::SecureString,
+    )
+    .await;
+
+    let objects = format!(
+        r#"
+- objectName: "{pm1}"
+  objectType: "ssmparameter"
+- objectName: "{pm_long}"
+  objectType: "ssmparameter"
+  objectAlias: "ParameterStoreTest2"
+- objectName: "{sm1}"
+  objectType: "secretsmanager"
+- objectName: "{sm2_arn}"
+  objectAlias: "SecretsManagerTest2"
+- objectName: "{sync}"
+  objectType: "secretsmanager"
+"#
+    );
+    let target = provider.target("basic");
+    let resp = provider
+        .mount(&Req::new(&objects, &target).unset("region"))
+        .await
+        .expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files[&pm1], b"ParameterStoreTest1Value");
+    assert_eq!(files["ParameterStoreTest2"], b"ParameterStoreTest2Value");
+    assert_eq!(files[&sm1], b"SecretsManagerTest1Value");
+    assert_eq!(files["SecretsManagerTest2"], b"SecretsManagerTest2Value");
+    // secretObjects map files by name: the synced object's file is its name.
+    assert_eq!(files[&sync], b"SecretUser");
+    let v = versions(&resp);
+    assert_eq!(v.len(), 5);
+    assert_eq!(v[&pm1], "1");
+    assert!(
+        kube.calls().iter().any(|c| c.ends_with("/nodes/node-1")),
+        "region came from the node"
+    );
+}
+
+#[tokio::test]
+async fn driver_e2e_rotation_of_a_parameter_and_a_secret_reaches_the_files() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let pm = unique("ParameterStoreRotationTest");
+    let sm = unique("SecretsManagerRotationTest");
+    put_param(REGION, &pm, "BeforeRotation", ParameterType::SecureString).await;
+    let (_, v1) = create_secret(REGION, &sm, "BeforeRotation").await;
+    let objects =
+        format!("- objectName: {pm}\n  objectType: ssmparameter\n- objectName: {sm}\n  objectType: secretsmanager\n");
+    let target = provider.target("rotation");
+    let req = Req::new(&objects, &target);
+    let r1 = provider.mount(&req).await.expect("mount");
+    assert_eq!(read_mount(&target)[&pm], b"BeforeRotation");
+    assert_eq!(versions(&r1)[&sm], v1);
+
+    put_param(REGION, &pm, "AfterRotation", ParameterType::SecureString).await;
+    let v2 = put_secret(REGION, &sm, "AfterRotation").await;
+    let r2 = provider.mount(&req).await.expect("remount");
+    let files = read_mount(&target);
+    assert_eq!(files[&pm], b"AfterRotation");
+    assert_eq!(files[&sm], b"AfterRotation");
+    assert_eq!(versions(&r2)[&pm], "2", "versions change with content");
+    assert_eq!(versions(&r2)[&sm], v2);
+}
+
+#[tokio::test]
+async fn integration_jmes_paths_with_capitalised_keys_on_ssm_and_secrets_manager() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let sm = unique("secretsManagerJson");
+    let pm = unique("jsonSsm");
+    create_secret(
+        REGION,
+        &sm,
+        r#"{"username": "SecretsManagerUser", "password": "SecretsManagerPassword"}"#,
+    )
+    .await;
+    put_param(
+        REGION,
+        &pm,
+        r#"{"username": "SsmUser", "password": "SsmPassword"}"#,
+        ParameterType::SecureString,
+    )
+    .await;
+    let objects = format!(
+        r#"
+- objectName: {pm}
+  objectType: ssmparameter
+  jmesPath:
+    - Path: username
+      ObjectAlias: ssmUsername
+    - Path: password
+      ObjectAlias: ssmPassword
+- objectName: {sm}
+  objectType: secretsmanager
+  jmesPath:
+    - Path: username
+      ObjectAlias: secretsManagerUsername
+    - Path: password
+      ObjectAlias: secretsManagerPassword
+"#
+    );
+    let target = provider.target("jmes");
+    provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files["ssmUsername"], b"SsmUser");
+    assert_eq!(files["ssmPassword"], b"SsmPassword");
+    assert_eq!(files["secretsManagerUsername"], b"SecretsManagerUser");
+    assert_eq!(files["secretsManagerPassword"], b"SecretsManagerPassword");
+    assert!(
+        files[&sm].starts_with(b"{") && files[&pm].starts_with(b"{"),
+        "full JSON files too"
+    );
+
+    // After the JSON changes, a remount reaches the new values.
+    put_secret(REGION, &sm, r#"{"username": "Rotated", "password": "Rotated2"}"#).await;
+    provider.mount(&Req::new(&objects, &target)).await.expect("remount");
+    assert_eq!(read_mount(&target)["secretsManagerUsername"], b"Rotated");
+}
+
+#[tokio::test]
+async fn integration_failover_object_with_arns_in_two_regions() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let name = unique("failover-db");
+    let replica = unique("failover-db-replica");
+    let (primary_arn, v) = create_secret(REGION, &name, "primary-value").await;
+    let (replica_arn, _) = create_secret(FAILOVER, &replica, "replica-value").await;
+    let objects =
+        format!("- objectName: {primary_arn}\n  objectAlias: db\n  failoverObject:\n    objectName: {replica_arn}\n");
+    let target = provider.target("failover");
+    let resp = provider
+        .mount(&Req::new(&objects, &target).set("failoverRegion", FAILOVER))
+        .await
+        .expect("mount");
+    assert_eq!(read_mount(&target)["db"], b"primary-value");
+    assert_eq!(versions(&resp)["db"], v);
+}
+
+#[tokio::test]
+async fn versions_stages_and_labels_resolve_against_moto() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let sm = unique("staged");
+    let pm = unique("/team/labelled");
+    let (_, v1) = create_secret(REGION, &sm, "first").await;
+    put_secret(REGION, &sm, "second").await;
+    put_param(REGION, &pm, "one", ParameterType::String).await;
+    put_param(REGION, &pm, "two", ParameterType::String).await;
+    put_param(REGION, &pm, "three", ParameterType::String).await;
+    moto::ssm(REGION)
+        .label_parameter_version()
+        .name(&pm)
+        .parameter_version(1)
+        .labels("stable")
+        .send()
+        .await
+        .expect("label");
+    let objects = format!(
+        r#"
+- objectName: {sm}
+  objectType: secretsmanager
+  objectVersionLabel: AWSPREVIOUS
+  objectAlias: previous
+- objectName: {sm}
+  objectType: secretsmanager
+  objectVersion: {v1}
+  objectAlias: pinned
+- objectName: {pm}
+  objectType: ssmparameter
+  objectVersionLabel: stable
+  objectAlias: stable
+- objectName: {pm}
+  objectType: ssmparameter
+  objectVersion: 2
+  objectAlias: v2
+- objectName: {pm}
+  objectType: ssmparameter
+  objectAlias: latest
+"#
+    );
+    let target = provider.target("versions");
+    let resp = provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files["previous"], b"first");
+    assert_eq!(files["pinned"], b"first");
+    assert_eq!(files["stable"], b"one");
+    assert_eq!(files["v2"], b"two");
+    assert_eq!(files["latest"], b"three");
+    let v = versions(&resp);
+    assert_eq!(
+        (v["stable"].as_str(), v["v2"].as_str(), v["latest"].as_str()),
+        ("1", "2", "3")
+    );
+}
+
+#[tokio::test]
+async fn binary_secrets_and_string_lists_against_moto() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let bin = unique("binary");
+    let list = unique("list");
+    let bytes = vec![0xde, 0xad, 0xbe, 0xef, 0x00, 0x0a];
+    moto::secrets_manager(REGION)
+        .create_secret()
+        .name(&bin)
+        .secret_binary(Blob::new(bytes.clone()))
+        .send()
+        .await
+        .expect("create");
+    put_param(REGION, &list, "a,b,c", ParameterType::StringList).await;
+    let target = provider.target("binary");
+    provider
+        .mount(&Req::new(
+            &format!(
+                "- objectName: {bin}\n  objectType: secretsmanager\n- objectName: {list}\n  objectType: ssmparameter\n"
+            ),
+            &target,
+        ))
+        .await
+        .expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files[&bin], bytes);
+    assert_eq!(files[&list], b"a,b,c");
+}
+
+#[tokio::test]
+async fn more_than_ten_parameters_against_moto() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let mut objects = String::new();
+    let mut names = Vec::new();
+    for i in 0..25 {
+        let n = unique(&format!("/batch/p{i}"));
+        put_param(REGION, &n, &format!("value-{i}"), ParameterType::SecureString).await;
+        objects.push_str(&format!("- objectName: {n}\n  objectType: ssmparameter\n"));
+        names.push(n);
+    }
+    let target = provider.target("batch");
+    provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let files = read_mount(&target);
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(files[&n.replace('/', "_")], format!("value-{i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn a_missing_secret_and_a_missing_parameter_fail_against_moto() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let target = provider.target("missing");
+    let err = provider
+        .mount(&Req::new(
+            "- objectName: does-not-exist\n  objectType: secretsmanager\n",
+            &target,
+        ))
+        .await
+        .expect_err("fail");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(
+        err.message().contains("does-not-exist") && err.message().contains("ResourceNotFoundException"),
+        "{}",
+        err.message()
+    );
+    let err = provider
+        .mount(&Req::new(
+            "- objectName: /no/such/param\n  objectType: ssmparameter\n",
+            &target,
+        ))
+        .await
+        .expect_err("fail");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("/no/such/param"), "{}", err.message());
+    assert!(all_entries(&target).is_empty());
+}
+
+#[tokio::test]
+async fn integration_driver_writes_mode_through_the_debug_client_creates_symlinks() {
+    let (_kube, provider) = moto_env(&["--driver-writes-secrets"]).await;
+    let sm = unique("dw-secret");
+    let pm = unique("dw-param");
+    create_secret(REGION, &sm, "dw-secret-value").await;
+    put_param(REGION, &pm, "dw-param-value", ParameterType::SecureString).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spc = dir.path().join("spc.yaml");
+    std::fs::write(
+        &spc,
+        format!(
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: dw\n  namespace: default\n\
+             spec:\n  provider: aws\n  parameters:\n    region: {REGION}\n    objects: |\n      - objectName: {sm}\n        objectType: secretsmanager\n      - objectName: {pm}\n        objectType: ssmparameter\n"
+        ),
+    )
+    .expect("spc");
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN_A).expect("token");
+    let target = dir.path().join("mnt");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"))
+        .arg("mount")
+        .arg(format!("--spc={}", spc.display()))
+        .arg(format!("--target={}", target.display()))
+        .arg(format!("--socket={}", provider.socket.display()))
+        .arg("--pod-name=pod-a")
+        .arg("--service-account=sa-a")
+        .arg(format!("--token=sts.amazonaws.com={}", token.display()))
+        .output()
+        .await
+        .expect("run debug client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("wrote the returned files"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{sm}\t")) && stdout.contains(&format!("{pm}\t1")),
+        "{stdout}"
+    );
+    let files = read_mount(&target);
+    assert_eq!(files[&sm], b"dw-secret-value");
+    assert_eq!(files[&pm], b"dw-param-value");
+    let meta = std::fs::symlink_metadata(target.join(&sm)).expect("entry");
+    assert!(
+        meta.file_type().is_symlink(),
+        "the atomic writer links files from ..data"
+    );
+    assert!(
+        std::fs::symlink_metadata(target.join("..data"))
+            .expect("..data")
+            .file_type()
+            .is_symlink()
+    );
+}
