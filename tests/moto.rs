@@ -404,3 +404,32 @@ async fn integration_driver_writes_mode_through_the_debug_client_creates_symlink
             .is_symlink()
     );
 }
+
+#[tokio::test]
+async fn integration_pod_identity_variant_against_moto() {
+    let agent = FakeAgent::start("127.0.0.1:0").await;
+    let url = agent.url();
+    let (kube, provider) = moto_env(&[&format!("--pod-identity-endpoint-ipv4={url}")]).await;
+    let sm = unique("pi-secret");
+    let pm = unique("pi-param");
+    create_secret(REGION, &sm, "pi-secret-value").await;
+    put_param(REGION, &pm, "pi-param-value", ParameterType::SecureString).await;
+    let target = provider.target("pod-identity");
+    provider
+        .mount(
+            &Req::new(
+                &format!(
+                    "- objectName: {sm}\n  objectType: secretsmanager\n- objectName: {pm}\n  objectType: ssmparameter\n"
+                ),
+                &target,
+            )
+            .set("usePodIdentity", "true"),
+        )
+        .await
+        .expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files[&sm], b"pi-secret-value");
+    assert_eq!(files[&pm], b"pi-param-value");
+    assert_eq!(agent.tokens(), vec![PI_TOKEN_A.to_string()]);
+    assert!(kube.calls().is_empty());
+}

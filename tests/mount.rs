@@ -367,6 +367,20 @@ async fn remounts_follow_rotation_and_keep_unchanged_content() {
     assert_eq!(versions(&r3)["rot"], v2);
     assert_eq!(versions(&r3)["rotp"], "2");
 
+    // Move Version: the class now pins the first version.
+    let pinned = Req::new(
+        &format!(
+            "- objectName: rot\n  objectType: secretsmanager\n  objectVersion: {v1}\n{}",
+            obj("rotp", SSM)
+        ),
+        &target,
+    );
+    let r_pin = env.provider.mount(&pinned).await.expect("move version");
+    assert_eq!(read_mount(&target)["rot"], b"BeforeRotation");
+    assert_eq!(versions(&r_pin)["rot"], v1);
+    env.provider.mount(&req).await.expect("back to current");
+    assert_eq!(read_mount(&target)["rot"], b"AfterRotation");
+
     // Moving a label back (a rollback) is followed too.
     env.aws.label_secret(REGION, "rot", &v1, "AWSCURRENT");
     let r4 = env.provider.mount(&req).await.expect("move labels");
@@ -1047,4 +1061,57 @@ async fn objects_are_fetched_concurrently_within_a_bound() {
         "parallelism is bounded (max in flight {max})"
     );
     assert_eq!(read_mount(&target).len(), 20);
+}
+
+#[tokio::test]
+async fn pod_identity_agent_timeouts_fail_the_mount() {
+    let agent = FakeAgent::start("127.0.0.1:0").await;
+    agent.set_delay(Duration::from_millis(1500));
+    let url = agent.url();
+    let env = Env::start_with(|mut o| {
+        o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
+        o.args.push("--pod-identity-http-timeout=200ms".into());
+        o
+    })
+    .await;
+    let target = env.provider.target("pi-timeout");
+    let err = env
+        .provider
+        .mount(
+            &Req::new(&obj("s", SM), &target)
+                .set("usePodIdentity", "true")
+                .set("preferredAddressType", "ipv4"),
+        )
+        .await
+        .expect_err("fail");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("timed out"), "{}", err.message());
+    assert!(env.aws.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_write_failure_is_reported_and_no_files_appear() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    let not_a_dir = env.provider.dir.path().join("not-a-directory");
+    std::fs::write(&not_a_dir, "x").expect("file");
+    let err = env
+        .provider
+        .mount(&Req::new(&obj("s", SM), &not_a_dir))
+        .await
+        .expect_err("fail");
+    assert_eq!(err.code(), tonic::Code::Internal);
+    assert!(err.message().contains("is not a directory"), "{}", err.message());
+    let missing = env.provider.dir.path().join("missing/mount");
+    let err = env
+        .provider
+        .mount(&Req::new(&obj("s", SM), &missing))
+        .await
+        .expect_err("fail");
+    assert!(
+        err.message().starts_with(&format!("target path {}", missing.display())),
+        "{}",
+        err.message()
+    );
+    assert!(!missing.exists());
 }

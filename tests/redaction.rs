@@ -17,7 +17,8 @@ async fn values_and_tokens_never_appear_in_logs_or_errors() {
         o
     })
     .await;
-    env.aws.put_secret_string(REGION, "canary", &format!("{{\"k\":\"{VALUE_CANARY}\"}}"));
+    env.aws
+        .put_secret_string(REGION, "canary", &format!("{{\"k\":\"{VALUE_CANARY}\"}}"));
     env.aws.put_param(REGION, "canary-p", "SecureString", VALUE_CANARY);
     let target = env.provider.target("redaction");
     let objects = "- objectName: canary\n  objectType: secretsmanager\n  jmesPath:\n    - path: k\n      objectAlias: k\n- objectName: canary-p\n  objectType: ssmparameter\n";
@@ -28,14 +29,31 @@ async fn values_and_tokens_never_appear_in_logs_or_errors() {
 
     // Failing mounts: a JMES error on the value, a bad token map, a non-string result.
     let mut errors = Vec::new();
-    let bad_jmes = Req::new("- objectName: canary-p\n  objectType: ssmparameter\n  jmesPath:\n    - path: k\n      objectAlias: x\n", &target)
-        .pod("pod-a", "sa-a", TOKEN_CANARY);
-    errors.push(env.provider.mount(&bad_jmes).await.expect_err("not JSON").message().to_string());
+    let bad_jmes = Req::new(
+        "- objectName: canary-p\n  objectType: ssmparameter\n  jmesPath:\n    - path: k\n      objectAlias: x\n",
+        &target,
+    )
+    .pod("pod-a", "sa-a", TOKEN_CANARY);
+    errors.push(
+        env.provider
+            .mount(&bad_jmes)
+            .await
+            .expect_err("not JSON")
+            .message()
+            .to_string(),
+    );
     let bad_tokens = Req::new(objects, &target).set(
         "csi.storage.k8s.io/serviceAccount.tokens",
         &format!("{{\"sts.amazonaws.com\": \"{TOKEN_CANARY}\"}}"),
     );
-    errors.push(env.provider.mount(&bad_tokens).await.expect_err("bad map").message().to_string());
+    errors.push(
+        env.provider
+            .mount(&bad_tokens)
+            .await
+            .expect_err("bad map")
+            .message()
+            .to_string(),
+    );
     env.aws.deny_role(ROLE_A);
     let other = env.provider.target("redaction-2");
     errors.push(

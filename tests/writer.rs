@@ -48,7 +48,10 @@ fn files_are_published_through_the_data_link_with_their_modes() {
     assert_eq!(out, WriteOutcome::Written);
     assert_eq!(read(t.path(), "a"), "A");
     assert_eq!(read(t.path(), "dir/b"), "B");
-    assert_eq!(fs::metadata(t.path().join("a")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(t.path().join("a")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert_eq!(fs::read_link(t.path().join("a")).unwrap(), Path::new("..data/a"));
     assert_eq!(fs::read_link(t.path().join("dir")).unwrap(), Path::new("..data/dir"));
     assert_eq!(version_dirs(t.path()).len(), 1);
@@ -75,7 +78,12 @@ fn a_failed_write_leaves_the_previous_content_untouched() {
 #[test]
 fn files_no_longer_in_the_payload_are_removed() {
     let t = tempfile::tempdir().unwrap();
-    write_atomic(t.path(), &[file("keep", 0o644, "k"), file("gone", 0o644, "g")], WriteOptions::default()).unwrap();
+    write_atomic(
+        t.path(),
+        &[file("keep", 0o644, "k"), file("gone", 0o644, "g")],
+        WriteOptions::default(),
+    )
+    .unwrap();
     write_atomic(t.path(), &[file("keep", 0o644, "k2")], WriteOptions::default()).unwrap();
     assert!(fs::symlink_metadata(t.path().join("gone")).is_err());
     assert_eq!(read(t.path(), "keep"), "k2");
@@ -99,7 +107,10 @@ fn symlinks_in_the_target_are_replaced_not_followed() {
     assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
     assert!(!outside.path().join("inner").exists());
     assert_eq!(read(t.path(), "secret"), "value");
-    assert_eq!(fs::read_link(t.path().join("secret")).unwrap(), Path::new("..data/secret"));
+    assert_eq!(
+        fs::read_link(t.path().join("secret")).unwrap(),
+        Path::new("..data/secret")
+    );
 }
 
 #[test]
@@ -117,7 +128,11 @@ fn regular_files_and_directories_from_an_older_writer_are_taken_over() {
     .unwrap();
     assert_eq!(read(t.path(), "legacy"), "new");
     assert_eq!(read(t.path(), "legacydir/f"), "y");
-    assert_eq!(read(t.path(), "unrelated"), "stays", "entries not ours and not in the payload stay");
+    assert_eq!(
+        read(t.path(), "unrelated"),
+        "stays",
+        "entries not ours and not in the payload stay"
+    );
 }
 
 #[test]
@@ -129,17 +144,26 @@ fn an_unchanged_payload_is_not_rewritten_but_can_bump_the_mtime() {
     let old = SystemTime::now() - Duration::from_secs(3600);
     fs::File::open(t.path()).unwrap().set_modified(old).unwrap();
 
-    assert_eq!(write_atomic(t.path(), &files, WriteOptions::default()).unwrap(), WriteOutcome::Unchanged);
+    assert_eq!(
+        write_atomic(t.path(), &files, WriteOptions::default()).unwrap(),
+        WriteOutcome::Unchanged
+    );
     assert_eq!(fs::read_link(t.path().join("..data")).unwrap(), data);
     let mtime = fs::metadata(t.path()).unwrap().modified().unwrap();
-    assert!(mtime < SystemTime::now() - Duration::from_secs(1800), "driver behaviour: mtime untouched");
+    assert!(
+        mtime < SystemTime::now() - Duration::from_secs(1800),
+        "driver behaviour: mtime untouched"
+    );
 
     let touch = WriteOptions {
         touch_when_unchanged: true,
     };
     assert_eq!(write_atomic(t.path(), &files, touch).unwrap(), WriteOutcome::Unchanged);
     let mtime = fs::metadata(t.path()).unwrap().modified().unwrap();
-    assert!(mtime > SystemTime::now() - Duration::from_secs(60), "provider-writes: mtime bumped for the rotation gate");
+    assert!(
+        mtime > SystemTime::now() - Duration::from_secs(60),
+        "provider-writes: mtime bumped for the rotation gate"
+    );
 
     // A mode change alone is a change.
     assert_eq!(

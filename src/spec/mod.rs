@@ -402,7 +402,10 @@ mod tests {
 
     fn attrs(extra: &[(&str, &str)]) -> String {
         let mut m: HashMap<String, String> = HashMap::new();
-        m.insert(keys::OBJECTS.into(), "- objectName: s\n  objectType: secretsmanager\n".into());
+        m.insert(
+            keys::OBJECTS.into(),
+            "- objectName: s\n  objectType: secretsmanager\n".into(),
+        );
         m.insert(
             keys::TOKENS.into(),
             r#"{"sts.amazonaws.com":{"token":"tok-canary","expirationTimestamp":"2099-01-01T00:00:00Z"},"aud1":{"token":"x"}}"#
@@ -433,7 +436,15 @@ mod tests {
 
     #[test]
     fn use_pod_identity_follows_go_parse_bool() {
-        for (v, pi) in [("1", true), ("t", true), ("TRUE", true), ("True", true), ("0", false), ("F", false), ("false", false)] {
+        for (v, pi) in [
+            ("1", true),
+            ("t", true),
+            ("TRUE", true),
+            ("True", true),
+            ("0", false),
+            ("F", false),
+            ("false", false),
+        ] {
             let mut a: HashMap<String, String> = serde_json::from_str(&attrs(&[(keys::USE_POD_IDENTITY, v)])).unwrap();
             a.insert(
                 keys::TOKENS.into(),

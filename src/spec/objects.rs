@@ -555,11 +555,15 @@ mod tests {
 
     #[test]
     fn arn_without_object_type_infers_the_type_including_ssm_service() {
-        let o = parse("- objectName: arn:aws:ssm:us-west-2:123456789012:parameter/app/db\n  objectAlias: db\n").unwrap();
+        let o =
+            parse("- objectName: arn:aws:ssm:us-west-2:123456789012:parameter/app/db\n  objectAlias: db\n").unwrap();
         assert_eq!(o[0].kind, ObjectKind::Ssm);
         let o = parse("- objectName: arn:aws:secretsmanager:us-west-2:123456789012:secret:x-AbC\n").unwrap();
         assert_eq!(o[0].kind, ObjectKind::SecretsManager);
-        assert_eq!(o[0].file, "arn:aws:secretsmanager:us-west-2:123456789012:secret:x-AbC", "an ARN names its file as-is");
+        assert_eq!(
+            o[0].file, "arn:aws:secretsmanager:us-west-2:123456789012:secret:x-AbC",
+            "an ARN names its file as-is"
+        );
     }
 
     #[test]
@@ -585,14 +589,17 @@ mod tests {
 
     #[test]
     fn an_empty_failover_object_is_ignored() {
-        let o = parse("- objectName: s\n  objectType: secretsmanager\n  failoverObject:\n    objectVersion: v\n").unwrap();
+        let o =
+            parse("- objectName: s\n  objectType: secretsmanager\n  failoverObject:\n    objectVersion: v\n").unwrap();
         assert!(o[0].failover.is_none());
     }
 
     #[test]
     fn jmes_files_are_translated_like_object_names() {
-        let o = parse("- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: a.b\n      objectAlias: dir/key\n")
-            .unwrap();
+        let o = parse(
+            "- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: a.b\n      objectAlias: dir/key\n",
+        )
+        .unwrap();
         assert_eq!(o[0].jmes[0].file, "dir_key");
         assert_eq!(o[0].jmes[0].mode, 0o644);
     }

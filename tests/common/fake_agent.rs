@@ -13,6 +13,7 @@ use super::http::{Reply, serve};
 struct State {
     tokens: Vec<String>,
     fail_status: Option<u16>,
+    delay: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -42,19 +43,24 @@ impl FakeAgent {
                     .unwrap_or_default()
                     .to_string();
                 st.tokens.push(token.clone());
+                let delay = st.delay;
                 if let Some(code) = st.fail_status {
-                    return Reply::json(code, json!({"code": "ServerError", "message": "injected"}));
+                    let mut r = Reply::json(code, json!({"code": "ServerError", "message": "injected"}));
+                    r.delay = delay;
+                    return r;
                 }
                 if req.path != "/v1/credentials" || token.is_empty() {
                     return Reply::json(400, json!({"code": "InvalidToken", "message": "missing token"}));
                 }
                 let key = agent_key_for(&token);
-                Reply::json(
+                let mut reply = Reply::json(
                     200,
                     json!({"AccessKeyId": key, "SecretAccessKey": format!("secret-{key}"),
                            "Token": format!("session-{key}"), "AccountId": "123456789012",
                            "Expiration": "2099-01-01T00:00:00Z"}),
-                )
+                );
+                reply.delay = delay;
+                reply
             }),
         )
         .await;
@@ -67,6 +73,10 @@ impl FakeAgent {
 
     pub fn tokens(&self) -> Vec<String> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).tokens.clone()
+    }
+
+    pub fn set_delay(&self, d: std::time::Duration) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).delay = d;
     }
 
     pub fn fail_with(&self, status: u16) {

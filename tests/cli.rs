@@ -1,0 +1,125 @@
+//! The `csi-provider-aws mount` debug client: it builds the driver's
+//! attributes from a SecretProviderClass manifest, mounts through a running
+//! provider, and reports what happened.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+
+async fn run_mount(socket: &Path, spc: &Path, target: &Path, extra: &[String]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"))
+        .arg("mount")
+        .arg(format!("--spc={}", spc.display()))
+        .arg(format!("--target={}", target.display()))
+        .arg(format!("--socket={}", socket.display()))
+        .args(extra)
+        .output()
+        .await
+        .expect("run")
+}
+
+fn spc(dir: &Path, provider: &str, objects: &str) -> std::path::PathBuf {
+    let p = dir.join("spc.yaml");
+    let indented: String = objects.lines().map(|l| format!("      {l}\n")).collect();
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: cli\n  namespace: default\n\
+             spec:\n  provider: {provider}\n  parameters:\n    region: {REGION}\n    objects: |\n{indented}"
+        ),
+    )
+    .expect("write spc");
+    p
+}
+
+#[tokio::test]
+async fn provider_writes_mode_is_reported_and_versions_printed() {
+    let env = Env::start().await;
+    let v = env.aws.put_secret_string(REGION, "cli-secret", "cli-value");
+    let dir = tempfile::tempdir().unwrap();
+    let spc = spc(
+        dir.path(),
+        "aws",
+        "- objectName: cli-secret\n  objectType: secretsmanager\n",
+    );
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN_A}\n")).unwrap();
+    let target = dir.path().join("mnt");
+    let out = run_mount(
+        &env.provider.socket,
+        &spc,
+        &target,
+        &[
+            "--pod-name=pod-a".into(),
+            "--service-account=sa-a".into(),
+            format!("--token=sts.amazonaws.com={}", token.display()),
+            "--show-contents".into(),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("the provider wrote the files into"), "{stdout}");
+    assert!(stdout.contains(&format!("cli-secret\t{v}")), "{stdout}");
+    assert!(stdout.contains("--- cli-secret ---\ncli-value"), "{stdout}");
+    assert_eq!(read_mount(&target)["cli-secret"], b"cli-value");
+    let sts = env.aws.calls_of("AssumeRoleWithWebIdentity");
+    assert_eq!(sts[0].token.as_deref(), Some(TOKEN_A), "the token file is sent trimmed");
+}
+
+#[tokio::test]
+async fn a_class_for_another_provider_is_refused_before_any_call() {
+    let env = Env::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spc = spc(dir.path(), "azure", "- objectName: x\n  objectType: secretsmanager\n");
+    let out = run_mount(&env.provider.socket, &spc, &dir.path().join("mnt"), &[]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a SecretProviderClass for provider aws: spec.provider is not aws"),
+        "{stderr}"
+    );
+    assert!(env.aws.calls().is_empty() && env.kube.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_provider_error_is_printed_with_its_code() {
+    let env = Env::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spc = spc(dir.path(), "aws", "- objectName: x\n  objectType: ssm\n");
+    let out = run_mount(&env.provider.socket, &spc, &dir.path().join("mnt"), &[]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CSI token error: serviceAccount.tokens not provided"),
+        "without --token the driver's token map is absent: {stderr}"
+    );
+    let token = dir.path().join("t");
+    std::fs::write(&token, TOKEN_A).unwrap();
+    let out = run_mount(
+        &env.provider.socket,
+        &spc,
+        &dir.path().join("mnt"),
+        &[format!("--token=sts.amazonaws.com={}", token.display())],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("Invalid objectType: ssm"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_socket_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let spc = spc(dir.path(), "aws", "- objectName: x\n  objectType: secretsmanager\n");
+    let out = run_mount(&dir.path().join("nope.sock"), &spc, &dir.path().join("mnt"), &[]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to the provider at"));
+}
