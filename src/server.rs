@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::aws::Failure;
 use crate::mount::{MountError, Provider};
@@ -67,22 +68,23 @@ impl CsiDriverProvider for ProviderService {
         let req = req.into_inner();
         let pod = PodLabel::from_attributes(&req.attributes);
         let span = tracing::info_span!("mount", namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid);
-        let _enter = span.enter();
-        let started = Instant::now();
-        drop(_enter);
-        let result = tracing::Instrument::instrument(self.provider.mount(&req), span.clone()).await;
-        let _enter = span.enter();
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(resp) => {
-                tracing::info!(objects = resp.object_version.len(), elapsed_ms, "mount succeeded");
-                Ok(Response::new(resp))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, code = error_code(&e), elapsed_ms, "mount failed");
-                Err(status(&e))
+        async {
+            let started = Instant::now();
+            let result = self.provider.mount(&req).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok(resp) => {
+                    tracing::info!(objects = resp.object_version.len(), elapsed_ms, "mount succeeded");
+                    Ok(Response::new(resp))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, code = error_code(&e), elapsed_ms, "mount failed");
+                    Err(status(&e))
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 }
 
@@ -109,16 +111,17 @@ impl PodLabel {
 /// The gRPC status of a failed mount: the message users read in the pod's
 /// `FailedMount` event, with a code that fits the failure.
 pub fn status(e: &MountError) -> Status {
+    let by_failure = |f: Failure| match f {
+        Failure::NotFound => tonic::Code::NotFound,
+        Failure::AccessDenied => tonic::Code::PermissionDenied,
+        Failure::Throttled => tonic::Code::ResourceExhausted,
+        Failure::Unavailable => tonic::Code::Unavailable,
+        Failure::Rejected => tonic::Code::FailedPrecondition,
+    };
     let code = match e {
         MountError::Spec(_) | MountError::Render(_) => tonic::Code::InvalidArgument,
         MountError::Write(_) | MountError::Internal(_) => tonic::Code::Internal,
-        other => match other.failure() {
-            Failure::NotFound => tonic::Code::NotFound,
-            Failure::AccessDenied => tonic::Code::PermissionDenied,
-            Failure::Throttled => tonic::Code::ResourceExhausted,
-            Failure::Unavailable => tonic::Code::Unavailable,
-            Failure::Rejected => tonic::Code::FailedPrecondition,
-        },
+        MountError::Region(_) | MountError::Identity(_) | MountError::Fetch(_) => by_failure(e.failure()),
     };
     Status::new(code, e.to_string())
 }

@@ -33,6 +33,8 @@ pub enum IdentityError {
         region: String,
         error: AwsError,
     },
+    #[error("no region to call STS in")]
+    NoRegion,
     #[error("failed to get credentials from the EKS Pod Identity Agent at {url}: {message}")]
     PodIdentity {
         url: String,
@@ -44,7 +46,9 @@ pub enum IdentityError {
 impl IdentityError {
     pub fn failure(&self) -> Failure {
         match self {
-            IdentityError::MissingPodAttribute(_) | IdentityError::NoRole { .. } => Failure::Rejected,
+            IdentityError::MissingPodAttribute(_) | IdentityError::NoRole { .. } | IdentityError::NoRegion => {
+                Failure::Rejected
+            }
             IdentityError::ServiceAccount { source, .. } => {
                 if source.is_forbidden() {
                     Failure::AccessDenied
@@ -99,21 +103,18 @@ impl IdentityResolver {
                         name: sa.to_string(),
                     })?;
                 let session = irsa::session_name(namespace, spec.pod.name.as_deref().unwrap_or(sa));
-                let mut last = None;
-                for region in regions {
+                // STS is regional: a retryable failure in the primary
+                // region moves on to the failover region, if any.
+                let mut regions = regions.iter().peekable();
+                while let Some(region) = regions.next() {
                     match irsa::assume_role(&self.aws, region, &role, &session, &spec.token).await {
-                        Ok(c) => return Ok(c),
-                        Err(e) if e.failure().is_retryable() => {
+                        Err(e) if e.failure().is_retryable() && regions.peek().is_some() => {
                             tracing::warn!(%region, error = %e, "STS call failed; trying the next region");
-                            last = Some(e);
                         }
-                        Err(e) => return Err(e),
+                        result => return result,
                     }
                 }
-                Err(last.unwrap_or(IdentityError::NoRole {
-                    namespace: namespace.to_string(),
-                    name: sa.to_string(),
-                }))
+                Err(IdentityError::NoRegion)
             }
             AuthMode::PodIdentity(preference) => self.pod_identity.credentials(preference, &spec.token).await,
         }

@@ -17,6 +17,7 @@ struct State {
     nodes: HashMap<String, Option<String>>,
     forbidden: Vec<String>,
     calls: Vec<String>,
+    times: Vec<std::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -79,6 +80,11 @@ impl FakeKube {
         self.lock().forbidden.push(resource.into());
     }
 
+    /// When each call arrived.
+    pub fn call_times(&self) -> Vec<std::time::Instant> {
+        self.lock().times.clone()
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
     }
@@ -96,6 +102,7 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     let path = req.path.split('?').next().unwrap_or_default().to_string();
     st.calls.push(format!("{} {}", req.method, path));
+    st.times.push(std::time::Instant::now());
     if st.forbidden.iter().any(|r| path.contains(r.as_str())) {
         return status(
             403,

@@ -8,6 +8,7 @@ pub mod fake_aws;
 pub mod fake_kube;
 pub mod http;
 pub mod moto;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,7 +62,6 @@ impl Provider {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &home)
             .env("RUST_LOG", "info,csi_provider_aws=debug")
-            .env("AWS_ENDPOINT_URL", &opts.aws_endpoint)
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", home.join("no-config"))
             .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
@@ -72,6 +72,9 @@ impl Provider {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
+        if !opts.aws_endpoint.is_empty() {
+            cmd.env("AWS_ENDPOINT_URL", &opts.aws_endpoint);
+        }
         if let Some(k) = &opts.kubeconfig {
             cmd.env("KUBECONFIG", k);
         }

@@ -1,0 +1,132 @@
+//! Mount latency of the provider binary over its Unix socket, as the driver
+//! calls it, against moto (the local AWS emulator): 20 objects (10 Secrets
+//! Manager secrets, 10 SSM parameters), IRSA through moto's STS, in both
+//! write modes. Also reports the size of the release binary.
+//!
+//! Run: `scripts/venv && cargo bench --bench mount_latency`
+//! (Without `--bench` it only prints this hint.)
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::types::ParameterType;
+use common::moto::{self, unique};
+use common::*;
+
+const ROUNDS: usize = 60;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn seed() -> String {
+    let mut objects = String::new();
+    for i in 0..10 {
+        let n = unique(&format!("bench/secret-{i}"));
+        moto::secrets_manager(REGION)
+            .create_secret()
+            .name(&n)
+            .secret_string(format!("{{\"user\":\"u{i}\",\"password\":\"p{i}\"}}"))
+            .send()
+            .await
+            .expect("seed secret");
+        objects.push_str(&format!("- objectName: {n}\n  objectType: secretsmanager\n"));
+    }
+    for i in 0..10 {
+        let n = unique(&format!("/bench/param-{i}"));
+        moto::ssm(REGION)
+            .put_parameter()
+            .name(&n)
+            .value(format!("value-{i}"))
+            .r#type(ParameterType::SecureString)
+            .send()
+            .await
+            .expect("seed parameter");
+        objects.push_str(&format!("- objectName: {n}\n  objectType: ssmparameter\n"));
+    }
+    objects
+}
+
+async fn run(mode: &str, args: &[&str], objects: &str) {
+    let kube = FakeKube::start().await;
+    kube.add_service_account("default", "sa-a", Some(ROLE_A));
+    let provider = Provider::start(Options {
+        aws_endpoint: moto::endpoint(),
+        kubeconfig: Some(kube.kubeconfig.clone()),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        ..Options::default()
+    })
+    .await;
+    let target = provider.target(mode);
+    let req = Req::new(objects, &target);
+    let mut client = provider.client().await;
+
+    let start = Instant::now();
+    let first = client.mount(req.build()).await.expect("first mount").into_inner();
+    let cold = start.elapsed();
+    assert_eq!(first.object_version.len(), 20);
+
+    let mut samples = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let r = client.mount(req.build()).await.expect("mount").into_inner();
+        samples.push(start.elapsed());
+        assert_eq!(r.object_version.len(), 20);
+    }
+    samples.sort();
+    println!(
+        "| {mode} | {} | {} | {} | {} |",
+        ms(cold),
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99)),
+        ms(*samples.last().unwrap()),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("mount_latency: run with `cargo bench --bench mount_latency`");
+        return;
+    }
+    let objects = seed().await;
+    println!(
+        "20 objects (10 Secrets Manager + 10 SSM SecureString), IRSA via moto STS, {ROUNDS} re-mounts after the first"
+    );
+    println!();
+    println!("| write mode, flags | first mount | re-mount p50 | re-mount p99 | re-mount max |");
+    println!("|---|---|---|---|---|");
+    // Every IRSA mount reads the pod's ServiceAccount, so with the default
+    // --qps 5 --burst 10 back-to-back re-mounts settle at one per 200 ms.
+    run("provider writes, default --qps 5 --burst 10", &[], &objects).await;
+    run(
+        "provider writes, --qps 1000 --burst 1000",
+        &["--qps=1000", "--burst=1000"],
+        &objects,
+    )
+    .await;
+    run(
+        "driver writes, --qps 1000 --burst 1000",
+        &["--driver-writes-secrets", "--qps=1000", "--burst=1000"],
+        &objects,
+    )
+    .await;
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_csi-provider-aws"));
+    let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+    println!();
+    println!(
+        "binary {}: {:.1} MiB ({size} bytes)",
+        bin.display(),
+        size as f64 / (1024.0 * 1024.0)
+    );
+}
