@@ -14,6 +14,9 @@ use crate::render::write::{WriteError, WriteOptions, write_atomic};
 use crate::render::{self, RenderError};
 use crate::spec::{self, MountSpec, SpecError};
 
+/// Above this response size the driver warns that Secret sync may fail.
+const SYNC_WARN_BYTES: usize = 1024 * 1024;
+
 /// Provider-wide settings that shape a mount.
 #[derive(Debug, Clone, Default)]
 pub struct MountSettings {
@@ -103,6 +106,14 @@ impl Provider {
             })
             .collect();
         if self.settings.driver_writes {
+            let total = rendered.total_bytes();
+            if total > SYNC_WARN_BYTES {
+                tracing::warn!(
+                    bytes = total,
+                    "the mount's files exceed 1 MiB: syncing them into a Kubernetes Secret may fail, and above \
+                     4 MiB the driver rejects the response unless --max-call-recv-msg-size is raised"
+                );
+            }
             let files = rendered
                 .files
                 .iter()

@@ -502,14 +502,8 @@ async fn server_errors_in_the_primary_fail_over_for_secrets_and_parameters() {
     env.aws.put_secret_string(FAILOVER, "s", "from-failover");
     env.aws.put_param(FAILOVER, "p", "String", "param-from-failover");
     for op in ["GetSecretValue", "GetParameters"] {
-        env.aws.inject(Fault {
-            op,
-            region: Some(REGION.into()),
-            status: 500,
-            code: "InternalServiceError",
-            times: 100,
-            name: None,
-        });
+        env.aws
+            .inject(Fault::persistent(op, REGION, 500, "InternalServiceError"));
     }
     let target = env.provider.target("fo-5xx");
     env.provider
@@ -525,14 +519,8 @@ async fn server_errors_in_the_primary_fail_over_for_secrets_and_parameters() {
 async fn throttling_in_the_primary_fails_over() {
     let env = Env::start().await;
     env.aws.put_secret_string(FAILOVER, "s", "from-failover");
-    env.aws.inject(Fault {
-        op: "GetSecretValue",
-        region: Some(REGION.into()),
-        status: 400,
-        code: "ThrottlingException",
-        times: 100,
-        name: None,
-    });
+    env.aws
+        .inject(Fault::persistent("GetSecretValue", REGION, 400, "ThrottlingException"));
     let target = env.provider.target("fo-throttle");
     env.provider
         .mount(&failover_req(&obj("s", SM), &target))
@@ -564,14 +552,8 @@ async fn a_client_error_in_the_primary_fails_the_mount_without_asking_the_failov
 #[tokio::test]
 async fn server_error_then_client_error_in_failover_fails_naming_both() {
     let env = Env::start().await;
-    env.aws.inject(Fault {
-        op: "GetSecretValue",
-        region: Some(REGION.into()),
-        status: 503,
-        code: "ServiceUnavailable",
-        times: 100,
-        name: None,
-    });
+    env.aws
+        .inject(Fault::persistent("GetSecretValue", REGION, 503, "ServiceUnavailable"));
     let target = env.provider.target("fo-5xx-4xx");
     let err = env
         .provider
@@ -588,14 +570,8 @@ async fn server_error_then_client_error_in_failover_fails_naming_both() {
 async fn failover_objects_use_their_own_name_in_the_failover_region() {
     let env = Env::start().await;
     env.aws.put_secret_string(FAILOVER, "replica-name", "replica-value");
-    env.aws.inject(Fault {
-        op: "GetSecretValue",
-        region: Some(REGION.into()),
-        status: 500,
-        code: "InternalServiceError",
-        times: 100,
-        name: None,
-    });
+    env.aws
+        .inject(Fault::persistent("GetSecretValue", REGION, 500, "InternalServiceError"));
     let target = env.provider.target("fo-object");
     let objects = format!(
         "- objectName: {}\n  objectAlias: db\n  failoverObject:\n    objectName: {}\n",
@@ -1114,4 +1090,32 @@ async fn a_write_failure_is_reported_and_no_files_appear() {
         err.message()
     );
     assert!(!missing.exists());
+}
+
+#[tokio::test]
+async fn access_denied_in_the_primary_fails_the_mount_without_asking_the_failover() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "s", "primary");
+    env.aws.put_secret_string(FAILOVER, "s", "failover");
+    env.aws.put_param(FAILOVER, "p", "String", "failover");
+    env.aws.inject(Fault::persistent(
+        "GetSecretValue",
+        REGION,
+        400,
+        "AccessDeniedException",
+    ));
+    env.aws
+        .inject(Fault::persistent("GetParameters", REGION, 400, "AccessDeniedException"));
+    for (name, ty) in [("s", SM), ("p", SSM)] {
+        let target = env.provider.target(&format!("fo-denied-{name}"));
+        let err = env
+            .provider
+            .mount(&failover_req(&obj(name, ty), &target))
+            .await
+            .expect_err("denied");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{}", err.message());
+        assert!(err.message().contains("AccessDeniedException"), "{}", err.message());
+        assert!(all_entries(&target).is_empty());
+    }
+    assert!(env.aws.calls().iter().all(|c| c.region.as_deref() != Some(FAILOVER)));
 }

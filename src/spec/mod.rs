@@ -244,12 +244,18 @@ pub fn parse_request(
 
     let attrs: HashMap<String, String> =
         serde_json::from_str(attributes).map_err(|e| SpecError::Attributes(json_error(&e)))?;
-    if !secrets.is_empty() {
+    let secrets: HashMap<String, String> = if secrets.is_empty() {
+        HashMap::new()
+    } else {
         serde_json::from_str::<Option<HashMap<String, String>>>(secrets)
-            .map_err(|e| SpecError::Secrets(json_error(&e)))?;
-    }
+            .map_err(|e| SpecError::Secrets(json_error(&e)))?
+            .unwrap_or_default()
+    };
 
-    let mut tokens = parse_tokens(attrs.get(keys::TOKENS))?;
+    // The driver copies the token map into the attributes; with Kubernetes
+    // >= 1.35 (serviceAccountTokenInSecrets) it also travels in `secrets`,
+    // which serves as a fallback should a driver stop copying it.
+    let mut tokens = parse_tokens(attrs.get(keys::TOKENS).or_else(|| secrets.get(keys::TOKENS)))?;
 
     let default_mode = parse_permission(permission)?;
 
@@ -461,6 +467,15 @@ mod tests {
             let s = parse_request(&attrs(&[(keys::PATH_TRANSLATION, v)]), "null", "/t", "420").unwrap();
             assert_eq!(s.translation, PathTranslation::Off, "{v}");
         }
+    }
+
+    #[test]
+    fn the_token_map_may_arrive_in_secrets_only() {
+        let mut a: HashMap<String, String> = serde_json::from_str(&attrs(&[])).unwrap();
+        let tokens = a.remove(keys::TOKENS).unwrap();
+        let secrets = serde_json::to_string(&HashMap::from([(keys::TOKENS, tokens)])).unwrap();
+        let s = parse_request(&serde_json::to_string(&a).unwrap(), &secrets, "/t", "420").unwrap();
+        assert_eq!(s.token.expose(), "tok-canary");
     }
 
     #[test]

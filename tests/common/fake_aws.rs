@@ -62,6 +62,20 @@ pub struct Fault {
     pub name: Option<String>,
 }
 
+impl Fault {
+    /// A fault that fails every matching call in `region`.
+    pub fn persistent(op: &'static str, region: &str, status: u16, code: &'static str) -> Self {
+        Self {
+            op,
+            region: Some(region.to_string()),
+            status,
+            code,
+            times: usize::MAX,
+            name: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     secrets: HashMap<(String, String), Vec<SecretVersion>>,
