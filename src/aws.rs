@@ -3,7 +3,9 @@
 //! client and connection pool, per-region clients that sign with the pod's
 //! own credentials, and the single classification of SDK errors.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use aws_config::{AppName, BehaviorVersion, SdkConfig};
@@ -39,6 +41,17 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// A per-call configuration override that signs with these credentials.
+    pub fn for_secrets_manager(&self) -> aws_sdk_secretsmanager::config::Builder {
+        aws_sdk_secretsmanager::config::Builder::default()
+            .credentials_provider(SharedCredentialsProvider::new(self.to_sdk()))
+    }
+
+    /// A per-call configuration override that signs with these credentials.
+    pub fn for_ssm(&self) -> aws_sdk_ssm::config::Builder {
+        aws_sdk_ssm::config::Builder::default().credentials_provider(SharedCredentialsProvider::new(self.to_sdk()))
+    }
+
     fn to_sdk(&self) -> aws_credential_types::Credentials {
         aws_credential_types::Credentials::new(
             self.access_key_id.clone(),
@@ -65,10 +78,23 @@ pub enum AwsSetupError {
     AppName(String),
 }
 
-/// The AWS side of the provider: configuration and client construction.
+/// The AWS side of the provider: one configuration, and one client per
+/// service and region, built once and shared by every mount. Clients carry
+/// no credentials of their own: each call supplies the pod's credentials
+/// (see [`Credentials::for_secrets_manager`] and friends), and no identity
+/// is cached inside a client, so one pod's credentials can never sign
+/// another pod's call.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
     config: SdkConfig,
+    clients: Arc<Mutex<RegionalClients>>,
+}
+
+#[derive(Debug, Default)]
+struct RegionalClients {
+    secrets_manager: HashMap<String, aws_sdk_secretsmanager::Client>,
+    ssm: HashMap<String, aws_sdk_ssm::Client>,
+    sts: HashMap<String, aws_sdk_sts::Client>,
 }
 
 impl AwsClients {
@@ -112,7 +138,10 @@ impl AwsClients {
             .http_client(http_client)
             .load()
             .await;
-        Ok(Self { config })
+        Ok(Self {
+            config,
+            clients: Arc::default(),
+        })
     }
 
     /// The region of the environment (`AWS_REGION`, or the profile's).
@@ -120,30 +149,52 @@ impl AwsClients {
         self.config.region().map(|r| r.to_string())
     }
 
-    /// An STS client for a region. `AssumeRoleWithWebIdentity` is unsigned.
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegionalClients> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The STS client of a region. `AssumeRoleWithWebIdentity` is unsigned.
     pub fn sts(&self, region: &str) -> aws_sdk_sts::Client {
-        let conf = aws_sdk_sts::config::Builder::from(&self.config)
-            .region(Region::new(region.to_string()))
-            .build();
-        aws_sdk_sts::Client::from_conf(conf)
+        self.lock()
+            .sts
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let conf = aws_sdk_sts::config::Builder::from(&self.config)
+                    .region(Region::new(region.to_string()))
+                    .build();
+                aws_sdk_sts::Client::from_conf(conf)
+            })
+            .clone()
     }
 
-    /// A Secrets Manager client for a region, signing with `creds`.
-    pub fn secrets_manager(&self, region: &str, creds: &Credentials) -> aws_sdk_secretsmanager::Client {
-        let conf = aws_sdk_secretsmanager::config::Builder::from(&self.config)
-            .region(Region::new(region.to_string()))
-            .credentials_provider(SharedCredentialsProvider::new(creds.to_sdk()))
-            .build();
-        aws_sdk_secretsmanager::Client::from_conf(conf)
+    /// The Secrets Manager client of a region (no credentials of its own).
+    pub fn secrets_manager(&self, region: &str) -> aws_sdk_secretsmanager::Client {
+        self.lock()
+            .secrets_manager
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let conf = aws_sdk_secretsmanager::config::Builder::from(&self.config)
+                    .region(Region::new(region.to_string()))
+                    .identity_cache(aws_sdk_secretsmanager::config::IdentityCache::no_cache())
+                    .build();
+                aws_sdk_secretsmanager::Client::from_conf(conf)
+            })
+            .clone()
     }
 
-    /// An SSM client for a region, signing with `creds`.
-    pub fn ssm(&self, region: &str, creds: &Credentials) -> aws_sdk_ssm::Client {
-        let conf = aws_sdk_ssm::config::Builder::from(&self.config)
-            .region(Region::new(region.to_string()))
-            .credentials_provider(SharedCredentialsProvider::new(creds.to_sdk()))
-            .build();
-        aws_sdk_ssm::Client::from_conf(conf)
+    /// The SSM client of a region (no credentials of its own).
+    pub fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        self.lock()
+            .ssm
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let conf = aws_sdk_ssm::config::Builder::from(&self.config)
+                    .region(Region::new(region.to_string()))
+                    .identity_cache(aws_sdk_ssm::config::IdentityCache::no_cache())
+                    .build();
+                aws_sdk_ssm::Client::from_conf(conf)
+            })
+            .clone()
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::identity::PodIdentityScope;
 use crate::identity::pod_identity::{DEFAULT_IPV4_ENDPOINT, DEFAULT_IPV6_ENDPOINT};
 
 /// Default socket directory (the driver's `--provider-volume`).
@@ -60,6 +61,42 @@ pub struct ServeArgs {
     /// EKS Pod Identity Agent credentials URL over IPv6.
     #[arg(long, default_value = DEFAULT_IPV6_ENDPOINT)]
     pub pod_identity_endpoint_ipv6: String,
+    /// Keep fetched values this long per identity (0 = off). Rotations and
+    /// IAM revocations then take up to this long to reach pods.
+    #[arg(long, default_value = "0", value_parser = parse_flag_duration)]
+    pub cache_ttl: Duration,
+    /// Cache credentials per identity until their expiration minus the margin.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", action = ArgAction::Set)]
+    pub credential_cache: bool,
+    /// Refresh cached credentials this long before they expire.
+    #[arg(long, default_value = "5m", value_parser = parse_flag_duration)]
+    pub credential_refresh_margin: Duration,
+    /// Share Pod Identity credentials per pod (default) or per ServiceAccount.
+    #[arg(long, value_enum, default_value = "pod")]
+    pub pod_identity_cache_scope: PodIdentityScope,
+    /// Keep ServiceAccount role annotations this long (0 = read every mount).
+    #[arg(long, default_value = "30s", value_parser = parse_flag_duration)]
+    pub service_account_cache_ttl: Duration,
+    /// Fetch Secrets Manager objects without a version field up to 20 per
+    /// BatchGetSecretValue call.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", action = ArgAction::Set)]
+    pub batch_get_secret_value: bool,
+    /// Concurrent AWS calls per mount (1 = one after another).
+    #[arg(long, default_value_t = crate::fetch::CONCURRENCY)]
+    pub max_concurrent_fetches: usize,
+    /// Let concurrent mounts of the same objects by the same identity share calls.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", action = ArgAction::Set)]
+    pub single_flight: bool,
+}
+
+fn parse_flag_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s).ok_or_else(|| format!("invalid duration {s:?} (examples: 30s, 5m, 500ms)"))
 }
 
 impl ServeArgs {
@@ -109,6 +146,14 @@ const GO_FLAGS: &[&str] = &[
     "pod-identity-http-timeout",
     "pod-identity-endpoint-ipv4",
     "pod-identity-endpoint-ipv6",
+    "cache-ttl",
+    "credential-cache",
+    "credential-refresh-margin",
+    "pod-identity-cache-scope",
+    "service-account-cache-ttl",
+    "batch-get-secret-value",
+    "max-concurrent-fetches",
+    "single-flight",
 ];
 
 /// Rewrites Go-style `-flag` arguments to `--flag`.
@@ -145,6 +190,30 @@ mod tests {
         assert_eq!(c.serve.burst, 10);
         assert_eq!(c.serve.pod_identity_timeout(), None);
         assert_eq!(c.serve.pod_identity_endpoint_ipv4, DEFAULT_IPV4_ENDPOINT);
+        assert_eq!(c.serve.cache_ttl, Duration::ZERO, "the value cache is off by default");
+        assert!(c.serve.credential_cache && c.serve.batch_get_secret_value && c.serve.single_flight);
+        assert_eq!(c.serve.service_account_cache_ttl, Duration::from_secs(30));
+        assert_eq!(c.serve.credential_refresh_margin, Duration::from_secs(300));
+        assert_eq!(c.serve.pod_identity_cache_scope, PodIdentityScope::Pod);
+    }
+
+    #[test]
+    fn the_go_call_pattern_can_be_configured() {
+        let c = parse(&[
+            "x",
+            "--cache-ttl=0",
+            "--credential-cache=false",
+            "--service-account-cache-ttl=0",
+            "--batch-get-secret-value=false",
+            "--max-concurrent-fetches=1",
+            "--single-flight=false",
+            "--pod-identity-cache-scope=service-account",
+        ]);
+        assert!(!c.serve.credential_cache && !c.serve.batch_get_secret_value && !c.serve.single_flight);
+        assert_eq!(c.serve.service_account_cache_ttl, Duration::ZERO);
+        assert_eq!(c.serve.max_concurrent_fetches, 1);
+        assert_eq!(c.serve.pod_identity_cache_scope, PodIdentityScope::ServiceAccount);
+        assert!(Cli::try_parse_from(["x", "--cache-ttl=banana"]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! gRPC statuses.
 
 pub mod aws;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -20,3 +21,4 @@ pub mod render;
 pub mod secret;
 pub mod server;
 pub mod spec;
+pub mod telemetry;

@@ -6,9 +6,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use csi_provider_aws::aws::AwsClients;
 use csi_provider_aws::config::{Cli, Command, ServeArgs, normalize_args};
-use csi_provider_aws::identity::{IdentityResolver, PodIdentityClient, PodIdentityConfig};
+use std::sync::Arc;
+
+use csi_provider_aws::fetch::{FetchSettings, Fetcher};
+use csi_provider_aws::identity::{IdentityResolver, IdentitySettings, PodIdentityClient, PodIdentityConfig};
 use csi_provider_aws::kube::KubeClient;
 use csi_provider_aws::mount::{MountSettings, Provider};
+use csi_provider_aws::telemetry::{Family, Metrics};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -68,24 +72,76 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(t) = args.pod_identity_timeout() {
         pod_identity.timeout = t;
     }
-    let identity = IdentityResolver {
-        aws: aws.clone(),
-        kube: kube.clone(),
-        pod_identity: PodIdentityClient::new(pod_identity),
-    };
+    let metrics = Arc::new(Metrics::default());
+    let identity = IdentityResolver::new(
+        aws.clone(),
+        kube.clone(),
+        PodIdentityClient::new(pod_identity),
+        IdentitySettings {
+            cache_credentials: args.credential_cache,
+            refresh_margin: args.credential_refresh_margin,
+            pod_identity_scope: args.pod_identity_cache_scope,
+            service_account_ttl: args.service_account_cache_ttl,
+        },
+        metrics.clone(),
+    );
+    let fetcher = Fetcher::new(
+        aws.clone(),
+        FetchSettings {
+            batch_get_secret_value: args.batch_get_secret_value,
+            concurrency: args.max_concurrent_fetches.max(1),
+            value_ttl: (!args.cache_ttl.is_zero()).then_some(args.cache_ttl),
+            single_flight: args.single_flight,
+        },
+        metrics.clone(),
+    );
+    let node_region = node_region(&aws, &kube, &metrics).await;
     let provider = Provider::new(
         MountSettings {
             driver_writes: args.driver_writes_secrets,
+            node_region,
         },
         aws,
         kube,
         identity,
+        fetcher,
+        metrics,
     );
     match csi_provider_aws::server::serve(provider, &args.provider_volume, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// This node's region, read once from its `topology.kubernetes.io/region`
+/// label (`NODE_NAME` from the downward API), unless `AWS_REGION` makes it
+/// unnecessary. Without it, mounts fall back to looking up the pod's node.
+async fn node_region(aws: &AwsClients, kube: &KubeClient, metrics: &Metrics) -> Option<String> {
+    if aws.env_region().is_some() {
+        return None;
+    }
+    let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty())?;
+    let result = kube.node_region(&node).await;
+    metrics.count(
+        Family::Kubernetes,
+        "nodes",
+        if result.is_ok() { "success" } else { "error" },
+    );
+    match result {
+        Ok(Some(region)) => {
+            tracing::info!(%node, %region, "region of this node");
+            Some(region)
+        }
+        Ok(None) => {
+            tracing::warn!(%node, "node has no topology.kubernetes.io/region label; looking up regions per mount");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%node, error = %e, "cannot read this node; looking up regions per mount");
+            None
         }
     }
 }

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use crate::aws::{AwsClients, Failure};
-use crate::fetch::{self, FetchError, Regions};
+use crate::fetch::{FetchError, Fetcher, Regions};
 use crate::identity::{IdentityError, IdentityResolver};
 use crate::kube::{KubeClient, KubeError};
 use crate::proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion};
 use crate::render::write::{WriteError, WriteOptions, write_atomic};
 use crate::render::{self, RenderError};
 use crate::spec::{self, MountSpec, SpecError};
+use crate::telemetry::{Family, Metrics};
 
 /// Above this response size the driver warns that Secret sync may fail.
 const SYNC_WARN_BYTES: usize = 1024 * 1024;
@@ -22,6 +23,8 @@ const SYNC_WARN_BYTES: usize = 1024 * 1024;
 pub struct MountSettings {
     /// Return files to the driver instead of writing them.
     pub driver_writes: bool,
+    /// The region of this node, resolved once at start (`NODE_NAME`).
+    pub node_region: Option<String>,
 }
 
 /// Everything a mount needs, shared by all mounts.
@@ -30,6 +33,8 @@ pub struct Provider {
     pub aws: AwsClients,
     pub kube: KubeClient,
     pub identity: IdentityResolver,
+    pub fetcher: Fetcher,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a mount failed. Mapped to a gRPC status in exactly one place
@@ -79,12 +84,21 @@ impl MountError {
 }
 
 impl Provider {
-    pub fn new(settings: MountSettings, aws: AwsClients, kube: KubeClient, identity: IdentityResolver) -> Arc<Self> {
+    pub fn new(
+        settings: MountSettings,
+        aws: AwsClients,
+        kube: KubeClient,
+        identity: IdentityResolver,
+        fetcher: Fetcher,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             aws,
             kube,
             identity,
+            fetcher,
+            metrics,
         })
     }
 
@@ -93,8 +107,11 @@ impl Provider {
         let spec = spec::parse_request(&req.attributes, &req.secrets, &req.target_path, &req.permission)?;
         let regions = self.resolve_regions(&spec).await?;
         spec::check_regions(&spec, &regions.primary)?;
-        let creds = self.identity.credentials(&spec, &regions.as_vec()).await?;
-        let values = fetch::fetch_all(&self.aws, &creds, &regions, &spec.objects).await?;
+        let (identity, creds) = self.identity.credentials(&spec, &regions.as_vec()).await?;
+        let values = self
+            .fetcher
+            .fetch_all(&identity, &creds, &regions, &spec.objects)
+            .await?;
         let rendered = render::render(&spec.objects, values)?;
 
         let object_version = rendered
@@ -152,9 +169,15 @@ impl Provider {
     }
 
     /// Primary region: SPC `region`, else the environment's, else the
-    /// `topology.kubernetes.io/region` label of the pod's node.
+    /// `topology.kubernetes.io/region` label of this node (read once at
+    /// start) or, failing that, of the pod's node.
     async fn resolve_regions(&self, spec: &MountSpec) -> Result<Regions, MountError> {
-        let primary = match spec.region.clone().or_else(|| self.aws.env_region()) {
+        let known = spec
+            .region
+            .clone()
+            .or_else(|| self.aws.env_region())
+            .or_else(|| self.settings.node_region.clone());
+        let primary = match known {
             Some(r) => r,
             None => self.node_region(spec).await.map_err(MountError::Region)?,
         };
@@ -175,7 +198,19 @@ impl Provider {
             .name
             .as_deref()
             .ok_or(RegionError::MissingPodAttribute(spec::keys::POD_NAME))?;
-        let node = self.kube.pod_node(namespace, pod).await?.ok_or(RegionError::NotFound)?;
-        self.kube.node_region(&node).await?.ok_or(RegionError::NotFound)
+        let node = self.kube.pod_node(namespace, pod).await;
+        self.metrics.count(
+            Family::Kubernetes,
+            "pods",
+            if node.is_ok() { "success" } else { "error" },
+        );
+        let node = node?.ok_or(RegionError::NotFound)?;
+        let region = self.kube.node_region(&node).await;
+        self.metrics.count(
+            Family::Kubernetes,
+            "nodes",
+            if region.is_ok() { "success" } else { "error" },
+        );
+        region?.ok_or(RegionError::NotFound)
     }
 }

@@ -101,6 +101,7 @@ async fn kubernetes_calls_are_rate_limited_by_qps_and_burst() {
     let env = Env::start_with(|mut o| {
         o.args.push("--qps=10".into());
         o.args.push("--burst=1".into());
+        o.args.push("--service-account-cache-ttl=0".into());
         o
     })
     .await;

@@ -54,11 +54,13 @@ async fn values_and_tokens_never_appear_in_logs_or_errors() {
             .message()
             .to_string(),
     );
-    env.aws.deny_role(ROLE_A);
+    let denied_role = "arn:aws:iam::123456789012:role/denied";
+    env.kube.add_service_account("default", "sa-denied", Some(denied_role));
+    env.aws.deny_role(denied_role);
     let other = env.provider.target("redaction-2");
     errors.push(
         env.provider
-            .mount(&Req::new(objects, &other).pod("pod-a", "sa-a", TOKEN_CANARY))
+            .mount(&Req::new(objects, &other).pod("pod-c", "sa-denied", TOKEN_CANARY))
             .await
             .expect_err("denied")
             .message()

@@ -1,21 +1,36 @@
-//! Fetching the values of a mount's objects: Secrets Manager one object per
-//! call, SSM in batches of up to ten selectors. Units run concurrently
-//! (bounded) and the result is all or nothing. Each unit asks the primary
-//! region first and the failover region only when the primary failed with a
-//! retryable error (throttling, 5xx, timeout, connection failure).
+//! Fetching the values of a mount's objects. Secrets Manager objects without
+//! a version field go up to 20 per `BatchGetSecretValue`, the others one per
+//! `GetSecretValue`; SSM objects go up to 10 selectors per `GetParameters`.
+//! Units run concurrently (bounded) and the result is all or nothing. Each
+//! unit asks the primary region first and the failover region only when the
+//! primary failed with a retryable error (throttling, 5xx, timeout,
+//! connection failure).
+//!
+//! Concurrent mounts that need the same unit for the same identity share one
+//! call; with a value TTL, values are kept per identity and never served to
+//! another identity.
 
 pub mod secrets_manager;
 pub mod ssm;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::aws::{AwsClients, AwsError, Credentials, Failure};
+use crate::cache::Cache;
+use crate::identity::IdentityKey;
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectKind, ObjectSpec};
+use crate::telemetry::{Family, Metrics};
 
-/// Concurrent AWS calls per mount.
+/// Default concurrent AWS calls per mount.
 pub const CONCURRENCY: usize = 8;
+/// How long an identity denied `BatchGetSecretValue` uses `GetSecretValue`.
+pub const BATCH_DENIED_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// A fetched value and its version in the store.
 #[derive(Debug, Clone)]
@@ -25,7 +40,7 @@ pub struct Fetched {
 }
 
 /// The regions of a mount: primary, and the optional failover.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Regions {
     pub primary: String,
     pub failover: Option<String>,
@@ -39,12 +54,42 @@ impl Regions {
     }
 }
 
+/// Fetch settings.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    /// Use `BatchGetSecretValue` for objects without a version field.
+    pub batch_get_secret_value: bool,
+    /// Concurrent AWS calls per mount.
+    pub concurrency: usize,
+    /// Keep values this long per identity (`None`: values are not kept).
+    pub value_ttl: Option<Duration>,
+    /// Share one call between concurrent mounts of the same unit and identity.
+    pub single_flight: bool,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        Self {
+            batch_get_secret_value: true,
+            concurrency: CONCURRENCY,
+            value_ttl: None,
+            single_flight: true,
+        }
+    }
+}
+
 /// Why an object could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("failed to fetch secret {name} from Secrets Manager in {region}: {error}")]
     Secret {
         name: String,
+        region: String,
+        error: AwsError,
+    },
+    #[error("failed to fetch secrets {names} from Secrets Manager in {region}: {error}")]
+    SecretBatch {
+        names: String,
         region: String,
         error: AwsError,
     },
@@ -62,8 +107,12 @@ pub enum FetchError {
         region: String,
         invalid: String,
     },
-    #[error("SSM Parameter Store in {region} returned no value for parameter {selector}")]
-    ParameterMissing { selector: String, region: String },
+    #[error("{service} in {region} returned no value for {selector}")]
+    Missing {
+        service: &'static str,
+        selector: String,
+        region: String,
+    },
     #[error(
         "Failed to fetch secret from all regions. Verify secret exists and required permissions are granted for: {name}: {primary}; failover: {failover}"
     )]
@@ -77,79 +126,262 @@ pub enum FetchError {
         primary: Box<FetchError>,
         failover: Box<FetchError>,
     },
+    #[error(transparent)]
+    Shared(Arc<FetchError>),
 }
 
 impl FetchError {
     pub fn failure(&self) -> Failure {
         match self {
-            FetchError::Secret { error, .. } | FetchError::Parameters { error, .. } => error.failure,
+            FetchError::Secret { error, .. }
+            | FetchError::SecretBatch { error, .. }
+            | FetchError::Parameters { error, .. } => error.failure,
             FetchError::ParameterNotFound { .. } => Failure::NotFound,
-            FetchError::ParameterMissing { .. } => Failure::Unavailable,
+            FetchError::Missing { .. } => Failure::Unavailable,
             FetchError::SecretAllRegions { failover, .. } | FetchError::ParametersAllRegions { failover, .. } => {
                 failover.failure()
             }
+            FetchError::Shared(e) => e.failure(),
         }
     }
 }
 
-/// One unit of work: a Secrets Manager object, or a batch of SSM objects.
-enum Unit<'a> {
-    Secret(usize, &'a ObjectSpec),
-    Parameters(Vec<(usize, &'a ObjectSpec)>),
+/// One unit of work.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum UnitKind {
+    Secret,
+    SecretBatch,
+    Parameters,
 }
 
-/// A running unit: the values of its objects, by object index.
-type UnitFuture<'a> = BoxFuture<'a, Result<Vec<(usize, Fetched)>, FetchError>>;
+/// What a unit fetches, for single-flight: the kind and every object field
+/// that shapes the calls.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct UnitKey {
+    identity: IdentityKey,
+    regions: Regions,
+    kind: UnitKind,
+    objects: Vec<ObjectKey>,
+}
 
-/// Fetches every object, returning values in object order.
-pub async fn fetch_all(
-    aws: &AwsClients,
-    creds: &Credentials,
-    regions: &Regions,
-    objects: &[ObjectSpec],
-) -> Result<Vec<Fetched>, FetchError> {
-    let mut units = Vec::new();
-    let mut ssm_objects = Vec::new();
-    for (i, o) in objects.iter().enumerate() {
-        match o.kind {
-            ObjectKind::SecretsManager => units.push(Unit::Secret(i, o)),
-            ObjectKind::Ssm => ssm_objects.push((i, o)),
+/// What identifies a value: the object and its version selectors, in both
+/// regions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ObjectKey {
+    kind: ObjectKind,
+    name: String,
+    version: Option<String>,
+    label: Option<String>,
+    failover: Option<(String, Option<String>, Option<String>)>,
+}
+
+impl ObjectKey {
+    fn of(o: &ObjectSpec) -> Self {
+        Self {
+            kind: o.kind,
+            name: o.name.clone(),
+            version: o.version.clone(),
+            label: o.version_label.clone(),
+            failover: o
+                .failover
+                .as_ref()
+                .map(|f| (f.name.clone(), f.version.clone(), f.version_label.clone())),
         }
     }
-    units.extend(
-        ssm::batches(ssm_objects, |o| (o.name.clone(), o.ssm_selector()))
-            .into_iter()
-            .map(Unit::Parameters),
-    );
+}
 
-    // Futures are lazy: building them all up front still runs at most
-    // CONCURRENCY at a time.
-    let futures: Vec<UnitFuture<'_>> = units
-        .into_iter()
-        .map(|unit| match unit {
-            Unit::Secret(i, o) => async move {
-                secrets_manager::fetch(aws, creds, regions, o)
-                    .await
-                    .map(|f| vec![(i, f)])
+type ValueKey = (IdentityKey, Regions, ObjectKey);
+type UnitResult = Result<Vec<Fetched>, FetchError>;
+/// A finished unit: the object indices it served and their values.
+type UnitDone = Result<(Vec<usize>, Vec<Fetched>), FetchError>;
+
+/// Fetches objects for mounts; shared by every mount.
+pub struct Fetcher {
+    aws: AwsClients,
+    settings: FetchSettings,
+    metrics: Arc<Metrics>,
+    units: Cache<UnitKey, Arc<Vec<Fetched>>, FetchError>,
+    values: Cache<ValueKey, Fetched, FetchError>,
+    batch_denied: Arc<Mutex<HashMap<IdentityKey, Instant>>>,
+}
+
+/// What one unit needs to run on its own task.
+#[derive(Clone)]
+pub(crate) struct UnitContext {
+    pub aws: AwsClients,
+    pub creds: Credentials,
+    pub regions: Regions,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Fetcher {
+    pub fn new(aws: AwsClients, settings: FetchSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            aws,
+            settings,
+            metrics,
+            units: Cache::new(),
+            values: Cache::new(),
+            batch_denied: Arc::default(),
+        }
+    }
+
+    fn batch_allowed(&self, identity: &IdentityKey) -> bool {
+        if !self.settings.batch_get_secret_value {
+            return false;
+        }
+        let denied = self.batch_denied.lock().unwrap_or_else(|e| e.into_inner());
+        denied.get(identity).is_none_or(|until| *until <= Instant::now())
+    }
+
+    /// Fetches every object for `identity`, returning values in object order.
+    pub async fn fetch_all(
+        &self,
+        identity: &IdentityKey,
+        creds: &Credentials,
+        regions: &Regions,
+        objects: &[ObjectSpec],
+    ) -> Result<Vec<Fetched>, FetchError> {
+        let mut slots: Vec<Option<Fetched>> = vec![None; objects.len()];
+        let value_key = |o: &ObjectSpec| (identity.clone(), regions.clone(), ObjectKey::of(o));
+        if self.settings.value_ttl.is_some() {
+            for (slot, o) in slots.iter_mut().zip(objects) {
+                *slot = self.values.get(&value_key(o));
+                let hit = if slot.is_some() { "hit" } else { "miss" };
+                self.metrics.count(Family::Cache, "values", hit);
             }
-            .boxed(),
-            Unit::Parameters(batch) => async move { ssm::fetch(aws, creds, regions, &batch).await }.boxed(),
-        })
-        .collect();
-    let results: Vec<Vec<(usize, Fetched)>> = stream::iter(futures).buffered(CONCURRENCY).try_collect().await?;
+        }
 
-    let mut slots: Vec<Option<Fetched>> = vec![None; objects.len()];
-    for (i, f) in results.into_iter().flatten() {
-        slots[i] = Some(f);
-    }
-    slots
-        .into_iter()
-        .zip(objects)
-        .map(|(slot, o)| {
-            slot.ok_or_else(|| FetchError::ParameterMissing {
-                selector: o.name.clone(),
-                region: regions.primary.clone(),
+        let batch = self.batch_allowed(identity);
+        let mut units: Vec<(UnitKind, Vec<usize>)> = Vec::new();
+        let mut batchable = Vec::new();
+        let mut parameters = Vec::new();
+        for (i, o) in objects.iter().enumerate().filter(|(i, _)| slots[*i].is_none()) {
+            match o.kind {
+                ObjectKind::SecretsManager if batch && o.version.is_none() && o.version_label.is_none() => {
+                    batchable.push(i)
+                }
+                ObjectKind::SecretsManager => units.push((UnitKind::Secret, vec![i])),
+                ObjectKind::Ssm => parameters.push((i, &objects[i])),
+            }
+        }
+        for chunk in secrets_manager::batches(&batchable, |i| objects[*i].name.clone()) {
+            units.push(if chunk.len() == 1 {
+                (UnitKind::Secret, chunk)
+            } else {
+                (UnitKind::SecretBatch, chunk)
+            });
+        }
+        for b in ssm::batches(parameters, |o| (o.name.clone(), o.ssm_selector())) {
+            units.push((UnitKind::Parameters, b.into_iter().map(|(i, _)| i).collect()));
+        }
+
+        let ctx = UnitContext {
+            aws: self.aws.clone(),
+            creds: creds.clone(),
+            regions: regions.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let futures: Vec<BoxFuture<'_, UnitDone>> = units
+            .into_iter()
+            .map(|(kind, indices)| {
+                let unit_objects: Vec<ObjectSpec> = indices.iter().map(|i| objects[*i].clone()).collect();
+                let key = UnitKey {
+                    identity: identity.clone(),
+                    regions: regions.clone(),
+                    kind: kind.clone(),
+                    objects: unit_objects.iter().map(ObjectKey::of).collect(),
+                };
+                let ctx = ctx.clone();
+                async move {
+                    let values = self.run_unit(key, kind, ctx, unit_objects).await?;
+                    Ok((indices, values))
+                }
+                .boxed()
             })
-        })
-        .collect()
+            .collect();
+        let done: Vec<(Vec<usize>, Vec<Fetched>)> = stream::iter(futures)
+            .buffered(self.settings.concurrency.max(1))
+            .try_collect()
+            .await?;
+
+        let until = self.settings.value_ttl.map(|ttl| Instant::now() + ttl);
+        for (indices, values) in done {
+            for (i, v) in indices.into_iter().zip(values) {
+                if let Some(until) = until {
+                    self.values.insert(value_key(&objects[i]), v.clone(), until);
+                }
+                slots[i] = Some(v);
+            }
+        }
+        slots
+            .into_iter()
+            .zip(objects)
+            .map(|(slot, o)| {
+                slot.ok_or_else(|| FetchError::Missing {
+                    service: "AWS",
+                    selector: o.name.clone(),
+                    region: regions.primary.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs one unit, shared with concurrent identical units when enabled.
+    async fn run_unit(
+        &self,
+        key: UnitKey,
+        kind: UnitKind,
+        ctx: UnitContext,
+        objects: Vec<ObjectSpec>,
+    ) -> Result<Vec<Fetched>, FetchError> {
+        let batch_denied = self.batch_denied.clone();
+        let identity = key.identity.clone();
+        let run = move || async move {
+            let result: UnitResult = match kind {
+                UnitKind::Secret => {
+                    let mut out = Vec::with_capacity(objects.len());
+                    for o in &objects {
+                        out.push(secrets_manager::fetch(&ctx, o).await?);
+                    }
+                    Ok(out)
+                }
+                UnitKind::SecretBatch => match secrets_manager::fetch_batch(&ctx, &objects).await {
+                    Err(secrets_manager::BatchError::Denied) => {
+                        batch_denied
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(identity, Instant::now() + BATCH_DENIED_FOR);
+                        tracing::info!(
+                            "BatchGetSecretValue is denied for this identity; using GetSecretValue for {:?}",
+                            BATCH_DENIED_FOR
+                        );
+                        let mut out = Vec::with_capacity(objects.len());
+                        for o in &objects {
+                            out.push(secrets_manager::fetch(&ctx, o).await?);
+                        }
+                        Ok(out)
+                    }
+                    Err(secrets_manager::BatchError::Fetch(e)) => Err(e),
+                    Ok(v) => Ok(v),
+                },
+                UnitKind::Parameters => {
+                    let refs: Vec<(usize, &ObjectSpec)> = objects.iter().enumerate().collect();
+                    ssm::fetch(&ctx, &refs).await.map(|mut v| {
+                        v.sort_by_key(|(i, _)| *i);
+                        v.into_iter().map(|(_, f)| f).collect()
+                    })
+                }
+            };
+            result.map(|v| (Arc::new(v), None))
+        };
+        if !self.settings.single_flight {
+            return run().await.map(|(v, _)| v.as_ref().clone());
+        }
+        let (result, lookup) = self.units.get_or_fetch(key, run).await;
+        if lookup == crate::cache::Lookup::Joined {
+            self.metrics.count(Family::Cache, "single_flight", "joined");
+        }
+        result.map(|v| v.as_ref().clone()).map_err(FetchError::Shared)
+    }
 }

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 
 use aws_sdk_ssm::types::Parameter;
 
-use super::{FetchError, Fetched, Regions};
-use crate::aws::{AwsClients, Credentials, classify};
+use super::{FetchError, Fetched, UnitContext};
+use crate::aws::{AwsError, classify};
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectSpec, arn};
+use crate::telemetry::{Family, outcome};
 
 /// The most names one `GetParameters` call accepts.
 pub const MAX_BATCH: usize = 10;
@@ -55,12 +56,11 @@ struct Wanted {
     selector: String,
 }
 
-pub async fn fetch(
-    aws: &AwsClients,
-    creds: &Credentials,
-    regions: &Regions,
+pub(crate) async fn fetch(
+    ctx: &UnitContext,
     batch: &[(usize, &ObjectSpec)],
 ) -> Result<Vec<(usize, Fetched)>, FetchError> {
+    let regions = &ctx.regions;
     let wanted: Vec<Wanted> = batch
         .iter()
         .map(|(i, o)| Wanted {
@@ -69,7 +69,7 @@ pub async fn fetch(
             selector: o.ssm_selector(),
         })
         .collect();
-    let error = match get(aws, creds, &regions.primary, &wanted).await {
+    let error = match get(ctx, &regions.primary, &wanted).await {
         Ok(v) => return Ok(v),
         Err(e) => e,
     };
@@ -101,7 +101,7 @@ pub async fn fetch(
         (w.base.clone(), w.selector.clone())
     }) {
         let sub: Vec<Wanted> = sub.into_iter().map(|(_, w)| w).collect();
-        match get(aws, creds, failover_region, &sub).await {
+        match get(ctx, failover_region, &sub).await {
             Ok(v) => out.extend(v),
             Err(failover) => {
                 return Err(FetchError::ParametersAllRegions {
@@ -114,30 +114,34 @@ pub async fn fetch(
     Ok(out)
 }
 
-async fn get(
-    aws: &AwsClients,
-    creds: &Credentials,
-    region: &str,
-    wanted: &[Wanted],
-) -> Result<Vec<(usize, Fetched)>, FetchError> {
+async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(usize, Fetched)>, FetchError> {
     let mut names: Vec<String> = Vec::with_capacity(wanted.len());
     for w in wanted {
         if !names.contains(&w.selector) {
             names.push(w.selector.clone());
         }
     }
-    let out = aws
-        .ssm(region, creds)
+    let result = ctx
+        .aws
+        .ssm(region)
         .get_parameters()
         .set_names(Some(names.clone()))
         .with_decryption(true)
+        .customize()
+        .config_override(ctx.creds.for_ssm())
         .send()
         .await
-        .map_err(|e| FetchError::Parameters {
-            names: names.join(", "),
-            region: region.to_string(),
-            error: classify(&e),
-        })?;
+        .map_err(|e| classify(&e));
+    ctx.metrics.count(
+        Family::Aws,
+        "ssm.GetParameters",
+        outcome(&result, |e: &AwsError| e.failure),
+    );
+    let out = result.map_err(|error| FetchError::Parameters {
+        names: names.join(", "),
+        region: region.to_string(),
+        error,
+    })?;
     let invalid = out.invalid_parameters.unwrap_or_default();
     if let Some(w) = wanted.iter().find(|w| invalid.contains(&w.selector)) {
         return Err(FetchError::ParameterNotFound {
@@ -153,7 +157,8 @@ async fn get(
             let p = params
                 .iter()
                 .find(|p| matches(p, &w.base, &w.selector))
-                .ok_or_else(|| FetchError::ParameterMissing {
+                .ok_or_else(|| FetchError::Missing {
+                    service: "SSM Parameter Store",
                     selector: w.selector.clone(),
                     region: region.to_string(),
                 })?;

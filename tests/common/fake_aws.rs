@@ -84,6 +84,7 @@ struct State {
     faults: Vec<Fault>,
     denied_roles: Vec<String>,
     delay: Duration,
+    sts_lifetime: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -218,6 +219,11 @@ impl FakeAws {
         self.lock().denied_roles.push(role.into());
     }
 
+    /// Credentials from STS expire this long after issue (default: 2099).
+    pub fn set_sts_lifetime(&self, d: Duration) {
+        self.lock().sts_lifetime = Some(d);
+    }
+
     pub fn set_delay(&self, d: Duration) {
         self.lock().delay = d;
     }
@@ -276,6 +282,10 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
         let op = target.split('.').nth(1).unwrap_or_default().to_string();
         let names = match op.as_str() {
             "GetSecretValue" => vec![body["SecretId"].as_str().unwrap_or_default().to_string()],
+            "BatchGetSecretValue" => body["SecretIdList"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
             "GetParameters" => body["Names"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
@@ -306,12 +316,28 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
         }
         match op.as_str() {
             "GetSecretValue" => get_secret_value(&st, &region, &body),
+            "BatchGetSecretValue" => batch_get_secret_value(&st, &region, &body),
             "GetParameters" => get_parameters(&st, &region, &body),
             _ => aws_error(400, "UnknownOperationException", "unknown operation"),
         }
+        .caller(st.calls.last().and_then(|c| c.access_key.clone()))
     };
     reply.delay = delay;
     reply
+}
+
+/// A stored value of `{{caller}}` reads back as the access key that signed
+/// the request: tests see which credentials fetched what a pod got.
+pub const CALLER: &str = "{{caller}}";
+
+impl Reply {
+    fn caller(mut self, access_key: Option<String>) -> Self {
+        if let Some(key) = access_key {
+            let text = String::from_utf8_lossy(&self.body).replace(CALLER, &key);
+            self.body = text.into_bytes();
+        }
+        self
+    }
 }
 
 fn get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
@@ -356,6 +382,28 @@ fn get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
         SecretValue::Binary(b) => out["SecretBinary"] = json!(base64::engine::general_purpose::STANDARD.encode(b)),
     }
     Reply::json(200, out)
+}
+
+fn batch_get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
+    let ids: Vec<String> = body["SecretIdList"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    if ids.len() > 20 {
+        return aws_error(400, "InvalidParameterException", "SecretIdList holds more than 20 ids");
+    }
+    let mut values = Vec::new();
+    let mut errors = Vec::new();
+    for id in ids {
+        let reply = get_secret_value(st, region, &json!({"SecretId": id}));
+        let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        if reply.status == 200 {
+            values.push(v);
+        } else {
+            errors.push(json!({"SecretId": id, "ErrorCode": v["__type"], "Message": v["message"]}));
+        }
+    }
+    Reply::json(200, json!({"SecretValues": values, "Errors": errors}))
 }
 
 fn get_parameters(st: &State, region: &str, body: &Value) -> Reply {
@@ -476,6 +524,10 @@ fn sts(st: &mut State, req: &Incoming2, user_agent: String) -> Reply {
         );
     }
     let akid = access_key_for(&role, &token);
+    let expiration = match st.sts_lifetime {
+        Some(d) => humantime::format_rfc3339_seconds(std::time::SystemTime::now() + d).to_string(),
+        None => "2099-01-01T00:00:00Z".to_string(),
+    };
     Reply::xml(
         200,
         format!(
@@ -485,7 +537,7 @@ fn sts(st: &mut State, req: &Incoming2, user_agent: String) -> Reply {
       <AccessKeyId>{akid}</AccessKeyId>
       <SecretAccessKey>secret-{akid}</SecretAccessKey>
       <SessionToken>session-{akid}</SessionToken>
-      <Expiration>2099-01-01T00:00:00Z</Expiration>
+      <Expiration>{expiration}</Expiration>
     </Credentials>
     <SubjectFromWebIdentityToken>system:serviceaccount:test</SubjectFromWebIdentityToken>
     <AssumedRoleUser><Arn>{role}/session</Arn><AssumedRoleId>AROA:session</AssumedRoleId></AssumedRoleUser>

@@ -1,0 +1,382 @@
+//! Identity-scoped caches, batching and single-flight: the calls AWS, STS
+//! and Kubernetes receive, and the safety rules — a role shared by two
+//! ServiceAccounts is assumed separately for each, nothing cached is served
+//! to another identity, a failed credential fetch is not kept.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_aws::{CALLER, Fault, access_key_for};
+use common::*;
+
+const SM: &str = "secretsmanager";
+const SSM: &str = "ssmparameter";
+const SHARED_ROLE: &str = "arn:aws:iam::123456789012:role/shared";
+
+fn obj(name: &str, ty: &str) -> String {
+    format!("- objectName: {name}\n  objectType: {ty}\n")
+}
+
+fn ten_secrets(env: &Env) -> String {
+    (0..10)
+        .map(|i| {
+            env.aws.put_secret_string(REGION, &format!("s{i}"), &format!("v{i}"));
+            obj(&format!("s{i}"), SM)
+        })
+        .collect()
+}
+
+fn count(env: &Env, op: &str) -> usize {
+    env.aws.calls_of(op).len()
+}
+
+#[tokio::test]
+async fn a_warm_remount_of_ten_secrets_is_one_aws_call_and_nothing_else() {
+    let env = Env::start().await;
+    let objects = ten_secrets(&env);
+    let target = env.provider.target("warm");
+    let req = Req::new(&objects, &target);
+    env.provider.mount(&req).await.expect("first mount");
+    assert_eq!(count(&env, "BatchGetSecretValue"), 1, "10 secrets in one batch");
+    assert_eq!(count(&env, "AssumeRoleWithWebIdentity"), 1);
+    assert_eq!(env.kube.calls().len(), 1);
+
+    env.aws.clear_calls();
+    let kube_before = env.kube.calls().len();
+    env.provider.mount(&req).await.expect("re-mount");
+    let calls = env.aws.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].op, "BatchGetSecretValue");
+    assert_eq!(
+        env.kube.calls().len(),
+        kube_before,
+        "no Kubernetes call on a warm re-mount"
+    );
+    assert_eq!(read_mount(&target)["s9"], b"v9");
+}
+
+#[tokio::test]
+async fn a_role_shared_by_two_service_accounts_is_assumed_separately_for_each() {
+    let env = Env::start().await;
+    env.kube.add_service_account("default", "sa-x", Some(SHARED_ROLE));
+    env.kube.add_service_account("default", "sa-y", Some(SHARED_ROLE));
+    env.aws.put_secret_string(REGION, "whoami", CALLER);
+    let (tx, ty) = (env.provider.target("sa-x"), env.provider.target("sa-y"));
+    env.provider
+        .mount(&Req::new(&obj("whoami", SM), &tx).pod("pod-x", "sa-x", "token-x"))
+        .await
+        .expect("x");
+    env.provider
+        .mount(&Req::new(&obj("whoami", SM), &ty).pod("pod-y", "sa-y", "token-y"))
+        .await
+        .expect("y");
+    let sts = env.aws.calls_of("AssumeRoleWithWebIdentity");
+    assert_eq!(sts.len(), 2, "one AssumeRoleWithWebIdentity per ServiceAccount");
+    assert_eq!(sts[0].token.as_deref(), Some("token-x"));
+    assert_eq!(sts[1].token.as_deref(), Some("token-y"));
+    assert_eq!(
+        read_mount(&tx)["whoami"],
+        access_key_for(SHARED_ROLE, "token-x").as_bytes()
+    );
+    assert_eq!(
+        read_mount(&ty)["whoami"],
+        access_key_for(SHARED_ROLE, "token-y").as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn cached_values_are_never_served_to_another_identity() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--cache-ttl=10m".into());
+        o
+    })
+    .await;
+    env.kube.add_service_account("default", "sa-x", Some(SHARED_ROLE));
+    env.kube.add_service_account("default", "sa-y", Some(SHARED_ROLE));
+    env.aws.put_secret_string(REGION, "whoami", CALLER);
+    env.aws.put_param(REGION, "whoami-p", "String", CALLER);
+    let objects = format!("{}{}", obj("whoami", SM), obj("whoami-p", SSM));
+    let (tx, tx2, ty) = (
+        env.provider.target("x"),
+        env.provider.target("x2"),
+        env.provider.target("y"),
+    );
+    env.provider
+        .mount(&Req::new(&objects, &tx).pod("pod-x", "sa-x", "token-x"))
+        .await
+        .expect("x");
+    let after_x = env.aws.calls().len();
+    env.provider
+        .mount(&Req::new(&objects, &tx2).pod("pod-x2", "sa-x", "token-x2"))
+        .await
+        .expect("x2");
+    assert_eq!(
+        env.aws.calls().len(),
+        after_x,
+        "the same identity is served from the value cache"
+    );
+    env.provider
+        .mount(&Req::new(&objects, &ty).pod("pod-y", "sa-y", "token-y"))
+        .await
+        .expect("y");
+    let key_x = access_key_for(SHARED_ROLE, "token-x");
+    let key_y = access_key_for(SHARED_ROLE, "token-y");
+    for (file, v) in read_mount(&tx2) {
+        assert_eq!(String::from_utf8_lossy(&v), key_x, "{file}");
+    }
+    for (file, v) in read_mount(&ty) {
+        assert_eq!(
+            String::from_utf8_lossy(&v),
+            key_y,
+            "{file}: another identity's cached value was served"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_value_cache_serves_within_its_ttl_and_refetches_after() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--cache-ttl=1s".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "rot", "before");
+    let target = env.provider.target("ttl");
+    let req = Req::new(&obj("rot", SM), &target);
+    env.provider.mount(&req).await.expect("mount");
+    env.aws.put_secret_string(REGION, "rot", "after");
+    env.aws.clear_calls();
+    env.provider.mount(&req).await.expect("within ttl");
+    assert!(env.aws.calls().is_empty(), "served from the cache");
+    assert_eq!(read_mount(&target)["rot"], b"before", "rotation lags by up to the TTL");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.provider.mount(&req).await.expect("after ttl");
+    assert_eq!(read_mount(&target)["rot"], b"after");
+}
+
+#[tokio::test]
+async fn a_failed_credential_fetch_is_not_cached() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    env.aws.inject(Fault {
+        op: "AssumeRoleWithWebIdentity",
+        region: None,
+        status: 400,
+        code: "InvalidIdentityToken",
+        times: 1,
+        name: None,
+    });
+    let target = env.provider.target("fail-then-ok");
+    let req = Req::new(&obj("s", SM), &target);
+    env.provider.mount(&req).await.expect_err("STS refused the token");
+    env.provider.mount(&req).await.expect("the next mount asks STS again");
+    assert_eq!(count(&env, "AssumeRoleWithWebIdentity"), 2);
+}
+
+#[tokio::test]
+async fn credentials_are_refreshed_ahead_of_their_expiration() {
+    // Credentials valid for 10 minutes: kept with the default 5-minute margin.
+    let env = Env::start().await;
+    env.aws.set_sts_lifetime(Duration::from_secs(600));
+    env.aws.put_secret_string(REGION, "s", "v");
+    let req = Req::new(&obj("s", SM), &env.provider.target("keep"));
+    env.provider.mount(&req).await.expect("1");
+    env.provider.mount(&req).await.expect("2");
+    assert_eq!(count(&env, "AssumeRoleWithWebIdentity"), 1);
+
+    // With a 15-minute margin the same credentials are already due.
+    let env = Env::start_with(|mut o| {
+        o.args.push("--credential-refresh-margin=15m".into());
+        o
+    })
+    .await;
+    env.aws.set_sts_lifetime(Duration::from_secs(600));
+    env.aws.put_secret_string(REGION, "s", "v");
+    let req = Req::new(&obj("s", SM), &env.provider.target("refresh"));
+    env.provider.mount(&req).await.expect("1");
+    env.provider.mount(&req).await.expect("2");
+    assert_eq!(count(&env, "AssumeRoleWithWebIdentity"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_mounts_of_the_same_objects_by_one_identity_share_calls() {
+    let env = Env::start().await;
+    let objects = format!("{}{}", ten_secrets(&env), obj("p", SSM));
+    env.aws.put_param(REGION, "p", "String", "v");
+    env.aws.set_delay(Duration::from_millis(200));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let req =
+            Req::new(&objects, &env.provider.target(&format!("sf-{i}"))).pod(&format!("pod-{i}"), "sa-a", TOKEN_A);
+        let mut client = env.provider.client().await;
+        tasks.push(tokio::spawn(async move { client.mount(req.build()).await.map(|_| ()) }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("mount");
+    }
+    assert_eq!(
+        count(&env, "AssumeRoleWithWebIdentity"),
+        1,
+        "one STS call for one identity"
+    );
+    assert_eq!(count(&env, "BatchGetSecretValue"), 1, "eight mounts, one batch call");
+    assert_eq!(count(&env, "GetParameters"), 1);
+    assert_eq!(env.kube.calls().len(), 1, "one ServiceAccount read");
+}
+
+#[tokio::test]
+async fn batch_partial_failures_are_reported_per_object() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "present", "v");
+    let target = env.provider.target("partial");
+    let err = env
+        .provider
+        .mount(&Req::new(
+            &format!("{}{}", obj("present", SM), obj("absent", SM)),
+            &target,
+        ))
+        .await
+        .expect_err("fail");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(
+        err.message().contains("secret absent") && err.message().contains("ResourceNotFoundException"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(count(&env, "BatchGetSecretValue"), 1);
+    assert!(all_entries(&target).is_empty());
+}
+
+#[tokio::test]
+async fn without_batch_permission_secrets_fall_back_and_the_denial_is_remembered() {
+    let env = Env::start().await;
+    let objects = ten_secrets(&env);
+    env.aws.inject(Fault::persistent(
+        "BatchGetSecretValue",
+        REGION,
+        400,
+        "AccessDeniedException",
+    ));
+    let target = env.provider.target("denied");
+    let req = Req::new(&objects, &target);
+    env.provider.mount(&req).await.expect("falls back to GetSecretValue");
+    assert_eq!(count(&env, "BatchGetSecretValue"), 1);
+    assert_eq!(count(&env, "GetSecretValue"), 10);
+    assert_eq!(read_mount(&target)["s3"], b"v3");
+    env.provider.mount(&req).await.expect("re-mount");
+    assert_eq!(count(&env, "BatchGetSecretValue"), 1, "the denied call is not repeated");
+    assert_eq!(count(&env, "GetSecretValue"), 20);
+
+    // Another identity still tries the batch.
+    env.provider
+        .mount(&Req::new(&objects, &env.provider.target("other")).pod("pod-b", "sa-b", TOKEN_B))
+        .await
+        .expect("other identity");
+    assert_eq!(count(&env, "BatchGetSecretValue"), 2);
+}
+
+#[tokio::test]
+async fn batching_can_be_turned_off() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--batch-get-secret-value=false".into());
+        o
+    })
+    .await;
+    let objects = ten_secrets(&env);
+    env.provider
+        .mount(&Req::new(&objects, &env.provider.target("nobatch")))
+        .await
+        .expect("mount");
+    assert_eq!(count(&env, "BatchGetSecretValue"), 0);
+    assert_eq!(count(&env, "GetSecretValue"), 10);
+}
+
+#[tokio::test]
+async fn the_node_region_is_read_once_at_start() {
+    let aws = FakeAws::start().await;
+    let kube = FakeKube::start().await;
+    kube.add_service_account("default", "sa-a", Some(ROLE_A));
+    kube.add_node("this-node", Some("eu-north-1"));
+    aws.put_secret_string("eu-north-1", "s", "nordic");
+    let provider = Provider::start(Options {
+        aws_endpoint: aws.endpoint(),
+        kubeconfig: Some(kube.kubeconfig.clone()),
+        env: vec![("NODE_NAME".into(), "this-node".into())],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(kube.calls(), vec!["GET /api/v1/nodes/this-node".to_string()]);
+    for i in 0..3 {
+        let target = provider.target(&format!("node-{i}"));
+        provider
+            .mount(&Req::new(&obj("s", SM), &target).unset("region"))
+            .await
+            .expect("mount");
+        assert_eq!(read_mount(&target)["s"], b"nordic");
+    }
+    let calls = kube.calls();
+    assert!(
+        calls.iter().all(|c| !c.contains("/pods/")),
+        "no per-mount pod lookups: {calls:?}"
+    );
+    assert_eq!(calls.iter().filter(|c| c.contains("/nodes/")).count(), 1);
+}
+
+#[tokio::test]
+async fn pod_identity_credentials_are_per_pod_unless_scoped_to_the_service_account() {
+    for (scope, expected) in [("pod", 2), ("service-account", 1)] {
+        let agent = FakeAgent::start("127.0.0.1:0").await;
+        let url = agent.url();
+        let env = Env::start_with(|mut o| {
+            o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
+            o.args.push(format!("--pod-identity-cache-scope={scope}"));
+            o
+        })
+        .await;
+        env.aws.put_secret_string(REGION, "s", "v");
+        for pod in ["pod-1", "pod-2", "pod-1"] {
+            env.provider
+                .mount(
+                    &Req::new(&obj("s", SM), &env.provider.target(&format!("{scope}-{pod}")))
+                        .pod(pod, "sa-a", TOKEN_A)
+                        .set("usePodIdentity", "true"),
+                )
+                .await
+                .expect("mount");
+        }
+        assert_eq!(agent.tokens().len(), expected, "scope {scope}");
+    }
+}
+
+#[tokio::test]
+async fn the_go_call_pattern_makes_every_call_on_every_mount() {
+    let env = Env::start_with(|mut o| {
+        o.args.extend(
+            [
+                "--credential-cache=false",
+                "--service-account-cache-ttl=0",
+                "--batch-get-secret-value=false",
+                "--single-flight=false",
+                "--max-concurrent-fetches=1",
+            ]
+            .map(String::from),
+        );
+        o
+    })
+    .await;
+    let objects = ten_secrets(&env);
+    let req = Req::new(&objects, &env.provider.target("go"));
+    env.provider.mount(&req).await.expect("1");
+    env.provider.mount(&req).await.expect("2");
+    assert_eq!(count(&env, "GetSecretValue"), 20);
+    assert_eq!(count(&env, "AssumeRoleWithWebIdentity"), 2);
+    assert_eq!(env.kube.calls().len(), 2);
+    assert_eq!(
+        env.aws.concurrency.max.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one call at a time"
+    );
+}
