@@ -1,7 +1,8 @@
 //! Mount latency of the provider binary over its Unix socket, as the driver
 //! calls it, against moto (the local AWS emulator): 20 objects (10 Secrets
 //! Manager secrets, 10 SSM parameters), IRSA through moto's STS, in both
-//! write modes. Also reports the size of the release binary.
+//! write modes, with the pod volume on tmpfs as in a pod. Also reports the
+//! size of the release binary.
 //!
 //! Run: `scripts/venv && cargo bench --bench mount_latency`
 //! (Without `--bench` it only prints this hint.)
@@ -67,7 +68,7 @@ async fn run(mode: &str, args: &[&str], objects: &str) {
         ..Options::default()
     })
     .await;
-    let target = provider.target(mode);
+    let target = provider.tmpfs_target(mode);
     let req = Req::new(objects, &target);
     let mut client = provider.client().await;
 

@@ -76,3 +76,38 @@ impl Metrics {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_up_by_family_operation_and_outcome() {
+        let m = Metrics::default();
+        m.count(Family::Aws, "secretsmanager.BatchGetSecretValue", "success");
+        m.count(Family::Aws, "secretsmanager.BatchGetSecretValue", "success");
+        m.count(Family::Aws, "ssm.GetParameters", "throttled");
+        m.count(Family::Sts, "AssumeRoleWithWebIdentity", "success");
+        assert_eq!(m.total(Family::Aws), 3);
+        assert_eq!(m.total(Family::Sts), 1);
+        assert_eq!(m.total(Family::Kubernetes), 0);
+        let snap = m.snapshot();
+        assert!(snap.contains(&((Family::Aws, "secretsmanager.BatchGetSecretValue", "success"), 2)));
+    }
+
+    #[test]
+    fn outcomes_are_bounded_labels() {
+        let ok: Result<(), Failure> = Ok(());
+        assert_eq!(outcome(&ok, |f| *f), "success");
+        for (f, label) in [
+            (Failure::NotFound, "not_found"),
+            (Failure::AccessDenied, "access_denied"),
+            (Failure::Throttled, "throttled"),
+            (Failure::Unavailable, "unavailable"),
+            (Failure::Rejected, "rejected"),
+        ] {
+            let r: Result<(), Failure> = Err(f);
+            assert_eq!(outcome(&r, |f| *f), label);
+        }
+    }
+}

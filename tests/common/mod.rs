@@ -139,6 +139,25 @@ impl Provider {
         }
     }
 
+    /// A pod volume on tmpfs, as the driver mounts one (benchmarks: fsync
+    /// costs nothing there, as in a pod); falls back to [`Self::target`]
+    /// where /dev/shm is missing.
+    pub fn tmpfs_target(&self, name: &str) -> PathBuf {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return self.target(name);
+        }
+        let dir = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let p = shm.join(format!("csi-provider-aws{dir}")).join(name);
+        std::fs::create_dir_all(&p).expect("tmpfs target");
+        p
+    }
+
     /// A fresh, empty target directory for a mount.
     pub fn target(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join("pods").join(name).join("mount");
@@ -155,6 +174,11 @@ impl Drop for Provider {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = self.dir.path().file_name() {
+            let _ = std::fs::remove_dir_all(
+                Path::new("/dev/shm").join(format!("csi-provider-aws{}", dir.to_string_lossy())),
+            );
+        }
     }
 }
 

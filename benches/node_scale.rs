@@ -1,0 +1,331 @@
+//! Node-scale benchmark: the release provider binary over its Unix socket,
+//! called as the driver calls it, against the in-repo fake AWS (10 ms
+//! injected round trip per call, per-operation call counting) and a fake
+//! Kubernetes API. Every figure is reported for the provider as built and
+//! for the same binary configured to the Go provider's call pattern (no
+//! caches, no batching, no single-flight, one call at a time).
+//!
+//! Run: `cargo bench --bench node_scale` (results: docs/benchmarks.md).
+//! Without `--bench` it only prints this hint.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RTT: Duration = Duration::from_millis(10);
+const GO_PATTERN: &[&str] = &[
+    "--credential-cache=false",
+    "--service-account-cache-ttl=0",
+    "--batch-get-secret-value=false",
+    "--single-flight=false",
+    "--max-concurrent-fetches=1",
+];
+const SERVICE_ACCOUNTS: usize = 10;
+const PODS: usize = 110;
+/// The rotation hour: a re-mount every 2 minutes for 60 minutes, with 2
+/// simulated minutes compressed into this much real time.
+const ROUND: Duration = Duration::from_millis(600);
+const ROUNDS: usize = 30;
+
+struct Bench {
+    aws: FakeAws,
+    kube: FakeKube,
+    provider: Provider,
+}
+
+fn role(sa: &str) -> String {
+    format!("arn:aws:iam::123456789012:role/{sa}")
+}
+
+/// Objects named `o{i}`: the first half Secrets Manager, the rest SSM.
+fn objects(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let ty = if i < n.div_ceil(2) {
+                "secretsmanager"
+            } else {
+                "ssmparameter"
+            };
+            format!("- objectName: o{i}\n  objectType: {ty}\n")
+        })
+        .collect()
+}
+
+async fn start(args: &[&str]) -> Bench {
+    let aws = FakeAws::start().await;
+    let kube = FakeKube::start().await;
+    for i in 0..40 {
+        aws.put_secret_string(
+            REGION,
+            &format!("o{i}"),
+            &format!("{{\"user\":\"u{i}\",\"password\":\"secret-{i}\"}}"),
+        );
+        aws.put_param(
+            REGION,
+            &format!("o{i}"),
+            "SecureString",
+            &format!("parameter-value-{i}"),
+        );
+    }
+    for i in 0..SERVICE_ACCOUNTS {
+        kube.add_service_account("default", &format!("sa-{i}"), Some(&role(&format!("sa-{i}"))));
+    }
+    for i in 0..200 {
+        kube.add_service_account("default", &format!("cold-{i}"), Some(&role(&format!("cold-{i}"))));
+    }
+    aws.set_delay(RTT);
+    let provider = Provider::start(Options {
+        aws_endpoint: aws.endpoint(),
+        kubeconfig: Some(kube.kubeconfig.clone()),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        ..Options::default()
+    })
+    .await;
+    Bench { aws, kube, provider }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of a process.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<u64> = after.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // After the command name: state is not numeric, so utime/stime are the
+    // 11th and 12th numeric fields (stat fields 14 and 15).
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[derive(Default, Clone, Copy)]
+struct Calls {
+    aws: usize,
+    sts: usize,
+    kube: usize,
+}
+
+fn calls(b: &Bench) -> Calls {
+    let all = b.aws.calls();
+    let sts = all.iter().filter(|c| c.op == "AssumeRoleWithWebIdentity").count();
+    Calls {
+        aws: all.len() - sts,
+        sts,
+        kube: b.kube.calls().len(),
+    }
+}
+
+fn delta(after: Calls, before: Calls) -> Calls {
+    Calls {
+        aws: after.aws - before.aws,
+        sts: after.sts - before.sts,
+        kube: after.kube - before.kube,
+    }
+}
+
+async fn mount(b: &Bench, n: usize, pod: &str, sa: &str, target: &str) -> Duration {
+    let req = Req::new(&objects(n), &b.provider.tmpfs_target(target)).pod(pod, sa, &format!("token-{pod}"));
+    let start = Instant::now();
+    b.provider.mount(&req).await.expect("mount");
+    start.elapsed()
+}
+
+async fn latency_and_calls(name: &str, args: &[&str]) {
+    // Back-to-back samples would otherwise measure the Kubernetes rate
+    // limiter (every cold sample is a new ServiceAccount); the storm below
+    // keeps the default limit.
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--qps=1000", "--burst=1000"]);
+    let b = start(&all).await;
+    println!("\n### {name}: mount latency and calls (10 ms per AWS call, --qps 1000)\n");
+    println!(
+        "| objects | cold p50 | cold p99 | warm p50 | warm p99 | first mount: AWS / STS / K8s | re-mount: AWS / STS / K8s |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut cold_id = 0;
+    let mut warm_mounts = 0u32;
+    let mut warm_cpu = Duration::ZERO;
+    for n in [1, 10, 40] {
+        let mut cold = Vec::new();
+        let mut first = Calls::default();
+        for s in 0..20 {
+            let sa = format!("cold-{cold_id}");
+            cold_id += 1;
+            let before = calls(&b);
+            cold.push(mount(&b, n, &format!("pod-{sa}"), &sa, &format!("cold-{n}-{s}")).await);
+            first = delta(calls(&b), before);
+        }
+        let pod = format!("warm-{n}");
+        mount(&b, n, &pod, "sa-0", &pod).await;
+        let before = calls(&b);
+        mount(&b, n, &pod, "sa-0", &pod).await;
+        let again = delta(calls(&b), before);
+        let cpu_before = cpu_time(b.provider.pid());
+        let mut warm = Vec::new();
+        for _ in 0..50 {
+            warm.push(mount(&b, n, &pod, "sa-0", &pod).await);
+        }
+        warm_cpu += cpu_time(b.provider.pid()) - cpu_before;
+        warm_mounts += 50;
+        cold.sort();
+        warm.sort();
+        println!(
+            "| {n} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} |",
+            ms(pct(&cold, 0.5)),
+            ms(pct(&cold, 0.99)),
+            ms(pct(&warm, 0.5)),
+            ms(pct(&warm, 0.99)),
+            first.aws,
+            first.sts,
+            first.kube,
+            again.aws,
+            again.sts,
+            again.kube
+        );
+    }
+    // The reference figure: a warm re-mount of 10 Secrets Manager objects.
+    let sm_only: String = (0..10)
+        .map(|i| format!("- objectName: o{i}\n  objectType: secretsmanager\n"))
+        .collect();
+    let req = Req::new(&sm_only, &b.provider.tmpfs_target("sm-only")).pod("sm-only", "sa-1", "token-sm-only");
+    b.provider.mount(&req).await.expect("first");
+    let before = calls(&b);
+    b.provider.mount(&req).await.expect("warm");
+    let c = delta(calls(&b), before);
+    println!(
+        "\nWarm re-mount of 10 Secrets Manager objects: {} AWS / {} STS / {} Kubernetes calls",
+        c.aws, c.sts, c.kube
+    );
+    println!(
+        "\nCPU time per warm mount (average over {warm_mounts} mounts of 1, 10 and 40 objects): {:.2} ms",
+        warm_cpu.as_secs_f64() * 1000.0 / f64::from(warm_mounts)
+    );
+}
+
+async fn storm(name: &str, args: &[&str]) {
+    let b = start(args).await;
+    let idle = status_kib(b.provider.pid(), "VmRSS:");
+    let mut tasks = Vec::new();
+    for p in 0..PODS {
+        let sa = format!("sa-{}", p % SERVICE_ACCOUNTS);
+        let req = Req::new(&objects(10), &b.provider.tmpfs_target(&format!("storm-{p}"))).pod(
+            &format!("pod-{p}"),
+            &sa,
+            &format!("token-pod-{p}"),
+        );
+        let mut client = b.provider.client().await;
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let r = client.mount(req.build()).await;
+            (r.is_ok(), start.elapsed())
+        }));
+    }
+    let mut ok = 0;
+    let mut lat = Vec::new();
+    for t in tasks {
+        let (success, d) = t.await.unwrap();
+        ok += usize::from(success);
+        lat.push(d);
+    }
+    lat.sort();
+    let c = calls(&b);
+    let peak = status_kib(b.provider.pid(), "VmHWM:");
+    println!(
+        "| {name} | {ok}/{PODS} | {} | {} | {} | {} / {} / {} | {:.1} MiB | {:.1} MiB |",
+        ms(pct(&lat, 0.5)),
+        ms(pct(&lat, 0.99)),
+        ms(*lat.last().unwrap()),
+        c.aws,
+        c.sts,
+        c.kube,
+        peak as f64 / 1024.0,
+        idle as f64 / 1024.0
+    );
+}
+
+async fn rotation_hour(name: &str, args: &[&str]) {
+    let mut all: Vec<&str> = args.to_vec();
+    // Call counts do not depend on the Kubernetes rate limit; compressed
+    // time would otherwise make it the bottleneck.
+    all.extend(["--qps=1000", "--burst=1000"]);
+    let b = start(&all).await;
+    let mut failures = 0;
+    let begin = Instant::now();
+    for round in 0..ROUNDS {
+        let mut tasks = Vec::new();
+        for p in 0..PODS {
+            let sa = format!("sa-{}", p % SERVICE_ACCOUNTS);
+            let req = Req::new(&objects(10), &b.provider.tmpfs_target(&format!("hour-{p}"))).pod(
+                &format!("pod-{p}"),
+                &sa,
+                &format!("token-pod-{p}"),
+            );
+            let mut client = b.provider.client().await;
+            tasks.push(tokio::spawn(async move { client.mount(req.build()).await.is_ok() }));
+        }
+        for t in tasks {
+            failures += usize::from(!t.await.unwrap());
+        }
+        let next = ROUND * (round as u32 + 1);
+        if let Some(wait) = next.checked_sub(begin.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    let all_calls = b.aws.calls();
+    let billable = all_calls.iter().filter(|c| c.op != "AssumeRoleWithWebIdentity").count();
+    let c = calls(&b);
+    println!(
+        "| {name} | {} | {billable} | {} | {} | {failures} |",
+        ROUNDS * PODS,
+        c.sts,
+        c.kube
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("node_scale: run with `cargo bench --bench node_scale`");
+        return;
+    }
+    let ours: &[&str] = &[];
+    latency_and_calls("csi-provider-aws (defaults)", ours).await;
+    latency_and_calls("Go call pattern", GO_PATTERN).await;
+
+    println!("\n### Mount storm: {PODS} pods ({SERVICE_ACCOUNTS} ServiceAccounts) x 10 objects, all at once\n");
+    println!("| configuration | succeeded | p50 | p99 | max | calls AWS / STS / K8s | peak RSS | idle RSS |");
+    println!("|---|---|---|---|---|---|---|---|");
+    storm("csi-provider-aws (defaults)", ours).await;
+    storm("Go call pattern", GO_PATTERN).await;
+
+    let ttl = format!("--cache-ttl={}ms", ROUND.as_millis() * 5 / 2);
+    println!(
+        "\n### Rotation hour: {PODS} pods re-mounted every 2 minutes for an hour ({ROUNDS} rounds, 2 minutes = {} ms)\n",
+        ROUND.as_millis()
+    );
+    println!("| configuration | mounts | billable calls (SM + SSM) | STS | K8s | failed mounts |");
+    println!("|---|---|---|---|---|---|");
+    rotation_hour("Go call pattern", GO_PATTERN).await;
+    rotation_hour("csi-provider-aws, value cache off", ours).await;
+    rotation_hour("csi-provider-aws, --cache-ttl 5 min (scaled)", &[&ttl]).await;
+}
