@@ -222,17 +222,23 @@ async fn latency_and_calls(name: &str, args: &[&str]) {
     );
 }
 
+/// Pod `p` of the node: ServiceAccount `sa-<p mod 10>`, its own token and
+/// volume, 10 objects.
+fn node_pod(b: &Bench, p: usize, volume: &str) -> Req {
+    let sa = format!("sa-{}", p % SERVICE_ACCOUNTS);
+    Req::new(&objects(10), &b.provider.tmpfs_target(&format!("{volume}-{p}"))).pod(
+        &format!("pod-{p}"),
+        &sa,
+        &format!("token-pod-{p}"),
+    )
+}
+
 async fn storm(name: &str, args: &[&str]) {
     let b = start(args).await;
     let idle = status_kib(b.provider.pid(), "VmRSS:");
     let mut tasks = Vec::new();
     for p in 0..PODS {
-        let sa = format!("sa-{}", p % SERVICE_ACCOUNTS);
-        let req = Req::new(&objects(10), &b.provider.tmpfs_target(&format!("storm-{p}"))).pod(
-            &format!("pod-{p}"),
-            &sa,
-            &format!("token-pod-{p}"),
-        );
+        let req = node_pod(&b, p, "storm");
         let mut client = b.provider.client().await;
         tasks.push(tokio::spawn(async move {
             let start = Instant::now();
@@ -274,12 +280,7 @@ async fn rotation_hour(name: &str, args: &[&str]) {
     for round in 0..ROUNDS {
         let mut tasks = Vec::new();
         for p in 0..PODS {
-            let sa = format!("sa-{}", p % SERVICE_ACCOUNTS);
-            let req = Req::new(&objects(10), &b.provider.tmpfs_target(&format!("hour-{p}"))).pod(
-                &format!("pod-{p}"),
-                &sa,
-                &format!("token-pod-{p}"),
-            );
+            let req = node_pod(&b, p, "hour");
             let mut client = b.provider.client().await;
             tasks.push(tokio::spawn(async move { client.mount(req.build()).await.is_ok() }));
         }
