@@ -32,6 +32,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Play the driver's role: mount a SecretProviderClass through a running provider.
     Mount(crate::cli::mount::MountArgs),
+    /// Check SecretProviderClass manifests offline, exactly as a Mount would.
+    Validate(crate::cli::validate::ValidateArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -38,6 +38,13 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
+            Some(Command::Validate(args)) => {
+                if csi_provider_aws::cli::validate::run(&args) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
             Some(Command::Serve(args)) => serve(args).await,
             None => serve(cli.serve).await,
         }

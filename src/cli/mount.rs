@@ -119,7 +119,7 @@ pub fn build_attributes(args: &MountArgs, spc_text: &str) -> Result<(String, Str
     let mut attrs: BTreeMap<String, String> = BTreeMap::new();
     if let Some(Value::Mapping(params)) = spec.get("parameters") {
         for (k, v) in params {
-            let (Some(k), Some(v)) = (k.as_str(), scalar_string(v)) else {
+            let (Some(k), Some(v)) = (k.as_str(), super::parameter_string(v)) else {
                 return Err(not_spc("spec.parameters must map strings to strings"));
             };
             attrs.insert(k.to_string(), v);
@@ -162,15 +162,6 @@ pub fn build_attributes(args: &MountArgs, spc_text: &str) -> Result<(String, Str
     }
     let json = serde_json::to_string(&attrs).unwrap_or_else(|_| "{}".to_string());
     Ok((json, namespace))
-}
-
-fn scalar_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 /// Runs the debug mount and prints what a pod would see.

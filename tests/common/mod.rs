@@ -3,6 +3,7 @@
 //! and moto (a local AWS emulator) for AWS wire semantics.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bad_cases;
 pub mod fake_agent;
 pub mod fake_aws;
 pub mod fake_kube;

@@ -1,0 +1,451 @@
+//! The bad-input table: malformed attributes, parameters and objects, each
+//! with the message a user must see.
+
+use super::fake_aws::secret_arn;
+use super::*;
+
+pub enum Expect {
+    Exact(String),
+    Prefix(&'static str),
+}
+
+pub type Edit = Box<dyn Fn(Req) -> Req>;
+
+fn objects(yaml: &'static str) -> Edit {
+    Box::new(move |r: Req| r.set("objects", yaml))
+}
+
+fn objects_owned(yaml: String) -> Edit {
+    Box::new(move |r: Req| r.set("objects", &yaml))
+}
+
+fn exact(s: &str) -> Expect {
+    Expect::Exact(s.to_string())
+}
+
+pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
+    let other_region_arn = secret_arn("eu-west-1", "s");
+    let primary_arn = secret_arn(REGION, "s");
+    vec![
+        (
+            "empty target path",
+            Box::new(|mut r: Req| {
+                r.target = "".into();
+                r
+            }),
+            exact("Missing mount path"),
+        ),
+        (
+            "relative target path",
+            Box::new(|mut r: Req| {
+                r.target = "pods/x/mount".into();
+                r
+            }),
+            exact("target path pods/x/mount is not an absolute path"),
+        ),
+        (
+            "attributes not JSON",
+            Box::new(|mut r: Req| {
+                r.raw_attributes = Some("{not json".into());
+                r
+            }),
+            Expect::Prefix("failed to unmarshal attributes, error: invalid JSON at line 1"),
+        ),
+        (
+            "attribute value not a string",
+            Box::new(|mut r: Req| {
+                r.raw_attributes = Some(r#"{"region": 5}"#.into());
+                r
+            }),
+            exact("failed to unmarshal attributes, error: unexpected JSON value type at line 1 column 12"),
+        ),
+        (
+            "secrets not JSON",
+            Box::new(|mut r: Req| {
+                r.secrets = "{oops".into();
+                r
+            }),
+            Expect::Prefix("failed to unmarshal secrets, error: invalid JSON"),
+        ),
+        (
+            "token map missing",
+            Box::new(|mut r: Req| {
+                r.tokens.clear();
+                r
+            }),
+            exact(
+                "CSI token error: serviceAccount.tokens not provided - ensure tokenRequests is configured in CSIDriver spec",
+            ),
+        ),
+        (
+            "token map not JSON",
+            Box::new(|r: Req| r.set("csi.storage.k8s.io/serviceAccount.tokens", "{]")),
+            Expect::Prefix("failed to parse serviceAccount.tokens: invalid JSON"),
+        ),
+        (
+            "token entry not an object",
+            Box::new(|r: Req| {
+                r.set(
+                    "csi.storage.k8s.io/serviceAccount.tokens",
+                    r#"{"sts.amazonaws.com":"raw-token-canary"}"#,
+                )
+            }),
+            exact(
+                "failed to parse serviceAccount.tokens: the entry for audience \"sts.amazonaws.com\" is not an object with a string \"token\"",
+            ),
+        ),
+        (
+            "IRSA token audience missing",
+            Box::new(|mut r: Req| {
+                r.tokens.remove("sts.amazonaws.com");
+                r
+            }),
+            exact(
+                "IRSA token extraction failed: token for audience \"sts.amazonaws.com\" not found - ensure tokenRequests includes this audience in CSIDriver",
+            ),
+        ),
+        (
+            "Pod Identity token audience missing",
+            Box::new(|mut r: Req| {
+                r.tokens.remove("pods.eks.amazonaws.com");
+                r.set("usePodIdentity", "true")
+            }),
+            exact(
+                "Pod Identity token extraction failed: token for audience \"pods.eks.amazonaws.com\" not found - ensure tokenRequests includes this audience in CSIDriver",
+            ),
+        ),
+        (
+            "IRSA token empty",
+            Box::new(|mut r: Req| {
+                r.tokens.insert("sts.amazonaws.com".into(), "".into());
+                r
+            }),
+            exact("IRSA token extraction failed: token for audience \"sts.amazonaws.com\" is empty"),
+        ),
+        (
+            "permission not a number",
+            Box::new(|mut r: Req| {
+                r.permission = "\"0644\"".into();
+                r
+            }),
+            Expect::Prefix("failed to unmarshal file permission, error: "),
+        ),
+        (
+            "permission out of range",
+            Box::new(|mut r: Req| {
+                r.permission = "4095".into();
+                r
+            }),
+            exact("failed to unmarshal file permission, error: 4095 is not a file mode (0 to 511)"),
+        ),
+        (
+            "pathTranslation two characters",
+            Box::new(|r: Req| r.set("pathTranslation", "ab")),
+            exact("pathTranslation must be either 'False' or a single character string"),
+        ),
+        (
+            "pathTranslation multibyte character",
+            Box::new(|r: Req| r.set("pathTranslation", "é")),
+            exact("pathTranslation must be either 'False' or a single character string"),
+        ),
+        (
+            "usePodIdentity not a boolean",
+            Box::new(|r: Req| r.set("usePodIdentity", "yes")),
+            exact("failed to parse usePodIdentity value, error: strconv.ParseBool: parsing \"yes\": invalid syntax"),
+        ),
+        (
+            "preferredAddressType unknown",
+            Box::new(|r: Req| r.set("usePodIdentity", "true").set("preferredAddressType", "ipv5")),
+            exact("invalid preferred address type: ipv5"),
+        ),
+        (
+            "failover region equals region",
+            Box::new(|r: Req| r.set("failoverRegion", REGION)),
+            exact("us-west-2: failover region cannot be the same as the primary region"),
+        ),
+        (
+            "objects missing",
+            Box::new(|r: Req| r.unset("objects")),
+            exact("no objects to mount: the SecretProviderClass parameter 'objects' is missing or an empty list"),
+        ),
+        (
+            "objects empty list",
+            objects("[]"),
+            exact("no objects to mount: the SecretProviderClass parameter 'objects' is missing or an empty list"),
+        ),
+        (
+            "objects not a list",
+            objects("objectName: s"),
+            exact("Failed to load SecretProviderClass: objects must be a list, found a mapping"),
+        ),
+        (
+            "objects invalid YAML",
+            objects("- objectName: [unclosed"),
+            Expect::Prefix("Failed to load SecretProviderClass: "),
+        ),
+        (
+            "null entry",
+            objects("- objectName: a\n  objectType: secretsmanager\n-\n"),
+            exact("Empty descriptor entry in SecretProviderClass"),
+        ),
+        (
+            "entry is a string",
+            objects("- just-a-name\n"),
+            exact("Failed to load SecretProviderClass: objects[0] must be a mapping, found a string"),
+        ),
+        (
+            "objectName missing",
+            objects("- objectType: secretsmanager\n"),
+            exact("Object name must be specified"),
+        ),
+        (
+            "objectName empty",
+            objects("- objectName: \"\"\n  objectType: secretsmanager\n"),
+            exact("Object name must be specified"),
+        ),
+        (
+            "objectName a list",
+            objects("- objectName: [a, b]\n  objectType: secretsmanager\n"),
+            exact("Failed to load SecretProviderClass: objects[0].objectName must be a string, found a list"),
+        ),
+        (
+            "objectType missing without ARN",
+            objects("- objectName: s\n"),
+            exact("Must use objectType when a full ARN is not specified: s"),
+        ),
+        (
+            "objectType ssm",
+            objects("- objectName: s\n  objectType: ssm\n"),
+            exact("Invalid objectType: ssm"),
+        ),
+        (
+            "objectType wrong case",
+            objects("- objectName: s\n  objectType: SecretsManager\n"),
+            exact("Invalid objectType: SecretsManager"),
+        ),
+        (
+            "ARN with too few sections",
+            objects("- objectName: arn:aws:secretsmanager\n"),
+            exact("Invalid ARN format in object name: arn:aws:secretsmanager"),
+        ),
+        (
+            "ARN in another region",
+            objects_owned(format!("- objectName: {other_region_arn}\n")),
+            exact(&format!("ARN region must match region us-west-2: {other_region_arn}")),
+        ),
+        (
+            "ARN of an unsupported service",
+            objects("- objectName: arn:aws:s3:us-west-2:123456789012:bucket/x\n"),
+            exact("Invalid service in ARN: s3"),
+        ),
+        (
+            "objectType contradicts ARN",
+            objects_owned(format!("- objectName: {primary_arn}\n  objectType: ssmparameter\n")),
+            exact(&format!("objectType does not match ARN: {primary_arn}")),
+        ),
+        (
+            "filePermission with three digits",
+            objects("- objectName: s\n  objectType: secretsmanager\n  filePermission: \"644\"\n"),
+            exact("Invalid File Permission: 644"),
+        ),
+        (
+            "filePermission not octal",
+            objects("- objectName: s\n  objectType: secretsmanager\n  filePermission: \"0999\"\n"),
+            exact("Invalid File Permission: 0999"),
+        ),
+        (
+            "filePermission with setuid",
+            objects("- objectName: s\n  objectType: secretsmanager\n  filePermission: \"4755\"\n"),
+            exact("Invalid File Permission: 4755"),
+        ),
+        (
+            "SSM with both version fields",
+            objects("- objectName: p\n  objectType: ssmparameter\n  objectVersion: 2\n  objectVersionLabel: stable\n"),
+            exact("ssm parameters can not specify both objectVersion and objectVersionLabel: p"),
+        ),
+        (
+            "jmesPath without path",
+            objects("- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - objectAlias: a\n"),
+            exact("Path must be specified for JMES object"),
+        ),
+        (
+            "jmesPath without alias",
+            objects("- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: a\n"),
+            exact("Object alias must be specified for JMES object"),
+        ),
+        (
+            "jmesPath with a bad expression",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: a[\n      objectAlias: a\n",
+            ),
+            exact("Invalid JMES Path: a[."),
+        ),
+        (
+            "jmesPath with a bad permission",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: a\n      objectAlias: a\n      filePermission: \"0800\"\n",
+            ),
+            exact("Invalid File Permission: 0800"),
+        ),
+        (
+            "jmesPath not a list",
+            objects("- objectName: s\n  objectType: secretsmanager\n  jmesPath: user\n"),
+            exact("Failed to load SecretProviderClass: objects[0].jmesPath must be a list, found a string"),
+        ),
+        (
+            "failoverObject without alias",
+            Box::new(|r: Req| {
+                r.set("failoverRegion", FAILOVER).set(
+                    "objects",
+                    "- objectName: s\n  objectType: secretsmanager\n  failoverObject:\n    objectName: t\n",
+                )
+            }),
+            exact("object alias must be specified for objects with failover entries: s"),
+        ),
+        (
+            "failoverObject without failoverRegion",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  objectAlias: a\n  failoverObject:\n    objectName: t\n",
+            ),
+            exact("failover object allowed only when failover region is defined: s"),
+        ),
+        (
+            "failoverObject version mismatch",
+            Box::new(|r: Req| {
+                r.set("failoverRegion", FAILOVER).set("objects", "- objectName: s\n  objectType: secretsmanager\n  objectAlias: a\n  objectVersion: v1\n  failoverObject:\n    objectName: t\n    objectVersion: v2\n")
+            }),
+            exact("object versions must match between primary and failover regions: s"),
+        ),
+        (
+            "failoverObject ARN in the primary region",
+            {
+                let arn = primary_arn.clone();
+                Box::new(move |r: Req| {
+                    r.set("failoverRegion", FAILOVER).set("objects", &format!("- objectName: s\n  objectType: secretsmanager\n  objectAlias: a\n  failoverObject:\n    objectName: {arn}\n"))
+                })
+            },
+            exact(&format!("ARN region must match region us-east-2: {primary_arn}")),
+        ),
+        (
+            "failoverObject SSM with both version fields",
+            Box::new(|r: Req| {
+                r.set("failoverRegion", FAILOVER).set("objects", "- objectName: p\n  objectType: ssmparameter\n  objectAlias: a\n  objectVersion: 3\n  failoverObject:\n    objectName: q\n    objectVersion: 3\n    objectVersionLabel: x\n")
+            }),
+            exact("ssm parameters can not specify both objectVersion and objectVersionLabel: q"),
+        ),
+        (
+            "duplicate object name",
+            objects("- objectName: s\n  objectType: secretsmanager\n- objectName: s\n  objectType: secretsmanager\n"),
+            exact("found descriptor with duplicate object name s"),
+        ),
+        (
+            "duplicate object name with same label",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  objectVersionLabel: AWSPREVIOUS\n- objectName: s\n  objectType: secretsmanager\n  objectVersionLabel: AWSPREVIOUS\n",
+            ),
+            exact("found descriptor with duplicate object name s"),
+        ),
+        (
+            "duplicate alias",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  objectAlias: a\n- objectName: t\n  objectType: secretsmanager\n  objectAlias: a\n",
+            ),
+            exact("found duplicate object alias a"),
+        ),
+        (
+            "JMES alias already used",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  objectAlias: a\n  jmesPath:\n    - path: user\n      objectAlias: a\n",
+            ),
+            exact("Name already in use for objectAlias: found duplicate object alias a in JMES path entry user"),
+        ),
+        (
+            "names colliding after translation",
+            objects("- objectName: a/b\n  objectType: secretsmanager\n- objectName: a_b\n  objectType: ssmparameter\n"),
+            exact("found duplicate file name a_b: written by both a/b and a_b"),
+        ),
+        (
+            "name equal to another object's alias",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  objectAlias: t\n- objectName: t\n  objectType: secretsmanager\n",
+            ),
+            exact("found duplicate file name t: written by both s and t"),
+        ),
+        (
+            "file where a directory is needed",
+            Box::new(|r: Req| {
+                r.set("pathTranslation", "False").set(
+                    "objects",
+                    "- objectName: a\n  objectType: secretsmanager\n- objectName: a/b\n  objectType: secretsmanager\n",
+                )
+            }),
+            exact("file name a of a conflicts with the directory needed for a/b of a/b"),
+        ),
+        (
+            "alias traversing upwards",
+            Box::new(|r: Req| {
+                r.set("pathTranslation", "False").set(
+                    "objects",
+                    "- objectName: s\n  objectType: secretsmanager\n  objectAlias: ../../etc/passwd\n",
+                )
+            }),
+            exact("path can not contain ../: ../../etc/passwd"),
+        ),
+        (
+            "alias ..",
+            objects("- objectName: s\n  objectType: secretsmanager\n  objectAlias: ..\n"),
+            exact("path can not contain ../: .."),
+        ),
+        (
+            "alias .",
+            objects("- objectName: s\n  objectType: secretsmanager\n  objectAlias: .\n"),
+            exact("invalid file name . for object s: a path component is ."),
+        ),
+        (
+            "alias in the writer's reserved namespace",
+            objects("- objectName: s\n  objectType: secretsmanager\n  objectAlias: ..data\n"),
+            exact(
+                "invalid file name ..data for object s: names starting with .. are reserved for the atomic writer's own entries",
+            ),
+        ),
+        (
+            "alias with a dot component",
+            Box::new(|r: Req| {
+                r.set("pathTranslation", "False").set(
+                    "objects",
+                    "- objectName: s\n  objectType: secretsmanager\n  objectAlias: a/./b\n",
+                )
+            }),
+            exact("invalid file name a/./b for object s: a path component is ."),
+        ),
+        (
+            "alias with an empty component",
+            Box::new(|r: Req| {
+                r.set("pathTranslation", "False").set(
+                    "objects",
+                    "- objectName: s\n  objectType: secretsmanager\n  objectAlias: a//b\n",
+                )
+            }),
+            exact("invalid file name a//b for object s: the path has an empty component (a doubled or trailing slash)"),
+        ),
+        (
+            "alias too long",
+            objects_owned(format!(
+                "- objectName: s\n  objectType: secretsmanager\n  objectAlias: {}\n",
+                "x".repeat(256)
+            )),
+            exact(&format!(
+                "invalid file name {} for object s: a path component is longer than 255 characters",
+                "x".repeat(256)
+            )),
+        ),
+        (
+            "translation to slash makes an absolute path",
+            Box::new(|r: Req| {
+                r.set("pathTranslation", "/")
+                    .set("objects", "- objectName: /abs\n  objectType: ssmparameter\n")
+            }),
+            exact("invalid file name /abs for object /abs: the file name is an absolute path"),
+        ),
+    ]
+}
