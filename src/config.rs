@@ -88,10 +88,26 @@ pub struct ServeArgs {
     /// Concurrent AWS calls per mount (1 = one after another).
     #[arg(long, default_value_t = crate::fetch::CONCURRENCY)]
     pub max_concurrent_fetches: usize,
+    /// Address of the /healthz, /readyz and /metrics endpoint ("" disables it).
+    #[arg(long, default_value = "0.0.0.0:8989")]
+    pub http_addr: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level (RUST_LOG, when set, takes precedence).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
     /// Let concurrent mounts of the same objects by the same identity share calls.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "true", action = ArgAction::Set)]
     pub single_flight: bool,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 fn parse_flag_duration(s: &str) -> Result<Duration, String> {
@@ -156,6 +172,9 @@ const GO_FLAGS: &[&str] = &[
     "batch-get-secret-value",
     "max-concurrent-fetches",
     "single-flight",
+    "http-addr",
+    "log-format",
+    "log-level",
 ];
 
 /// Rewrites Go-style `-flag` arguments to `--flag`.

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod fetch;
+pub mod health;
 pub mod identity;
 pub mod kube;
 pub mod mount;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use csi_provider_aws::aws::AwsClients;
-use csi_provider_aws::config::{Cli, Command, ServeArgs, normalize_args};
+use csi_provider_aws::config::{Cli, Command, LogFormat, ServeArgs, normalize_args};
+use csi_provider_aws::health;
 use std::sync::Arc;
 
 use csi_provider_aws::fetch::{FetchSettings, Fetcher};
@@ -17,11 +18,11 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args()));
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let serve_args = match &cli.command {
+        Some(Command::Serve(a)) => a,
+        _ => &cli.serve,
+    };
+    init_logging(serve_args.log_format, &serve_args.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -49,6 +50,23 @@ fn main() -> ExitCode {
             None => serve(cli.serve).await,
         }
     })
+}
+
+/// Logs to standard error: text (coloured on a terminal) or JSON; the level
+/// from RUST_LOG when set, else `--log-level`.
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
@@ -114,6 +132,21 @@ async fn serve(args: ServeArgs) -> ExitCode {
         fetcher,
         metrics,
     );
+    let http = if args.http_addr.is_empty() {
+        None
+    } else {
+        match health::bind(&args.http_addr).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::error!(addr = %args.http_addr, error = %e, "cannot bind the --http-addr endpoint");
+                return ExitCode::from(64);
+            }
+        }
+    };
+    let _http_task = http.map(|listener| {
+        let socket = args.provider_volume.join(csi_provider_aws::server::SOCKET_NAME);
+        tokio::spawn(health::serve(listener, socket, provider.metrics.clone()))
+    });
     match csi_provider_aws::server::serve(provider, &args.provider_volume, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -68,17 +68,24 @@ impl CsiDriverProvider for ProviderService {
         let req = req.into_inner();
         let pod = PodLabel::from_attributes(&req.attributes);
         let span = tracing::info_span!("mount", namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid);
-        async {
+        let metrics = self.provider.metrics.clone();
+        async move {
+            let _in_flight = metrics.mount_started();
             let started = Instant::now();
             let result = self.provider.mount(&req).await;
-            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let elapsed = started.elapsed();
+            let elapsed_ms = elapsed.as_millis() as u64;
             match result {
                 Ok(resp) => {
-                    tracing::info!(objects = resp.object_version.len(), elapsed_ms, "mount succeeded");
+                    let objects = resp.object_version.len();
+                    metrics.mount_finished(elapsed.as_secs_f64(), objects, None);
+                    tracing::info!(objects, elapsed_ms, outcome = "success", "mount succeeded");
                     Ok(Response::new(resp))
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, code = error_code(&e), elapsed_ms, "mount failed");
+                    let code = error_code(&e);
+                    metrics.mount_finished(elapsed.as_secs_f64(), 0, Some(code));
+                    tracing::warn!(error = %e, code, elapsed_ms, outcome = "error", "mount failed");
                     Err(status(&e))
                 }
             }

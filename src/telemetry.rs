@@ -1,38 +1,31 @@
-//! Metrics hooks: counters of AWS, STS, Pod Identity and Kubernetes calls by
-//! operation and outcome, and cache hits and misses. Labels are bounded:
-//! operation names and outcome kinds only, never object names, values or
-//! tokens. The exporter reads [`Metrics::snapshot`].
+//! Metrics: counters of AWS, STS, Pod Identity and Kubernetes calls by
+//! operation and outcome, cache lookups, and per-mount instruments, in a
+//! Prometheus registry (exported on `/metrics` by [`crate::health`]).
+//! Label values are bounded: operation and resource names, outcome kinds and
+//! error codes only — never object names, values, tokens or pod names.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family as MetricFamily;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 use crate::aws::Failure;
 
-/// A counter family.
+/// A counter family of the call hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
-    /// Secrets Manager and SSM calls (operation = service.Operation).
+    /// Secrets Manager and SSM calls (operation = `service.Operation`).
     Aws,
-    /// STS `AssumeRoleWithWebIdentity`.
+    /// STS `AssumeRoleWithWebIdentity` (IRSA credential fetches).
     Sts,
-    /// EKS Pod Identity Agent requests.
+    /// EKS Pod Identity Agent requests (Pod Identity credential fetches).
     PodIdentity,
     /// Kubernetes API reads (operation = resource).
     Kubernetes,
     /// Cache lookups (operation = cache name; outcome hit, miss or joined).
     Cache,
-}
-
-impl Family {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Aws => "aws",
-            Family::Sts => "sts",
-            Family::PodIdentity => "pod_identity",
-            Family::Kubernetes => "kubernetes",
-            Family::Cache => "cache",
-        }
-    }
 }
 
 /// The outcome label of a call.
@@ -49,31 +42,214 @@ pub fn outcome<T, E>(r: &Result<T, E>, failure: impl Fn(&E) -> Failure) -> &'sta
     }
 }
 
-/// Counters keyed by (family, operation, outcome).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AwsLabels {
+    service: String,
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    mode: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KubeLabels {
+    resource: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MountLabels {
+    outcome: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+type HistogramFamily<L> = MetricFamily<L, Histogram, fn() -> Histogram>;
+
+/// The provider's metrics.
+#[derive(Debug)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(Family, &'static str, &'static str), u64>>,
+    registry: Registry,
+    aws: MetricFamily<AwsLabels, Counter>,
+    credentials: MetricFamily<CredentialLabels, Counter>,
+    kubernetes: MetricFamily<KubeLabels, Counter>,
+    cache: MetricFamily<CacheLabels, Counter>,
+    mounts: MetricFamily<MountLabels, Counter>,
+    mount_duration: HistogramFamily<OutcomeLabels>,
+    mount_objects: Histogram,
+    in_flight: Gauge,
+}
+
+fn duration_histogram() -> Histogram {
+    // 5 ms to ~41 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("csi_provider_aws");
+        let aws = MetricFamily::<AwsLabels, Counter>::default();
+        registry.register(
+            "aws_calls",
+            "Secrets Manager and SSM calls by service, operation and outcome",
+            aws.clone(),
+        );
+        let credentials = MetricFamily::<CredentialLabels, Counter>::default();
+        registry.register(
+            "credential_fetches",
+            "Credential fetches (STS for IRSA, the agent for Pod Identity) by mode and outcome",
+            credentials.clone(),
+        );
+        let kubernetes = MetricFamily::<KubeLabels, Counter>::default();
+        registry.register(
+            "kubernetes_calls",
+            "Kubernetes API reads by resource and outcome",
+            kubernetes.clone(),
+        );
+        let cache = MetricFamily::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Cache lookups by cache and result (hit, miss, joined)",
+            cache.clone(),
+        );
+        let mounts = MetricFamily::<MountLabels, Counter>::default();
+        registry.register("mounts", "Mount requests by outcome and error code", mounts.clone());
+        let mount_duration: HistogramFamily<OutcomeLabels> =
+            MetricFamily::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register(
+            "mount_duration_seconds",
+            "Mount duration by outcome",
+            mount_duration.clone(),
+        );
+        let mount_objects = Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0]);
+        registry.register("mount_objects", "Objects per successful mount", mount_objects.clone());
+        let in_flight = Gauge::default();
+        registry.register("mounts_in_flight", "Mounts being served", in_flight.clone());
+        let build = MetricFamily::<BuildLabels, Gauge>::default();
+        registry.register("build_info", "Build information", build.clone());
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        Self {
+            registry,
+            aws,
+            credentials,
+            kubernetes,
+            cache,
+            mounts,
+            mount_duration,
+            mount_objects,
+            in_flight,
+        }
+    }
 }
 
 impl Metrics {
+    /// Counts one call or lookup.
     pub fn count(&self, family: Family, operation: &'static str, outcome: &'static str) {
-        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        *c.entry((family, operation, outcome)).or_insert(0) += 1;
+        let outcome = outcome.to_string();
+        match family {
+            Family::Aws => {
+                let (service, operation) = operation.split_once('.').unwrap_or(("aws", operation));
+                self.aws
+                    .get_or_create(&AwsLabels {
+                        service: service.to_string(),
+                        operation: operation.to_string(),
+                        outcome,
+                    })
+                    .inc();
+            }
+            Family::Sts | Family::PodIdentity => {
+                let mode = if family == Family::Sts { "irsa" } else { "pod_identity" };
+                self.credentials
+                    .get_or_create(&CredentialLabels {
+                        mode: mode.to_string(),
+                        outcome,
+                    })
+                    .inc();
+            }
+            Family::Kubernetes => {
+                self.kubernetes
+                    .get_or_create(&KubeLabels {
+                        resource: operation.to_string(),
+                        outcome,
+                    })
+                    .inc();
+            }
+            Family::Cache => {
+                self.cache
+                    .get_or_create(&CacheLabels {
+                        cache: operation.to_string(),
+                        result: outcome,
+                    })
+                    .inc();
+            }
+        }
     }
 
-    /// All counters, in a stable order.
-    pub fn snapshot(&self) -> Vec<((Family, &'static str, &'static str), u64)> {
-        let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        c.iter().map(|(k, v)| (*k, *v)).collect()
+    /// A mount started; the guard records its end.
+    pub fn mount_started(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(self)
     }
 
-    /// The sum of a family's counters (all operations and outcomes).
-    pub fn total(&self, family: Family) -> u64 {
-        self.snapshot()
-            .into_iter()
-            .filter(|((f, _, _), _)| *f == family)
-            .map(|(_, v)| v)
-            .sum()
+    /// Records a finished mount: `code` is `None` on success, else the
+    /// bounded error code.
+    pub fn mount_finished(&self, seconds: f64, objects: usize, code: Option<&'static str>) {
+        let outcome = if code.is_some() { "error" } else { "success" };
+        self.mounts
+            .get_or_create(&MountLabels {
+                outcome: outcome.to_string(),
+                code: code.unwrap_or("").to_string(),
+            })
+            .inc();
+        self.mount_duration
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .observe(seconds);
+        if code.is_none() {
+            self.mount_objects.observe(objects as f64);
+        }
+    }
+
+    /// The Prometheus text exposition (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Keeps the in-flight gauge up while a mount runs.
+pub struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
     }
 }
 
@@ -82,17 +258,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_add_up_by_family_operation_and_outcome() {
+    fn calls_are_exported_with_bounded_labels() {
         let m = Metrics::default();
         m.count(Family::Aws, "secretsmanager.BatchGetSecretValue", "success");
         m.count(Family::Aws, "secretsmanager.BatchGetSecretValue", "success");
         m.count(Family::Aws, "ssm.GetParameters", "throttled");
         m.count(Family::Sts, "AssumeRoleWithWebIdentity", "success");
-        assert_eq!(m.total(Family::Aws), 3);
-        assert_eq!(m.total(Family::Sts), 1);
-        assert_eq!(m.total(Family::Kubernetes), 0);
-        let snap = m.snapshot();
-        assert!(snap.contains(&((Family::Aws, "secretsmanager.BatchGetSecretValue", "success"), 2)));
+        m.count(Family::PodIdentity, "GetCredentials", "unavailable");
+        m.count(Family::Kubernetes, "serviceaccounts", "success");
+        m.count(Family::Cache, "credentials", "hit");
+        {
+            let _g = m.mount_started();
+            m.mount_finished(0.012, 3, None);
+        }
+        m.mount_finished(0.5, 1, Some("ObjectNotFound"));
+        let text = m.encode();
+        for line in [
+            r#"csi_provider_aws_aws_calls_total{service="secretsmanager",operation="BatchGetSecretValue",outcome="success"} 2"#,
+            r#"csi_provider_aws_aws_calls_total{service="ssm",operation="GetParameters",outcome="throttled"} 1"#,
+            r#"csi_provider_aws_credential_fetches_total{mode="irsa",outcome="success"} 1"#,
+            r#"csi_provider_aws_credential_fetches_total{mode="pod_identity",outcome="unavailable"} 1"#,
+            r#"csi_provider_aws_kubernetes_calls_total{resource="serviceaccounts",outcome="success"} 1"#,
+            r#"csi_provider_aws_cache_lookups_total{cache="credentials",result="hit"} 1"#,
+            r#"csi_provider_aws_mounts_total{outcome="success",code=""} 1"#,
+            r#"csi_provider_aws_mounts_total{outcome="error",code="ObjectNotFound"} 1"#,
+            "csi_provider_aws_mounts_in_flight 0",
+            "csi_provider_aws_mount_objects_count 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "csi_provider_aws_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
     }
 
     #[test]

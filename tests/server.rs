@@ -77,6 +77,7 @@ async fn a_stale_socket_is_replaced_at_start() {
         .env("AWS_ENDPOINT_URL", aws.endpoint())
         .env("KUBECONFIG", &kube.kubeconfig)
         .arg(format!("--provider-volume={}", sock_dir.display()))
+        .arg("--http-addr=127.0.0.1:0")
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().expect("spawn");
     let mut ok = false;

@@ -69,6 +69,10 @@ impl Provider {
             .env("AWS_MAX_ATTEMPTS", "2")
             .env("AWS_RETRY_MODE", "standard")
             .arg(format!("--provider-volume={}", sock_dir.display()))
+            .args(
+                (!opts.args.iter().any(|a| a.starts_with("--http-addr")))
+                    .then(|| "--http-addr=127.0.0.1:0".to_string()),
+            )
             .args(&opts.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
