@@ -1,0 +1,186 @@
+//! The install artefacts: every manifest validates against the Kubernetes
+//! API schemas, the DaemonSet and RBAC have the properties operators rely
+//! on, and the Dockerfile passes the linter. The tools come from
+//! `scripts/venv` (run by `scripts/test`).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool(rel: &str) -> PathBuf {
+    let p = root().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/venv (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+fn manifests() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn documents(path: &Path) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find(kind: &str) -> Value {
+    manifests()
+        .iter()
+        .flat_map(|p| documents(p))
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in deploy/kubernetes"))
+}
+
+#[test]
+fn every_manifest_validates_against_the_kubernetes_schemas() {
+    let files = manifests();
+    assert!(files.len() >= 2);
+    for version in ["1.29.0", "1.37.0"] {
+        let out = Command::new(tool(".venv/bin/kubernetes-validate"))
+            .args(["--strict", "-k", version])
+            .args(&files)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "Kubernetes {version}:\n{text}");
+        assert!(!text.contains("ERROR") && !text.contains("WARN"), "{text}");
+        assert_eq!(text.matches("passed for resource").count(), 5, "{text}");
+    }
+}
+
+#[test]
+fn the_daemonset_runs_everywhere_hardened_and_probed() {
+    let ds = find("DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        ds["metadata"]["labels"]["app"], "csi-secrets-store-provider-aws",
+        "the driver e2e waits on this label"
+    );
+    assert_eq!(pod["tolerations"][0]["operator"], "Exists");
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(pod["hostNetwork"], false);
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["ports"][0]["containerPort"], 8989);
+    assert_eq!(c["env"][0]["name"], "NODE_NAME");
+    assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert!(c["resources"]["requests"]["cpu"].is_string() && c["resources"]["limits"]["memory"].is_string());
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--driver-writes-secrets=true"));
+    assert!(args.contains(&"--provider-volume=/var/run/secrets-store-csi-providers"));
+    // Driver-writes mode: the kubelet's pods directory is not mounted.
+    let paths: Vec<&str> = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(paths, vec!["/var/run/secrets-store-csi-providers"]);
+    // The binary accepts every argument the manifest passes.
+    let out = Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_cluster_role_grants_only_what_the_provider_reads() {
+    let role = find("ClusterRole");
+    let rules = role["rules"].as_sequence().unwrap();
+    let mut granted: Vec<(String, String)> = Vec::new();
+    for r in rules {
+        for res in r["resources"].as_sequence().unwrap() {
+            for verb in r["verbs"].as_sequence().unwrap() {
+                granted.push((res.as_str().unwrap().to_string(), verb.as_str().unwrap().to_string()));
+            }
+        }
+    }
+    granted.sort();
+    assert_eq!(
+        granted,
+        vec![
+            ("nodes".to_string(), "get".to_string()),
+            ("serviceaccounts".to_string(), "get".to_string())
+        ],
+        "no serviceaccounts/token create, no secrets, no pods, no list/watch"
+    );
+    let binding = find("ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        find("ServiceAccount")["metadata"]["name"]
+    );
+}
+
+#[test]
+fn the_csidriver_requests_both_token_audiences() {
+    let d = find("CSIDriver");
+    let audiences: Vec<&str> = d["spec"]["tokenRequests"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["audience"].as_str())
+        .collect();
+    assert_eq!(audiences, vec!["sts.amazonaws.com", "pods.eks.amazonaws.com"]);
+    assert_eq!(d["spec"]["podInfoOnMount"], true);
+}
+
+#[test]
+fn the_dockerfile_is_lint_clean_multi_stage_and_minimal() {
+    let dockerfile = root().join("deploy/Dockerfile");
+    let out = Command::new(tool(".tools/node_modules/.bin/dockerfilelint"))
+        .arg(&dockerfile)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "multi-stage");
+    assert_eq!(*froms.last().unwrap(), "FROM scratch", "minimal final image");
+    assert!(text.contains("unknown-linux-musl"), "static binary");
+    assert!(text.contains("ca-certificates.crt"));
+    assert!(text.contains("ENTRYPOINT [\"/bin/csi-provider-aws\"]"));
+    for from in &froms[..froms.len() - 1] {
+        assert!(
+            from.split_whitespace().nth(1).unwrap().contains(':'),
+            "pinned base image: {from}"
+        );
+    }
+}
