@@ -207,3 +207,58 @@ fn an_occupied_http_address_stops_the_provider_at_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind the --http-addr endpoint"));
     assert!(!dir.path().join("aws.sock").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grafana_dashboard_queries_only_exported_metrics_and_labels() {
+    let (env, port) = env_with_http(&[]).await;
+    env.aws.put_secret_string(REGION, "d", "v");
+    env.provider
+        .mount(&Req::new(
+            "- objectName: d\n  objectType: secretsmanager\n",
+            &env.provider.target("dash"),
+        ))
+        .await
+        .expect("mount");
+    let (_, metrics) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
+        .await
+        .unwrap();
+    let families: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("deploy/grafana/csi-provider-aws.json").unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 10);
+    for expr in &exprs {
+        for name in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("csi_provider_aws_"))
+        {
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                families.contains(&base),
+                "{name} (in {expr}) is not exported: {families:?}"
+            );
+        }
+        // Every label the query groups by is one the exporter writes.
+        if let Some(by) = expr.split("by (").nth(1).and_then(|r| r.split(')').next()) {
+            for label in by.split(',').map(str::trim).filter(|l| *l != "le") {
+                assert!(
+                    metrics.contains(&format!("{label}=\"")),
+                    "label {label} of {expr} is never exported"
+                );
+            }
+        }
+    }
+}
