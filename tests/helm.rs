@@ -1,0 +1,286 @@
+//! The Helm chart, rendered offline with Helm's own SDK (helm-python-sdk,
+//! installed by `scripts/venv`): values are schema-checked, the chart lints,
+//! every rendered manifest validates against the Kubernetes API schemas, and
+//! values drive the manifests as documented — including the Go chart's value
+//! names.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{Value as Json, json};
+use serde_yaml::Value;
+
+mod schema;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> PathBuf {
+    root().join("deploy/helm/csi-provider-aws")
+}
+
+fn python() -> PathBuf {
+    let p = root().join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/venv (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// Lint and render with `values`: Ok((lint report, manifests)) or Err(message).
+fn render(values: Json) -> Result<(Json, Vec<Value>), String> {
+    let out = Command::new(python())
+        .arg(root().join("tests/support/helm.py"))
+        .arg(chart())
+        .arg(values.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: Json = serde_json::from_slice(&out.stdout).unwrap();
+    if let Some(e) = result["error"].as_str() {
+        return Err(e.to_string());
+    }
+    let mut docs = Vec::new();
+    for (_, text) in result["manifests"].as_object().unwrap() {
+        use serde::Deserialize;
+        for d in serde_yaml::Deserializer::from_str(text.as_str().unwrap()) {
+            let v = Value::deserialize(d).unwrap();
+            if !v.is_null() {
+                docs.push(v);
+            }
+        }
+    }
+    Ok((result["lint"].clone(), docs))
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} rendered"))
+}
+
+fn args(docs: &[Value]) -> Vec<String> {
+    kind(docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn validate_strict(docs: &[Value]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        let api = d["apiVersion"].as_str().unwrap_or_default();
+        if api.starts_with("monitoring.coreos.com") {
+            continue; // custom resources: no schema in the Kubernetes API
+        }
+        let f = dir.path().join(format!("{i}.yaml"));
+        std::fs::write(&f, serde_yaml::to_string(d).unwrap()).unwrap();
+        files.push(f);
+    }
+    assert_eq!(schema::validate_strict(&files, "1.33.0"), files.len());
+}
+
+#[test]
+fn default_values_lint_and_render_valid_manifests() {
+    let (lint, docs) = render(json!({})).unwrap();
+    // The only finding: the optional driver dependency is not vendored in a
+    // source checkout (`helm dependency build` fetches it).
+    assert_eq!(
+        lint["errors"],
+        json!(["chart directory is missing these dependencies: secrets-store-csi-driver"]),
+        "{lint}"
+    );
+    validate_strict(&docs);
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for k in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"] {
+        assert!(kinds.contains(&k), "{kinds:?}");
+    }
+    let ds = kind(&docs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["tolerations"][0]["operator"], "Exists");
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    let c = &pod["containers"][0];
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["env"][0]["name"], "NODE_NAME");
+    assert_eq!(
+        pod["volumes"].as_sequence().unwrap().len(),
+        1,
+        "driver-writes: no kubelet hostPath"
+    );
+    // The binary accepts every argument the chart passes.
+    let out = Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"))
+        .args(args(&docs))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let role = kind(&docs, "ClusterRole");
+    let resources: Vec<&str> = role["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_sequence().unwrap().iter().filter_map(Value::as_str))
+        .collect();
+    assert_eq!(resources, vec!["serviceaccounts", "nodes"]);
+}
+
+#[test]
+fn an_aws_region_drops_the_nodes_rule_and_sets_the_environment() {
+    let (_, docs) = render(json!({"awsRegion": "eu-west-1", "useFipsEndpoint": true})).unwrap();
+    let role = kind(&docs, "ClusterRole");
+    assert_eq!(role["rules"].as_sequence().unwrap().len(), 1);
+    assert_eq!(role["rules"][0]["resources"][0], "serviceaccounts");
+    let env = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["env"];
+    let pairs: Vec<(String, String)> = env
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+        .collect();
+    assert!(pairs.contains(&("AWS_REGION".into(), "eu-west-1".into())));
+    assert!(pairs.contains(&("AWS_USE_FIPS_ENDPOINT".into(), "true".into())));
+    validate_strict(&docs);
+}
+
+#[test]
+fn provider_writes_mode_mounts_the_kubelet_pods_directory() {
+    let (_, docs) = render(json!({"driverWritesSecrets": false, "kubeletPath": "/data/kubelet"})).unwrap();
+    let c = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0];
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/data/kubelet/pods")
+        .expect("kubelet pods mount");
+    assert_eq!(mount["mountPropagation"], "HostToContainer");
+    assert!(args(&docs).contains(&"--driver-writes-secrets=false".to_string()));
+    validate_strict(&docs);
+}
+
+#[test]
+fn monitors_are_optional() {
+    let (_, docs) = render(json!({})).unwrap();
+    assert!(
+        docs.iter()
+            .all(|d| d["kind"] != "PodMonitor" && d["kind"] != "ServiceMonitor")
+    );
+    let (_, docs) = render(json!({"monitoring": {
+        "podMonitor": {"enabled": true, "labels": {"release": "prom"}},
+        "serviceMonitor": {"enabled": true}}}))
+    .unwrap();
+    assert_eq!(kind(&docs, "PodMonitor")["metadata"]["labels"]["release"], "prom");
+    assert_eq!(
+        kind(&docs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["path"],
+        "/metrics"
+    );
+    assert_eq!(kind(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"], "http");
+    assert_eq!(kind(&docs, "Service")["spec"]["ports"][0]["port"], 8989);
+    validate_strict(&docs);
+}
+
+#[test]
+fn the_schema_rejects_unknown_keys_and_wrong_types() {
+    for (values, needle) in [
+        (json!({"awsRegoin": "eu-west-1"}), "awsRegoin"),
+        (json!({"port": "8989"}), "port"),
+        (json!({"logFormat": "xml"}), "logFormat"),
+        (json!({"cacheTtl": "five minutes"}), "cacheTtl"),
+        (json!({"k8sThrottlingParams": {"qps": 0}}), "qps"),
+        (json!({"podIdentityCacheScope": "node"}), "podIdentityCacheScope"),
+        (json!({"image": {"repository": ""}}), "repository"),
+    ] {
+        let err = render(values.clone()).expect_err(&format!("{values} must be rejected"));
+        assert!(err.contains(needle), "{values}: {err}");
+    }
+}
+
+#[test]
+fn go_chart_values_keep_working() {
+    let (_, docs) = render(json!({
+        "port": 9090,
+        "k8sThrottlingParams": {"qps": 20, "burst": 40},
+        "rbac": {"install": true, "serviceAccountName": "custom-sa"},
+        "dnsPolicy": "ClusterFirstWithHostNet",
+        "podIdentityHttpTimeout": "2s",
+        "eksAddonVersion": "v1.0.0-eksbuild.1",
+        "priorityClassName": "",
+        "podLabels": {"team": "platform"},
+        "tolerations": [],
+        "secrets-store-csi-driver": {"install": false},
+    }))
+    .unwrap();
+    let a = args(&docs);
+    for expected in [
+        "--http-addr=0.0.0.0:9090",
+        "--qps=20",
+        "--burst=40",
+        "--pod-identity-http-timeout=2s",
+        "--eks-addon-version=v1.0.0-eksbuild.1",
+    ] {
+        assert!(a.contains(&expected.to_string()), "{a:?}");
+    }
+    let pod = &kind(&docs, "DaemonSet")["spec"]["template"];
+    assert_eq!(pod["spec"]["serviceAccountName"], "custom-sa");
+    assert_eq!(kind(&docs, "ServiceAccount")["metadata"]["name"], "custom-sa");
+    assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(pod["metadata"]["labels"]["team"], "platform");
+    assert!(pod["spec"]["priorityClassName"].is_null());
+    assert!(pod["spec"]["tolerations"].is_null());
+    validate_strict(&docs);
+}
+
+#[test]
+fn every_template_input_is_declared_in_values_and_schema() {
+    let values: Value = serde_yaml::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap();
+    let schema: Json =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap()).unwrap();
+    let mut used = Vec::new();
+    for entry in std::fs::read_dir(chart().join("templates")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for part in text.split(".Values.").skip(1) {
+            let path: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+                .collect();
+            used.push(path.trim_end_matches('.').to_string());
+        }
+    }
+    used.sort();
+    used.dedup();
+    assert!(used.len() > 25, "{used:?}");
+    for path in &used {
+        let mut v = &values;
+        let mut s = &schema;
+        for key in path.split('.') {
+            v = v
+                .get(key)
+                .unwrap_or_else(|| panic!(".Values.{path} is not declared in values.yaml"));
+            s = s["properties"]
+                .get(key)
+                .unwrap_or_else(|| panic!(".Values.{path} is not in values.schema.json"));
+        }
+    }
+    // And the driver subchart values carry what this provider needs.
+    let driver = &values["secrets-store-csi-driver"];
+    assert_eq!(
+        schema::token_audiences(&driver["tokenRequests"]),
+        vec!["sts.amazonaws.com", "pods.eks.amazonaws.com"]
+    );
+    assert_eq!(driver["enableSecretRotation"], true);
+    let chart_yaml: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
+    assert_eq!(
+        chart_yaml["dependencies"][0]["condition"],
+        "secrets-store-csi-driver.install"
+    );
+}
