@@ -284,3 +284,83 @@ fn every_template_input_is_declared_in_values_and_schema() {
         "secrets-store-csi-driver.install"
     );
 }
+
+/// Validates `config` against the EKS add-on configuration schema.
+fn addon_valid(config: &Json) -> Result<(), String> {
+    let schema = root().join("deploy/eks-addon/configuration-schema.json");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import json, sys, jsonschema\n\
+             schema = json.load(open(sys.argv[1]))\n\
+             jsonschema.Draft7Validator.check_schema(schema)\n\
+             errors = sorted(e.message for e in jsonschema.Draft7Validator(schema).iter_errors(json.loads(sys.argv[2])))\n\
+             print('\\n'.join(errors))\n\
+             sys.exit(1 if errors else 0)",
+        )
+        .arg(&schema)
+        .arg(config.to_string())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn eks_addon_examples_validate_and_render_through_the_chart() {
+    let dir = root().join("deploy/eks-addon/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let config: Json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        addon_valid(&config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // The add-on passes its configuration to the chart as values.
+        let (_, docs) = render(config.clone()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        validate_strict(&docs);
+        seen += 1;
+    }
+    assert!(seen >= 5);
+    let (_, docs) = render(json!({"awsRegion": "us-gov-west-1", "useFipsEndpoint": true})).unwrap();
+    let env =
+        serde_yaml::to_string(&kind(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["env"]).unwrap();
+    assert!(
+        env.contains("us-gov-west-1") && env.contains("AWS_USE_FIPS_ENDPOINT"),
+        "{env}"
+    );
+}
+
+#[test]
+fn eks_addon_schema_rejects_bad_configurations_and_maps_onto_chart_values() {
+    for (config, needle) in [
+        (json!({"imageRepository": "x"}), "Additional properties are not allowed"),
+        (json!({"cacheTtl": 300}), "is not of type 'string'"),
+        (json!({"podIdentityCacheScope": "node"}), "is not one of"),
+        (
+            json!({"secrets-store-csi-driver": {"tokenRequests": []}}),
+            "Additional properties are not allowed",
+        ),
+        (json!({"awsRegion": "Oregon"}), "does not match"),
+    ] {
+        let err = addon_valid(&config).expect_err(&config.to_string());
+        assert!(err.contains(needle), "{config}: {err}");
+    }
+    let addon: Json = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/eks-addon/configuration-schema.json")).unwrap(),
+    )
+    .unwrap();
+    let chart: Json =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap()).unwrap();
+    for key in addon["properties"].as_object().unwrap().keys() {
+        assert!(
+            chart["properties"].get(key).is_some(),
+            "add-on key {key} is not a chart value"
+        );
+    }
+}
