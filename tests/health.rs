@@ -14,14 +14,6 @@ use common::*;
 const VALUE_CANARY: &str = "METRICS-VALUE-CANARY-91e2";
 const TOKEN_CANARY: &str = "eyJ.METRICS-TOKEN-CANARY.sig";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET over plain HTTP/1.1: (status, body).
 fn get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");

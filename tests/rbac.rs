@@ -32,14 +32,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn kube_apiserver() -> PathBuf {
     let p = std::env::var("CSI_AWS_KUBE_APISERVER")
         .map(PathBuf::from)

@@ -302,6 +302,14 @@ impl Env {
     }
 }
 
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// The files visible in a mount directory (following the top-level links,
 /// as a pod does), as relative path → contents.
 pub fn read_mount(dir: &Path) -> BTreeMap<String, Vec<u8>> {
