@@ -380,3 +380,52 @@ async fn the_go_call_pattern_makes_every_call_on_every_mount() {
         "one call at a time"
     );
 }
+
+#[tokio::test]
+async fn a_retryable_batch_failure_fails_each_object_over_without_asking_the_primary_again() {
+    let env = Env::start().await;
+    for name in ["b1", "b2", "b3"] {
+        env.aws
+            .put_secret_string(FAILOVER, name, &format!("{name}-from-failover"));
+    }
+    env.aws.inject(Fault::persistent(
+        "BatchGetSecretValue",
+        REGION,
+        503,
+        "ServiceUnavailable",
+    ));
+    let target = env.provider.target("batch-failover");
+    let objects = format!("{}{}{}", obj("b1", SM), obj("b2", SM), obj("b3", SM));
+    env.provider
+        .mount(&Req::new(&objects, &target).set("failoverRegion", FAILOVER))
+        .await
+        .expect("the failover region answers");
+    let files = read_mount(&target);
+    assert_eq!(files["b2"], b"b2-from-failover");
+    let primary_gets = env
+        .aws
+        .calls_of("GetSecretValue")
+        .into_iter()
+        .filter(|c| c.region.as_deref() == Some(REGION))
+        .count();
+    assert_eq!(primary_gets, 0, "the primary is not asked again object by object");
+    assert_eq!(
+        env.aws.calls_of("GetSecretValue").len(),
+        3,
+        "one failover call per object"
+    );
+
+    // Without a failover region the batch error is the mount's error.
+    let err = env
+        .provider
+        .mount(&Req::new(&objects, &env.provider.target("batch-no-failover")))
+        .await
+        .expect_err("no failover region");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(
+        err.message()
+            .starts_with("failed to fetch secrets b1, b2, b3 from Secrets Manager in us-west-2"),
+        "{}",
+        err.message()
+    );
+}

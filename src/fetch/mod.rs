@@ -20,12 +20,16 @@ use std::time::{Duration, Instant};
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, TryStreamExt, stream};
 
-use crate::aws::{AwsClients, AwsError, Credentials, Failure};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::aws::{AwsClients, AwsError, Credentials, Failure, classify};
 use crate::cache::Cache;
 use crate::identity::IdentityKey;
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectKind, ObjectSpec};
-use crate::telemetry::{Family, Metrics};
+use crate::telemetry::{Family, Metrics, outcome};
 
 /// Default concurrent AWS calls per mount.
 pub const CONCURRENCY: usize = 8;
@@ -212,6 +216,23 @@ pub(crate) struct UnitContext {
     pub creds: Credentials,
     pub regions: Regions,
     pub metrics: Arc<Metrics>,
+}
+
+impl UnitContext {
+    /// Classifies an AWS call's result and counts it, by operation and outcome.
+    pub(crate) fn observe<T, E>(
+        &self,
+        operation: &'static str,
+        result: Result<T, SdkError<E, HttpResponse>>,
+    ) -> Result<T, AwsError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let result = result.map_err(|e| classify(&e));
+        self.metrics
+            .count(Family::Aws, operation, outcome(&result, |e: &AwsError| e.failure));
+        result
+    }
 }
 
 impl Fetcher {

@@ -5,10 +5,11 @@
 use aws_sdk_secretsmanager::types::SecretValueEntry;
 
 use super::{FetchError, Fetched, UnitContext};
-use crate::aws::{AwsError, Failure, classify};
+use aws_sdk_secretsmanager::primitives::Blob;
+
+use crate::aws::{AwsError, Failure};
 use crate::secret::SecretBytes;
 use crate::spec::ObjectSpec;
-use crate::telemetry::{Family, outcome};
 
 /// The most secrets one `BatchGetSecretValue` call takes.
 pub const MAX_BATCH: usize = 20;
@@ -48,17 +49,23 @@ pub(crate) async fn fetch(ctx: &UnitContext, object: &ObjectSpec) -> Result<Fetc
         object.version_label.as_deref(),
     )
     .await;
-    let error = match primary {
-        Ok(f) => return Ok(f),
-        Err(e) => e,
-    };
-    let Some(failover_region) = ctx.regions.failover.as_deref() else {
-        return Err(error);
-    };
-    if !error.failure().is_retryable() {
-        return Err(error);
+    match primary {
+        Ok(f) => Ok(f),
+        Err(e) => fail_over(ctx, object, e).await,
     }
-    tracing::warn!(object = %object.name, region = %ctx.regions.primary, error = %error,
+}
+
+/// After `primary` failed: the object (or its `failoverObject`) from the
+/// failover region when the failure is retryable and a failover region is
+/// set; otherwise `primary` itself.
+async fn fail_over(ctx: &UnitContext, object: &ObjectSpec, primary: FetchError) -> Result<Fetched, FetchError> {
+    let Some(region) = ctx.regions.failover.as_deref() else {
+        return Err(primary);
+    };
+    if !primary.failure().is_retryable() {
+        return Err(primary);
+    }
+    tracing::warn!(object = %object.name, region = %ctx.regions.primary, error = %primary,
         "primary region failed with a retryable error; trying the failover region");
     let (name, version, label) = match &object.failover {
         Some(f) => (f.name.as_str(), f.version.as_deref(), f.version_label.as_deref()),
@@ -68,11 +75,11 @@ pub(crate) async fn fetch(ctx: &UnitContext, object: &ObjectSpec) -> Result<Fetc
             object.version_label.as_deref(),
         ),
     };
-    get(ctx, failover_region, name, version, label)
+    get(ctx, region, name, version, label)
         .await
         .map_err(|failover| FetchError::SecretAllRegions {
             name: object.name.clone(),
-            primary: Box::new(error),
+            primary: Box::new(primary),
             failover: Box::new(failover),
         })
 }
@@ -99,25 +106,15 @@ async fn get(
         .customize()
         .config_override(ctx.creds.for_secrets_manager())
         .send()
-        .await
-        .map_err(|e| classify(&e));
-    ctx.metrics.count(
-        Family::Aws,
-        "secretsmanager.GetSecretValue",
-        outcome(&result, |e: &AwsError| e.failure),
-    );
-    let mut out = result.map_err(err)?;
-    let value = match (out.secret_string.take(), out.secret_binary.take()) {
-        (Some(s), _) => SecretBytes::from(s),
-        (None, Some(b)) => SecretBytes::from(b.into_inner()),
-        (None, None) => {
-            return Err(err(AwsError {
-                failure: Failure::Rejected,
-                code: None,
-                message: "the secret version has neither SecretString nor SecretBinary".to_string(),
-            }));
-        }
-    };
+        .await;
+    let mut out = ctx.observe("secretsmanager.GetSecretValue", result).map_err(err)?;
+    let value = secret_value(out.secret_string.take(), out.secret_binary.take()).ok_or_else(|| {
+        err(AwsError {
+            failure: Failure::Rejected,
+            code: None,
+            message: "the secret version has neither SecretString nor SecretBinary".to_string(),
+        })
+    })?;
     Ok(Fetched {
         value,
         version: out.version_id.take().unwrap_or_default(),
@@ -137,72 +134,39 @@ pub(crate) enum BatchError {
 /// retryable one fails that object over on its own).
 pub(crate) async fn fetch_batch(ctx: &UnitContext, objects: &[ObjectSpec]) -> Result<Vec<Fetched>, BatchError> {
     let ids: Vec<String> = objects.iter().map(|o| o.name.clone()).collect();
-    match batch_get(ctx, &ctx.regions.primary, &ids).await {
-        Ok(mut results) => {
-            let mut out = Vec::with_capacity(objects.len());
-            for (o, r) in objects.iter().zip(results.drain(..)) {
-                match r {
-                    Ok(f) => out.push(f),
-                    Err(error) if error.failure.is_retryable() && ctx.regions.failover.is_some() => {
-                        out.push(fetch(ctx, o).await.map_err(BatchError::Fetch)?)
-                    }
-                    Err(error) => {
-                        return Err(BatchError::Fetch(FetchError::Secret {
-                            name: o.name.clone(),
-                            region: ctx.regions.primary.clone(),
-                            error,
-                        }));
-                    }
-                }
-            }
-            Ok(out)
-        }
-        Err(error) if error.failure == Failure::AccessDenied => Err(BatchError::Denied),
+    let results = match batch_get(ctx, &ctx.regions.primary, &ids).await {
+        Err(error) if error.failure == Failure::AccessDenied => return Err(BatchError::Denied),
         Err(error) => {
-            let primary = FetchError::SecretBatch {
-                names: ids.join(", "),
-                region: ctx.regions.primary.clone(),
-                error,
-            };
-            let Some(failover_region) = ctx.regions.failover.as_deref() else {
-                return Err(BatchError::Fetch(primary));
-            };
-            if !primary.failure().is_retryable() {
-                return Err(BatchError::Fetch(primary));
-            }
-            tracing::warn!(region = %ctx.regions.primary, error = %primary,
-                "primary region failed with a retryable error; trying the failover region");
+            // The call itself failed: every object fails over on its own.
             let mut out = Vec::with_capacity(objects.len());
             for o in objects {
-                let (name, version, label) = match &o.failover {
-                    Some(f) => (f.name.as_str(), f.version.as_deref(), f.version_label.as_deref()),
-                    None => (o.name.as_str(), None, None),
+                let primary = FetchError::SecretBatch {
+                    names: ids.join(", "),
+                    region: ctx.regions.primary.clone(),
+                    error: error.clone(),
                 };
-                let fetched = get(ctx, failover_region, name, version, label)
-                    .await
-                    .map_err(|failover| {
-                        BatchError::Fetch(FetchError::SecretAllRegions {
-                            name: o.name.clone(),
-                            primary: Box::new(FetchError::SecretBatch {
-                                names: ids.join(", "),
-                                region: ctx.regions.primary.clone(),
-                                error: match &primary {
-                                    FetchError::SecretBatch { error, .. } => error.clone(),
-                                    _ => AwsError {
-                                        failure: Failure::Unavailable,
-                                        code: None,
-                                        message: primary.to_string(),
-                                    },
-                                },
-                            }),
-                            failover: Box::new(failover),
-                        })
-                    })?;
-                out.push(fetched);
+                out.push(fail_over(ctx, o, primary).await.map_err(BatchError::Fetch)?);
             }
-            Ok(out)
+            return Ok(out);
         }
+        Ok(results) => results,
+    };
+    let mut out = Vec::with_capacity(objects.len());
+    for (o, r) in objects.iter().zip(results) {
+        let fetched = match r {
+            Ok(f) => f,
+            Err(error) => {
+                let primary = FetchError::Secret {
+                    name: o.name.clone(),
+                    region: ctx.regions.primary.clone(),
+                    error,
+                };
+                fail_over(ctx, o, primary).await.map_err(BatchError::Fetch)?
+            }
+        };
+        out.push(fetched);
     }
+    Ok(out)
 }
 
 /// One `BatchGetSecretValue` call (following pages), answering each id.
@@ -230,14 +194,8 @@ async fn batch_get(
             .customize()
             .config_override(ctx.creds.for_secrets_manager())
             .send()
-            .await
-            .map_err(|e| classify(&e));
-        ctx.metrics.count(
-            Family::Aws,
-            "secretsmanager.BatchGetSecretValue",
-            outcome(&result, |e: &AwsError| e.failure),
-        );
-        let out = result?;
+            .await;
+        let out = ctx.observe("secretsmanager.BatchGetSecretValue", result)?;
         entries.extend(out.secret_values.unwrap_or_default());
         errors.extend(out.errors.unwrap_or_default());
         match out.next_token {
@@ -248,14 +206,10 @@ async fn batch_get(
     Ok(ids
         .iter()
         .map(|id| {
-            if let Some(e) = entries.iter_mut().find(|e| entry_matches(e, id)) {
-                let value = match (e.secret_string.clone(), e.secret_binary.clone()) {
-                    (Some(s), _) => SecretBytes::from(s),
-                    (None, Some(b)) => SecretBytes::from(b.into_inner()),
-                    (None, None) => SecretBytes::new(Vec::new()),
-                };
+            if let Some(e) = entries.iter().find(|e| entry_matches(e, id)) {
                 return Ok(Fetched {
-                    value,
+                    value: secret_value(e.secret_string.clone(), e.secret_binary.clone())
+                        .unwrap_or_else(|| SecretBytes::new(Vec::new())),
                     version: e.version_id.clone().unwrap_or_default(),
                 });
             }
@@ -276,6 +230,15 @@ async fn batch_get(
             }
         })
         .collect())
+}
+
+/// A secret version's value: `SecretString`, else the raw `SecretBinary`.
+fn secret_value(string: Option<String>, binary: Option<Blob>) -> Option<SecretBytes> {
+    match (string, binary) {
+        (Some(s), _) => Some(SecretBytes::from(s)),
+        (None, Some(b)) => Some(SecretBytes::from(b.into_inner())),
+        (None, None) => None,
+    }
 }
 
 /// Whether a batch entry answers a requested id: its name, its full ARN,

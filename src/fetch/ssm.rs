@@ -9,10 +9,8 @@ use std::collections::HashMap;
 use aws_sdk_ssm::types::Parameter;
 
 use super::{FetchError, Fetched, UnitContext};
-use crate::aws::{AwsError, classify};
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectSpec, arn};
-use crate::telemetry::{Family, outcome};
 
 /// The most names one `GetParameters` call accepts.
 pub const MAX_BATCH: usize = 10;
@@ -130,18 +128,14 @@ async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(
         .customize()
         .config_override(ctx.creds.for_ssm())
         .send()
-        .await
-        .map_err(|e| classify(&e));
-    ctx.metrics.count(
-        Family::Aws,
-        "ssm.GetParameters",
-        outcome(&result, |e: &AwsError| e.failure),
-    );
-    let out = result.map_err(|error| FetchError::Parameters {
-        names: names.join(", "),
-        region: region.to_string(),
-        error,
-    })?;
+        .await;
+    let out = ctx
+        .observe("ssm.GetParameters", result)
+        .map_err(|error| FetchError::Parameters {
+            names: names.join(", "),
+            region: region.to_string(),
+            error,
+        })?;
     let invalid = out.invalid_parameters.unwrap_or_default();
     if let Some(w) = wanted.iter().find(|w| invalid.contains(&w.selector)) {
         return Err(FetchError::ParameterNotFound {
