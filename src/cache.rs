@@ -157,11 +157,6 @@ where
         entries.insert(key, Entry::Ready { value, until });
     }
 
-    /// Removes every entry (for tests and reconfiguration).
-    pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

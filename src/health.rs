@@ -21,12 +21,6 @@ use crate::telemetry::Metrics;
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Binds the endpoint. Errors here stop the provider at start: probes and
-/// scrapes depend on it.
-pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Serves the endpoint on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, socket: PathBuf, metrics: Arc<Metrics>) {
     if let Ok(addr) = listener.local_addr() {

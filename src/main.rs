@@ -135,7 +135,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let http = if args.http_addr.is_empty() {
         None
     } else {
-        match health::bind(&args.http_addr).await {
+        // Probes and scrapes depend on the endpoint: failing to bind stops the start.
+        match tokio::net::TcpListener::bind(&args.http_addr).await {
             Ok(listener) => Some(listener),
             Err(e) => {
                 tracing::error!(addr = %args.http_addr, error = %e, "cannot bind the --http-addr endpoint");

@@ -105,6 +105,14 @@ impl Provider {
     /// Serves one `Mount` request.
     pub async fn mount(&self, req: &MountRequest) -> Result<MountResponse, MountError> {
         let spec = spec::parse_request(&req.attributes, &req.secrets, &req.target_path, &req.permission)?;
+        let span = tracing::Span::current();
+        for (field, value) in [
+            ("namespace", &spec.pod.namespace),
+            ("pod", &spec.pod.name),
+            ("uid", &spec.pod.uid),
+        ] {
+            span.record(field, value.as_deref().unwrap_or_default());
+        }
         let regions = self.resolve_regions(&spec).await?;
         spec::check_regions(&spec, &regions.primary)?;
         let (identity, creds) = self.identity.credentials(&spec, &regions.as_vec()).await?;

@@ -19,7 +19,6 @@ use crate::aws::Failure;
 use crate::mount::{MountError, Provider};
 use crate::proto::v1alpha1::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::v1alpha1::{MountRequest, MountResponse, VersionRequest, VersionResponse};
-use crate::spec::keys;
 
 /// The socket file name the driver looks for (`provider: aws`).
 pub const SOCKET_NAME: &str = "aws.sock";
@@ -66,8 +65,13 @@ impl CsiDriverProvider for ProviderService {
 
     async fn mount(&self, req: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
         let req = req.into_inner();
-        let pod = PodLabel::from_attributes(&req.attributes);
-        let span = tracing::info_span!("mount", namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid);
+        // The pod's fields are recorded once the request is parsed.
+        let span = tracing::info_span!(
+            "mount",
+            namespace = tracing::field::Empty,
+            pod = tracing::field::Empty,
+            uid = tracing::field::Empty
+        );
         let metrics = self.provider.metrics.clone();
         async move {
             let _in_flight = metrics.mount_started();
@@ -92,26 +96,6 @@ impl CsiDriverProvider for ProviderService {
         }
         .instrument(span)
         .await
-    }
-}
-
-/// Pod identification for logs, read leniently from the attributes.
-struct PodLabel {
-    namespace: String,
-    name: String,
-    uid: String,
-}
-
-impl PodLabel {
-    fn from_attributes(attributes: &str) -> Self {
-        let map: std::collections::HashMap<String, serde_json::Value> =
-            serde_json::from_str(attributes).unwrap_or_default();
-        let get = |k: &str| map.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        Self {
-            namespace: get(keys::POD_NAMESPACE),
-            name: get(keys::POD_NAME),
-            uid: get(keys::POD_UID),
-        }
     }
 }
 

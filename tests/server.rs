@@ -106,7 +106,7 @@ async fn sigterm_removes_the_socket_and_drains_an_in_flight_mount() {
     let inflight = tokio::spawn(async move { client.mount(req.build()).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let socket = env.provider.socket.clone();
-    let status = tokio::task::block_in_place(|| env.provider.terminate());
+    let status = tokio::task::block_in_place(|| env.provider.stop("TERM"));
     assert!(status.success(), "provider exit status {status}");
     assert!(!socket.exists(), "socket must be removed on SIGTERM");
     let resp = inflight.await.expect("join").expect("in-flight mount must complete");
@@ -115,4 +115,15 @@ async fn sigterm_removes_the_socket_and_drains_an_in_flight_mount() {
         read_mount(&target).get("slow").map(Vec::as_slice),
         Some(&b"value-after-delay"[..])
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_stops_cleanly_and_removes_the_socket() {
+    let mut env = Env::start().await;
+    let socket = env.provider.socket.clone();
+    assert!(socket.exists());
+    let status = tokio::task::block_in_place(|| env.provider.stop("INT"));
+    assert!(status.success(), "provider exit status {status}");
+    assert!(!socket.exists(), "socket must be removed on SIGINT");
+    assert!(env.provider.logs().contains("received SIGINT"));
 }

@@ -86,7 +86,7 @@ pub enum MountCommandError {
 }
 
 /// Builds the attributes JSON the driver would send.
-pub fn build_attributes(args: &MountArgs, spc_text: &str) -> Result<(String, String), MountCommandError> {
+pub fn build_attributes(args: &MountArgs, spc_text: &str) -> Result<String, MountCommandError> {
     let not_spc = |reason: &str| MountCommandError::NotAnSpc {
         path: args.spc.clone(),
         reason: reason.to_string(),
@@ -135,7 +135,7 @@ pub fn build_attributes(args: &MountArgs, spc_text: &str) -> Result<(String, Str
         attrs.insert(k.to_string(), v.to_string());
     }
     attrs.insert(keys::POD_NAME.into(), args.pod_name.clone());
-    attrs.insert(keys::POD_NAMESPACE.into(), namespace.clone());
+    attrs.insert(keys::POD_NAMESPACE.into(), namespace);
     attrs.insert(keys::POD_UID.into(), args.pod_uid.clone());
     attrs.insert(keys::SERVICE_ACCOUNT.into(), args.service_account.clone());
     attrs.insert("csi.storage.k8s.io/ephemeral".into(), "true".into());
@@ -160,8 +160,7 @@ pub fn build_attributes(args: &MountArgs, spc_text: &str) -> Result<(String, Str
     if !tokens.is_empty() {
         attrs.insert(keys::TOKENS.into(), serde_json::Value::Object(tokens).to_string());
     }
-    let json = serde_json::to_string(&attrs).unwrap_or_else(|_| "{}".to_string());
-    Ok((json, namespace))
+    Ok(serde_json::to_string(&attrs).unwrap_or_else(|_| "{}".to_string()))
 }
 
 /// Runs the debug mount and prints what a pod would see.
@@ -170,7 +169,7 @@ pub async fn run(args: MountArgs) -> Result<(), MountCommandError> {
         path: args.spc.clone(),
         source,
     })?;
-    let (attributes, _namespace) = build_attributes(&args, &text)?;
+    let attributes = build_attributes(&args, &text)?;
     std::fs::create_dir_all(&args.target).map_err(|source| MountCommandError::Read {
         path: args.target.clone(),
         source,

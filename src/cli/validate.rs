@@ -117,9 +117,12 @@ fn validate_class(parameters: Option<&Value>) -> Vec<String> {
             r#"{"sts.amazonaws.com":{"token":"validate"},"pods.eks.amazonaws.com":{"token":"validate"}}"#.into(),
         );
         let json = serde_json::to_string(&full).map_err(|e| e.to_string())?;
-        spec::parse_request(&json, "null", "/validate", "420")
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let spec = spec::parse_request(&json, "null", "/validate", "420").map_err(|e| e.to_string())?;
+        // With the class's own region the region rules apply offline too.
+        match spec.region.clone() {
+            Some(region) => spec::check_regions(&spec, &region).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     };
     let mut problems = Vec::new();
     if let Some(Ok(Value::Sequence(items))) = attrs.get(keys::OBJECTS).map(|o| serde_yaml::from_str::<Value>(o)) {

@@ -226,8 +226,9 @@ struct TokenEntry {
     token: Option<String>,
 }
 
-/// Parses and validates a request. `attributes`, `secrets` and the token map
-/// are never echoed into errors: their parse errors carry positions only.
+/// Parses and validates a request: everything but the rules that need the
+/// resolved region ([`check_regions`]). `attributes`, `secrets` and the token
+/// map are never echoed into errors: their parse errors carry positions only.
 pub fn parse_request(
     attributes: &str,
     secrets: &str,
@@ -287,11 +288,6 @@ pub fn parse_request(
 
     let region = get(keys::REGION);
     let failover_region = get(keys::FAILOVER_REGION);
-    if let (Some(r), Some(f)) = (&region, &failover_region)
-        && r == f
-    {
-        return Err(SpecError::SameFailoverRegion(r.clone()));
-    }
 
     let rules = ObjectRules {
         translation,
@@ -299,9 +295,6 @@ pub fn parse_request(
         has_failover_region: failover_region.is_some(),
     };
     let objects = objects::parse_objects(attrs.get(keys::OBJECTS).map(String::as_str).unwrap_or(""), rules)?;
-    if let Some(r) = &region {
-        objects::check_arn_regions(&objects, r, failover_region.as_deref())?;
-    }
 
     let token = match tokens.remove(auth.audience()) {
         None => {

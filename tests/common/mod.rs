@@ -127,10 +127,10 @@ impl Provider {
         self.child.id()
     }
 
-    /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Sends `signal` (e.g. "TERM", "INT") and waits for the process to exit.
+    pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
         Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("kill");
@@ -139,7 +139,7 @@ impl Provider {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "provider did not stop on SIGTERM");
+            assert!(Instant::now() < deadline, "provider did not stop on SIG{signal}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
