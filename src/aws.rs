@@ -3,11 +3,13 @@
 //! client and connection pool, per-region clients that sign with the pod's
 //! own credentials, and the single classification of SDK errors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{AppName, BehaviorVersion, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_secretsmanager::config::Region;
@@ -18,7 +20,10 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+use tokio::sync::Semaphore;
+
 use crate::secret::SecretString;
+use crate::telemetry::{Family, Metrics, outcome};
 
 /// Temporary AWS credentials of one pod.
 #[derive(Clone)]
@@ -78,23 +83,100 @@ pub enum AwsSetupError {
     AppName(String),
 }
 
+/// Deadlines and concurrency of AWS calls (STS included).
+#[derive(Debug, Clone, Copy)]
+pub struct AwsSettings {
+    /// Connecting to an endpoint (`--aws-connect-timeout`).
+    pub connect_timeout: Duration,
+    /// One attempt of a call, retries not included (`--aws-attempt-timeout`).
+    pub attempt_timeout: Duration,
+    /// One call with all its retries (`--aws-operation-timeout`).
+    pub operation_timeout: Duration,
+    /// AWS calls in flight at once, all mounts together
+    /// (`--max-concurrent-aws-calls`).
+    pub max_concurrent_calls: usize,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(15),
+            max_concurrent_calls: 64,
+        }
+    }
+}
+
+/// Regional clients kept per service: one per region in use. Region names
+/// are validated before a client is made; beyond this many, the least
+/// recently made is dropped.
+pub const MAX_REGIONAL_CLIENTS: usize = 64;
+
 /// The AWS side of the provider: one configuration, and one client per
 /// service and region, built once and shared by every mount. Clients carry
 /// no credentials of their own: each call supplies the pod's credentials
 /// (see [`Credentials::for_secrets_manager`] and friends), and no identity
 /// is cached inside a client, so one pod's credentials can never sign
-/// another pod's call.
-#[derive(Clone, Debug)]
+/// another pod's call. Every call goes through [`AwsClients::call`]: one
+/// concurrency limit, one classification, one count.
+#[derive(Clone)]
 pub struct AwsClients {
     config: SdkConfig,
     clients: Arc<Mutex<RegionalClients>>,
+    calls: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    pub settings: AwsSettings,
 }
 
-#[derive(Debug, Default)]
+impl fmt::Debug for AwsClients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsClients")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Clients of one service by region, in the order they were made.
+struct ByRegion<C> {
+    clients: HashMap<String, C>,
+    order: VecDeque<String>,
+}
+
+impl<C> Default for ByRegion<C> {
+    fn default() -> Self {
+        Self {
+            clients: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<C: Clone> ByRegion<C> {
+    fn get(&mut self, region: &str, make: impl FnOnce() -> C) -> Option<C> {
+        if !crate::region::is_region_name(region) {
+            return None;
+        }
+        if let Some(c) = self.clients.get(region) {
+            return Some(c.clone());
+        }
+        if self.order.len() >= MAX_REGIONAL_CLIENTS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.clients.remove(&oldest);
+        }
+        let client = make();
+        self.clients.insert(region.to_string(), client.clone());
+        self.order.push_back(region.to_string());
+        Some(client)
+    }
+}
+
+#[derive(Default)]
 struct RegionalClients {
-    secrets_manager: HashMap<String, aws_sdk_secretsmanager::Client>,
-    ssm: HashMap<String, aws_sdk_ssm::Client>,
-    sts: HashMap<String, aws_sdk_sts::Client>,
+    secrets_manager: ByRegion<aws_sdk_secretsmanager::Client>,
+    ssm: ByRegion<aws_sdk_ssm::Client>,
+    sts: ByRegion<aws_sdk_sts::Client>,
 }
 
 impl AwsClients {
@@ -102,9 +184,13 @@ impl AwsClients {
     /// `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`,
     /// `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, profile files), with an HTTP
     /// client that honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` and
-    /// `AWS_CA_BUNDLE`. No credentials are loaded: every call is signed with
-    /// the credentials of the pod it serves.
-    pub async fn from_env(app_version: &str) -> Result<Self, AwsSetupError> {
+    /// `AWS_CA_BUNDLE`, and the deadlines of `settings`. No credentials are
+    /// loaded: every call is signed with the credentials of the pod it serves.
+    pub async fn from_env(
+        app_version: &str,
+        settings: AwsSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, AwsSetupError> {
         let mut trust = TrustStore::default();
         if let Ok(path) = std::env::var("AWS_CA_BUNDLE")
             && !path.is_empty()
@@ -117,10 +203,10 @@ impl AwsClients {
             .build()
             .map_err(|e| AwsSetupError::Tls(DisplayErrorContext(&e).to_string()))?;
         let http_client =
-            aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+            aws_smithy_http_client::Builder::new().build_with_connector_fn(move |connector_settings, components| {
                 let mut builder = aws_smithy_http_client::Connector::builder().proxy_config(ProxyConfig::from_env());
-                if let Some(settings) = settings {
-                    builder = builder.connector_settings(settings.clone());
+                if let Some(s) = connector_settings {
+                    builder = builder.connector_settings(s.clone());
                 }
                 if let Some(sleep) = components.and_then(|c| c.sleep_impl()) {
                     builder = builder.sleep_impl(sleep);
@@ -132,15 +218,25 @@ impl AwsClients {
             });
         let app = format!("csi-provider-aws-{app_version}");
         let app_name = AppName::new(app.clone()).map_err(|_| AwsSetupError::AppName(app))?;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.attempt_timeout)
+            .operation_attempt_timeout(settings.attempt_timeout)
+            .operation_timeout(settings.operation_timeout)
+            .build();
         let config = aws_config::defaults(BehaviorVersion::latest())
             .no_credentials()
             .app_name(app_name)
             .http_client(http_client)
+            .timeout_config(timeouts)
             .load()
             .await;
         Ok(Self {
             config,
             clients: Arc::default(),
+            calls: Arc::new(Semaphore::new(settings.max_concurrent_calls.max(1))),
+            metrics,
+            settings,
         })
     }
 
@@ -153,48 +249,67 @@ impl AwsClients {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The STS client of a region. `AssumeRoleWithWebIdentity` is unsigned.
-    pub fn sts(&self, region: &str) -> aws_sdk_sts::Client {
-        self.lock()
-            .sts
-            .entry(region.to_string())
-            .or_insert_with(|| {
-                let conf = aws_sdk_sts::config::Builder::from(&self.config)
-                    .region(Region::new(region.to_string()))
-                    .build();
-                aws_sdk_sts::Client::from_conf(conf)
-            })
-            .clone()
+    /// The STS client of a region (`None` for a name that is not a region).
+    /// `AssumeRoleWithWebIdentity` is unsigned.
+    pub fn sts(&self, region: &str) -> Option<aws_sdk_sts::Client> {
+        self.lock().sts.get(region, || {
+            let conf = aws_sdk_sts::config::Builder::from(&self.config)
+                .region(Region::new(region.to_string()))
+                .build();
+            aws_sdk_sts::Client::from_conf(conf)
+        })
     }
 
     /// The Secrets Manager client of a region (no credentials of its own).
-    pub fn secrets_manager(&self, region: &str) -> aws_sdk_secretsmanager::Client {
-        self.lock()
-            .secrets_manager
-            .entry(region.to_string())
-            .or_insert_with(|| {
-                let conf = aws_sdk_secretsmanager::config::Builder::from(&self.config)
-                    .region(Region::new(region.to_string()))
-                    .identity_cache(aws_sdk_secretsmanager::config::IdentityCache::no_cache())
-                    .build();
-                aws_sdk_secretsmanager::Client::from_conf(conf)
-            })
-            .clone()
+    pub fn secrets_manager(&self, region: &str) -> Option<aws_sdk_secretsmanager::Client> {
+        self.lock().secrets_manager.get(region, || {
+            let conf = aws_sdk_secretsmanager::config::Builder::from(&self.config)
+                .region(Region::new(region.to_string()))
+                .identity_cache(aws_sdk_secretsmanager::config::IdentityCache::no_cache())
+                .build();
+            aws_sdk_secretsmanager::Client::from_conf(conf)
+        })
     }
 
     /// The SSM client of a region (no credentials of its own).
-    pub fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
-        self.lock()
-            .ssm
-            .entry(region.to_string())
-            .or_insert_with(|| {
-                let conf = aws_sdk_ssm::config::Builder::from(&self.config)
-                    .region(Region::new(region.to_string()))
-                    .identity_cache(aws_sdk_ssm::config::IdentityCache::no_cache())
-                    .build();
-                aws_sdk_ssm::Client::from_conf(conf)
-            })
-            .clone()
+    pub fn ssm(&self, region: &str) -> Option<aws_sdk_ssm::Client> {
+        self.lock().ssm.get(region, || {
+            let conf = aws_sdk_ssm::config::Builder::from(&self.config)
+                .region(Region::new(region.to_string()))
+                .identity_cache(aws_sdk_ssm::config::IdentityCache::no_cache())
+                .build();
+            aws_sdk_ssm::Client::from_conf(conf)
+        })
+    }
+
+    /// Makes one AWS call: waits for one of `--max-concurrent-aws-calls`
+    /// slots, sends it, classifies the result and counts it under `family`
+    /// and `operation` (`service.Operation` for Secrets Manager and SSM).
+    pub async fn call<T, E, Fut>(&self, family: Family, operation: &'static str, send: Fut) -> Result<T, AwsError>
+    where
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let result = match self.calls.acquire().await {
+            Ok(_permit) => send.await.map_err(|e| classify(&e)),
+            Err(_) => Err(AwsError {
+                failure: Failure::Unavailable,
+                code: None,
+                message: "the provider is shutting down".to_string(),
+            }),
+        };
+        self.metrics
+            .count(family, operation, outcome(&result, |e: &AwsError| e.failure));
+        result
+    }
+}
+
+/// The error for a region no client is made for.
+pub fn no_client(region: &str) -> AwsError {
+    AwsError {
+        failure: Failure::Rejected,
+        code: None,
+        message: format!("{} is not a region name", crate::limits::Echo(region)),
     }
 }
 
@@ -209,6 +324,9 @@ pub enum Failure {
     Throttled,
     /// 5xx, timeout, connection failure.
     Unavailable,
+    /// AWS refused the credentials themselves (expired, unknown key): new
+    /// credentials may succeed where these failed.
+    InvalidCredentials,
     /// Any other client error (a modeled 4xx).
     Rejected,
 }
@@ -217,6 +335,24 @@ impl Failure {
     /// Whether another region may succeed where this one failed.
     pub fn is_retryable(self) -> bool {
         matches!(self, Failure::Throttled | Failure::Unavailable)
+    }
+
+    /// A bounded label (metrics, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::NotFound => "not_found",
+            Failure::AccessDenied => "access_denied",
+            Failure::Throttled => "throttled",
+            Failure::Unavailable => "unavailable",
+            Failure::InvalidCredentials => "invalid_credentials",
+            Failure::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -258,14 +394,14 @@ const NOT_FOUND_CODES: &[&str] = &[
     "ParameterVersionNotFound",
     "NoSuchEntity",
 ];
-const ACCESS_DENIED_CODES: &[&str] = &[
-    "AccessDeniedException",
-    "AccessDenied",
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "ExpiredTokenException",
+const ACCESS_DENIED_CODES: &[&str] = &["AccessDeniedException", "AccessDenied", "KMSAccessDeniedException"];
+/// The credentials themselves were refused: an expired session, or a key
+/// AWS does not know (revoked or never valid).
+const INVALID_CREDENTIALS_CODES: &[&str] = &[
     "ExpiredToken",
-    "KMSAccessDeniedException",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
 ];
 const UNAVAILABLE_CODES: &[&str] = &[
     "InternalServiceError",
@@ -286,6 +422,8 @@ pub fn classify_code(code: Option<&str>, status: u16) -> Failure {
         Failure::Unavailable
     } else if is(NOT_FOUND_CODES) {
         Failure::NotFound
+    } else if is(INVALID_CREDENTIALS_CODES) {
+        Failure::InvalidCredentials
     } else if is(ACCESS_DENIED_CODES) || status == 403 {
         Failure::AccessDenied
     } else {
@@ -355,6 +493,19 @@ mod tests {
         assert_eq!(classify_code(Some("ResourceNotFoundException"), 400), Failure::NotFound);
         assert_eq!(classify_code(Some("AccessDeniedException"), 400), Failure::AccessDenied);
         assert_eq!(classify_code(None, 403), Failure::AccessDenied);
+        assert_eq!(
+            classify_code(Some("ExpiredTokenException"), 400),
+            Failure::InvalidCredentials
+        );
+        assert_eq!(
+            classify_code(Some("UnrecognizedClientException"), 400),
+            Failure::InvalidCredentials
+        );
+        assert_eq!(
+            classify_code(Some("InvalidClientTokenId"), 403),
+            Failure::InvalidCredentials
+        );
+        assert!(!Failure::InvalidCredentials.is_retryable());
         assert_eq!(classify_code(Some("ValidationException"), 400), Failure::Rejected);
         assert!(Failure::Throttled.is_retryable());
         assert!(Failure::Unavailable.is_retryable());

@@ -1,16 +1,23 @@
 //! A keyed cache with single-flight: concurrent lookups of a missing key
 //! share one fetch, successful results are kept until their expiry, and
-//! failures are never kept. Fetches run in their own task, so a cancelled
-//! caller neither aborts the fetch for the others nor leaves a stuck entry.
+//! failures are never kept. Fetches run in their own task (carrying the
+//! caller's span, so their logs name the pod), so a cancelled caller
+//! neither aborts the fetch for the others nor leaves a stuck entry. A fetch
+//! has a deadline of its own: a later lookup that joins it never waits past
+//! it. A fetch that panics, or outlives its deadline, fails every lookup
+//! waiting for it and leaves no entry behind. Expired values are dropped
+//! by [`Cache::sweep`] (the provider runs it on a timer), and a cache never
+//! keeps more than its capacity.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tracing::Instrument;
 
 /// How a lookup was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,24 +40,52 @@ impl Lookup {
     }
 }
 
+/// Why a fetch ended without a result of its own. Error types of cached
+/// fetches convert from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abandoned {
+    /// The fetch panicked (or was cancelled at shutdown).
+    Panicked,
+    /// The fetch did not finish within the cache's deadline.
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Abandoned::Panicked => f.write_str("the fetch failed unexpectedly (internal error)"),
+            Abandoned::TimedOut(d) => write!(f, "no answer within {}", humantime::format_duration(*d)),
+        }
+    }
+}
+
 type Pending<V, E> = Shared<BoxFuture<'static, Result<V, Arc<E>>>>;
 
 enum Entry<V, E> {
     Ready { value: V, until: Instant },
-    Pending(Pending<V, E>),
+    Pending { generation: u64, fetch: Pending<V, E> },
 }
 
-/// Entries above which expired ones are swept on insert.
-const SWEEP_ABOVE: usize = 4096;
+struct Inner<K, V, E> {
+    entries: HashMap<K, Entry<V, E>>,
+    generation: u64,
+}
+
+/// Default capacity: kept values (entries being fetched do not count).
+pub const DEFAULT_CAPACITY: usize = 100_000;
 
 pub struct Cache<K, V, E> {
-    entries: Arc<Mutex<HashMap<K, Entry<V, E>>>>,
+    inner: Arc<Mutex<Inner<K, V, E>>>,
+    deadline: Option<Duration>,
+    capacity: usize,
 }
 
 impl<K, V, E> Clone for Cache<K, V, E> {
     fn clone(&self) -> Self {
         Self {
-            entries: self.entries.clone(),
+            inner: self.inner.clone(),
+            deadline: self.deadline,
+            capacity: self.capacity,
         }
     }
 }
@@ -58,8 +93,46 @@ impl<K, V, E> Clone for Cache<K, V, E> {
 impl<K, V, E> Default for Cache<K, V, E> {
     fn default() -> Self {
         Self {
-            entries: Arc::new(Mutex::new(HashMap::new())),
+            inner: Arc::new(Mutex::new(Inner {
+                entries: HashMap::new(),
+                generation: 0,
+            })),
+            deadline: None,
+            capacity: DEFAULT_CAPACITY,
         }
+    }
+}
+
+impl<K, V, E> Inner<K, V, E>
+where
+    K: Hash + Eq,
+{
+    fn sweep(&mut self, now: Instant) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| !matches!(e, Entry::Ready { until, .. } if *until <= now));
+        before - self.entries.len()
+    }
+
+    /// Keeps a value unless the cache is full of unexpired ones.
+    fn keep(&mut self, key: K, value: V, until: Instant, capacity: usize) {
+        if self.entries.len() >= capacity {
+            self.sweep(Instant::now());
+        }
+        if self.entries.len() < capacity {
+            self.entries.insert(key, Entry::Ready { value, until });
+        } else {
+            self.entries.remove(&key);
+        }
+    }
+
+    /// Ends the fetch of `generation` for `key`, if it is still the entry's.
+    fn finish(&mut self, key: &K, generation: u64) -> bool {
+        let ours = matches!(self.entries.get(key), Some(Entry::Pending { generation: g, .. }) if *g == generation);
+        if ours {
+            self.entries.remove(key);
+        }
+        ours
     }
 }
 
@@ -67,10 +140,26 @@ impl<K, V, E> Cache<K, V, E>
 where
     K: Hash + Eq + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
-    E: Send + Sync + 'static,
+    E: From<Abandoned> + Send + Sync + 'static,
 {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fetch that has not finished after `deadline` fails its lookups.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Keep at most `capacity` values.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K, V, E>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The value for `key`: a kept one, a fetch in flight, or a new fetch.
@@ -82,55 +171,23 @@ where
         Fut: Future<Output = Result<(V, Option<Instant>), E>> + Send + 'static,
     {
         let (pending, lookup) = {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            match entries.get(&key) {
+            let mut inner = self.lock();
+            match inner.entries.get(&key) {
                 Some(Entry::Ready { value, until }) if *until > Instant::now() => {
                     return (Ok(value.clone()), Lookup::Hit);
                 }
-                Some(Entry::Pending(p)) => (p.clone(), Lookup::Joined),
+                Some(Entry::Pending { fetch, .. }) => (fetch.clone(), Lookup::Joined),
                 _ => {
-                    let fut = fetch();
-                    let map = self.entries.clone();
-                    let k = key.clone();
-                    let task = tokio::spawn(async move {
-                        let result = fut.await;
-                        let mut entries = map.lock().unwrap_or_else(|e| e.into_inner());
-                        match result {
-                            Ok((value, Some(until))) => {
-                                if entries.len() > SWEEP_ABOVE {
-                                    let now = Instant::now();
-                                    entries.retain(|_, e| !matches!(e, Entry::Ready { until, .. } if *until <= now));
-                                }
-                                entries.insert(
-                                    k,
-                                    Entry::Ready {
-                                        value: value.clone(),
-                                        until,
-                                    },
-                                );
-                                Ok(value)
-                            }
-                            Ok((value, None)) => {
-                                entries.remove(&k);
-                                Ok(value)
-                            }
-                            Err(e) => {
-                                entries.remove(&k);
-                                Err(Arc::new(e))
-                            }
-                        }
-                    });
-                    let shared = async move {
-                        match task.await {
-                            Ok(r) => r,
-                            // The task panicked or was aborted at shutdown; there
-                            // is no value to share. The entry was not updated.
-                            Err(_) => std::future::pending().await,
-                        }
-                    }
-                    .boxed()
-                    .shared();
-                    entries.insert(key, Entry::Pending(shared.clone()));
+                    inner.generation += 1;
+                    let generation = inner.generation;
+                    let shared = self.spawn(key.clone(), generation, fetch());
+                    inner.entries.insert(
+                        key,
+                        Entry::Pending {
+                            generation,
+                            fetch: shared.clone(),
+                        },
+                    );
                     (shared, Lookup::Miss)
                 }
             }
@@ -138,27 +195,105 @@ where
         (pending.await, lookup)
     }
 
+    /// Runs one fetch on its own task and returns the future every lookup
+    /// of it awaits.
+    fn spawn<Fut>(&self, key: K, generation: u64, fut: Fut) -> Pending<V, E>
+    where
+        Fut: Future<Output = Result<(V, Option<Instant>), E>> + Send + 'static,
+    {
+        let (deadline, capacity) = (self.deadline, self.capacity);
+        let inner = self.inner.clone();
+        let k = key.clone();
+        let task = tokio::spawn(
+            async move {
+                let result = match deadline {
+                    Some(d) => tokio::time::timeout(d, fut)
+                        .await
+                        .unwrap_or_else(|_| Err(E::from(Abandoned::TimedOut(d)))),
+                    None => fut.await,
+                };
+                let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+                let ours = inner.finish(&k, generation);
+                match result {
+                    Ok((value, Some(until))) => {
+                        if ours {
+                            inner.keep(k, value.clone(), until, capacity);
+                        }
+                        Ok(value)
+                    }
+                    Ok((value, None)) => Ok(value),
+                    Err(e) => Err(Arc::new(e)),
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let inner = self.inner.clone();
+        async move {
+            match task.await {
+                Ok(r) => r,
+                // The task panicked or was aborted: its own code did not
+                // remove the entry, so the next lookup would join a fetch
+                // that never ends. Remove it here (once: the future is
+                // shared) and fail every waiter.
+                Err(_) => {
+                    inner.lock().unwrap_or_else(|e| e.into_inner()).finish(&key, generation);
+                    tracing::error!("a shared fetch failed unexpectedly; its waiters get an error");
+                    Err(Arc::new(E::from(Abandoned::Panicked)))
+                }
+            }
+        }
+        .boxed()
+        .shared()
+    }
+
     /// A kept, unexpired value, without fetching.
     pub fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(key) {
+        match self.lock().entries.get(key) {
             Some(Entry::Ready { value, until }) if *until > Instant::now() => Some(value.clone()),
             _ => None,
         }
     }
 
-    /// Keeps `value` for `key` until `until`.
+    /// Keeps `value` for `key` until `until` (unless the cache is full).
     pub fn insert(&self, key: K, value: V, until: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() > SWEEP_ABOVE {
-            let now = Instant::now();
-            entries.retain(|_, e| !matches!(e, Entry::Ready { until, .. } if *until <= now));
+        let capacity = self.capacity;
+        self.lock().keep(key, value, until, capacity);
+    }
+
+    /// Drops the kept value of `key` if `stale` says so (a fetch in flight
+    /// is left alone).
+    pub fn forget_if(&self, key: &K, stale: impl FnOnce(&V) -> bool) -> bool {
+        let mut inner = self.lock();
+        let drop_it = matches!(inner.entries.get(key), Some(Entry::Ready { value, .. }) if stale(value));
+        if drop_it {
+            inner.entries.remove(key);
         }
-        entries.insert(key, Entry::Ready { value, until });
+        drop_it
+    }
+
+    /// Drops every expired value (they are zeroized as they drop); returns
+    /// how many.
+    pub fn sweep(&self) -> usize {
+        let removed = {
+            let mut inner = self.lock();
+            let now = Instant::now();
+            let expired: Vec<K> = inner
+                .entries
+                .iter()
+                .filter(|(_, e)| matches!(e, Entry::Ready { until, .. } if *until <= now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            expired
+                .into_iter()
+                .filter_map(|k| inner.entries.remove(&k))
+                .collect::<Vec<_>>()
+        };
+        // Dropped outside the lock.
+        removed.len()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -170,11 +305,28 @@ where
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+
+    #[derive(Debug, PartialEq)]
+    enum TestError {
+        Failed(&'static str),
+        Abandoned(Abandoned),
+    }
+
+    impl From<Abandoned> for TestError {
+        fn from(a: Abandoned) -> Self {
+            TestError::Abandoned(a)
+        }
+    }
+
+    type TestCache = Cache<&'static str, u32, TestError>;
+
+    fn keep_for(secs: u64) -> Option<Instant> {
+        Some(Instant::now() + Duration::from_secs(secs))
+    }
 
     #[tokio::test]
     async fn concurrent_lookups_share_one_fetch_and_the_value_is_kept() {
-        let cache: Cache<&str, u32, String> = Cache::new();
+        let cache = TestCache::new();
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..10 {
@@ -184,7 +336,7 @@ mod tests {
                     .get_or_fetch("k", || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok((7, Some(Instant::now() + Duration::from_secs(60))))
+                        Ok((7, keep_for(60)))
                     })
                     .await
             }));
@@ -203,26 +355,109 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_kept() {
-        let cache: Cache<&str, u32, String> = Cache::new();
-        let (v, _) = cache.get_or_fetch("k", || async { Err("boom".to_string()) }).await;
-        assert_eq!(v.unwrap_err().as_str(), "boom");
-        assert!(cache.is_empty());
-        let (v, l) = cache
-            .get_or_fetch("k", || async {
-                Ok((1, Some(Instant::now() + Duration::from_secs(60))))
-            })
+        let cache = TestCache::new();
+        let (v, _) = cache
+            .get_or_fetch("k", || async { Err(TestError::Failed("boom")) })
             .await;
+        assert_eq!(*v.unwrap_err(), TestError::Failed("boom"));
+        assert!(cache.is_empty());
+        let (v, l) = cache.get_or_fetch("k", || async { Ok((1, keep_for(60))) }).await;
         assert_eq!((v.unwrap(), l), (1, Lookup::Miss));
     }
 
     #[tokio::test]
     async fn expired_values_are_fetched_again() {
-        let cache: Cache<&str, u32, String> = Cache::new();
+        let cache = TestCache::new();
         let _ = cache
             .get_or_fetch("k", || async { Ok((1, Some(Instant::now()))) })
             .await;
         let (v, l) = cache.get_or_fetch("k", || async { Ok((2, None)) }).await;
         assert_eq!((v.unwrap(), l), (2, Lookup::Miss));
         assert!(cache.is_empty(), "an unkept value leaves no entry");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_fetch_fails_its_waiters_and_leaves_no_entry() {
+        let cache = TestCache::new();
+        let first = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_fetch("k", || async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        panic!("fetch bug");
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (joined, l) = cache.get_or_fetch("k", || async { Ok((9, None)) }).await;
+        assert_eq!(l, Lookup::Joined);
+        assert_eq!(*joined.unwrap_err(), TestError::Abandoned(Abandoned::Panicked));
+        let (v, _) = first.await.unwrap();
+        assert_eq!(*v.unwrap_err(), TestError::Abandoned(Abandoned::Panicked));
+        assert!(cache.is_empty(), "the entry of the panicked fetch is gone");
+        let (v, l) = cache.get_or_fetch("k", || async { Ok((3, None)) }).await;
+        assert_eq!(
+            (v.unwrap(), l),
+            (3, Lookup::Miss),
+            "the next lookup fetches again at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_fetch_fails_at_its_deadline_and_the_next_lookup_fetches_again() {
+        let cache = TestCache::new().with_deadline(Duration::from_millis(100));
+        let started = Instant::now();
+        let hung = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get_or_fetch("k", std::future::pending).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (joined, l) = cache.get_or_fetch("k", || async { Ok((1, None)) }).await;
+        assert_eq!(l, Lookup::Joined);
+        assert_eq!(
+            *joined.unwrap_err(),
+            TestError::Abandoned(Abandoned::TimedOut(Duration::from_millis(100)))
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "the joiner waited only until the deadline"
+        );
+        assert!(hung.await.unwrap().0.is_err());
+        let (v, l) = cache.get_or_fetch("k", || async { Ok((5, None)) }).await;
+        assert_eq!((v.unwrap(), l), (5, Lookup::Miss));
+    }
+
+    #[tokio::test]
+    async fn sweeping_drops_expired_values_only() {
+        let cache = TestCache::new();
+        cache.insert("old", 1, Instant::now());
+        cache.insert("new", 2, Instant::now() + Duration::from_secs(60));
+        assert_eq!(cache.sweep(), 1);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get(&"new"), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_keeps_no_more_values() {
+        let cache = TestCache::new().with_capacity(2);
+        cache.insert("a", 1, Instant::now() + Duration::from_secs(60));
+        cache.insert("b", 2, Instant::now() + Duration::from_secs(60));
+        cache.insert("c", 3, Instant::now() + Duration::from_secs(60));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(&"c"), None);
+        let (v, _) = cache.get_or_fetch("d", || async { Ok((4, keep_for(60))) }).await;
+        assert_eq!(v.unwrap(), 4, "a value that cannot be kept is still returned");
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn forgetting_drops_only_a_matching_value() {
+        let cache = TestCache::new();
+        cache.insert("k", 1, Instant::now() + Duration::from_secs(60));
+        assert!(!cache.forget_if(&"k", |v| *v == 2));
+        assert!(cache.forget_if(&"k", |v| *v == 1));
+        assert!(cache.is_empty());
     }
 }

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::aws::AwsSettings;
 use crate::identity::PodIdentityScope;
 use crate::identity::pod_identity::{DEFAULT_IPV4_ENDPOINT, DEFAULT_IPV6_ENDPOINT};
+use crate::limits::{LimitArgs, Limits};
+use crate::mount::MountSettings;
 
 /// Default socket directory (the driver's `--provider-volume`).
 pub const DEFAULT_PROVIDER_VOLUME: &str = "/var/run/secrets-store-csi-providers";
@@ -26,6 +29,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the provider API (the default when no subcommand is given).
@@ -101,6 +106,45 @@ pub struct ServeArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "true", action = ArgAction::Set)]
     pub single_flight: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    // === deadlines and concurrency ===
+    /// How long one mount may take, every step included; keep it below the
+    /// kubelet's deadline for NodePublishVolume (about 2 minutes).
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration, help_heading = "Deadlines")]
+    pub mount_timeout: Duration,
+    /// Connecting to an AWS endpoint (STS included).
+    #[arg(long, default_value = "3s", value_parser = parse_positive_duration, help_heading = "Deadlines")]
+    pub aws_connect_timeout: Duration,
+    /// One attempt of an AWS call.
+    #[arg(long, default_value = "5s", value_parser = parse_positive_duration, help_heading = "Deadlines")]
+    pub aws_attempt_timeout: Duration,
+    /// One AWS call, all retries included (the failover region gets its own).
+    #[arg(long, default_value = "15s", value_parser = parse_positive_duration, help_heading = "Deadlines")]
+    pub aws_operation_timeout: Duration,
+    /// One Kubernetes API request (connect, send, answer).
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration, help_heading = "Deadlines")]
+    pub kube_timeout: Duration,
+    /// Mounts served at once; more wait (within --mount-timeout) and then
+    /// fail with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = MountSettings::default().max_concurrent_mounts, help_heading = "Deadlines")]
+    pub max_concurrent_mounts: usize,
+    /// AWS calls in flight at once, all mounts together.
+    #[arg(long, default_value_t = AwsSettings::default().max_concurrent_calls, help_heading = "Deadlines")]
+    pub max_concurrent_aws_calls: usize,
+
+    // === the health and metrics endpoint ===
+    /// How long a client may take to send a request's headers.
+    #[arg(long, default_value = "5s", value_parser = parse_positive_duration, help_heading = "HTTP endpoint")]
+    pub http_header_timeout: Duration,
+    /// How long a connection may stay open without a request.
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration, help_heading = "HTTP endpoint")]
+    pub http_idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen queue.
+    #[arg(long, default_value_t = 32, help_heading = "HTTP endpoint")]
+    pub http_max_connections: usize,
 }
 
 /// How logs are written.
@@ -108,6 +152,15 @@ pub struct ServeArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "invalid duration {s:?}: a positive duration such as 500ms, 30s or 2m"
+        )),
+    }
 }
 
 fn parse_flag_duration(s: &str) -> Result<Duration, String> {
@@ -136,6 +189,21 @@ impl ServeArgs {
                 tracing::warn!(timeout = raw, "ignoring invalid --pod-identity-http-timeout");
                 None
             }
+        }
+    }
+
+    /// The request limits.
+    pub fn limits(&self) -> Limits {
+        self.limits.limits()
+    }
+
+    /// Deadlines and concurrency of AWS calls.
+    pub fn aws_settings(&self) -> AwsSettings {
+        AwsSettings {
+            connect_timeout: self.aws_connect_timeout,
+            attempt_timeout: self.aws_attempt_timeout,
+            operation_timeout: self.aws_operation_timeout,
+            max_concurrent_calls: self.max_concurrent_aws_calls.max(1),
         }
     }
 
@@ -175,6 +243,25 @@ const GO_FLAGS: &[&str] = &[
     "http-addr",
     "log-format",
     "log-level",
+    "max-objects-bytes",
+    "max-files-per-mount",
+    "max-name-length",
+    "max-jmespath-length",
+    "max-jmespath-depth",
+    "max-jmespath-work",
+    "max-file-bytes",
+    "max-mount-bytes",
+    "max-request-bytes",
+    "mount-timeout",
+    "aws-connect-timeout",
+    "aws-attempt-timeout",
+    "aws-operation-timeout",
+    "kube-timeout",
+    "max-concurrent-mounts",
+    "max-concurrent-aws-calls",
+    "http-header-timeout",
+    "http-idle-timeout",
+    "http-max-connections",
 ];
 
 /// Rewrites Go-style `-flag` arguments to `--flag`.
@@ -216,6 +303,44 @@ mod tests {
         assert_eq!(c.serve.service_account_cache_ttl, Duration::from_secs(30));
         assert_eq!(c.serve.credential_refresh_margin, Duration::from_secs(300));
         assert_eq!(c.serve.pod_identity_cache_scope, PodIdentityScope::Pod);
+        assert_eq!(
+            c.serve.limits(),
+            Limits::default(),
+            "flag defaults are the limits' defaults"
+        );
+        assert_eq!(c.serve.mount_timeout, Duration::from_secs(60));
+        assert!(c.serve.aws_operation_timeout * 2 < c.serve.mount_timeout);
+    }
+
+    #[test]
+    fn limits_take_sizes_and_reject_nonsense() {
+        let c = parse(&[
+            "x",
+            "--max-objects-bytes=512KiB",
+            "--max-mount-bytes=8MiB",
+            "--max-file-bytes",
+            "4096",
+        ]);
+        assert_eq!(c.serve.limits().max_objects_bytes, 512 * 1024);
+        assert_eq!(c.serve.limits().max_mount_bytes, 8 * 1024 * 1024);
+        assert_eq!(c.serve.limits().max_file_bytes, 4096);
+        for bad in [
+            "--max-objects-bytes=0",
+            "--max-objects-bytes=lots",
+            "--max-jmespath-depth=65",
+            "--max-jmespath-depth=0",
+            "--mount-timeout=0s",
+            "--aws-operation-timeout=soon",
+        ] {
+            assert!(Cli::try_parse_from(["x", bad]).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse(&["x", "-max-jmespath-depth=64"])
+                .serve
+                .limits()
+                .max_jmespath_depth,
+            64
+        );
     }
 
     #[test]

@@ -1,19 +1,31 @@
 //! The operations endpoint (`--http-addr`, default `0.0.0.0:8989`):
 //! `/healthz` (the process is alive), `/readyz` (the provider socket is
 //! bound and a `Version` call through it succeeds), `/metrics` (Prometheus).
+//!
+//! Every pod can reach this port, so it is served by axum with bounds of its
+//! own: at most `--http-max-connections` connections (more wait in the
+//! listen queue), a client must send a request's headers within
+//! `--http-header-timeout` and is disconnected after `--http-idle-timeout`
+//! without traffic, and accept errors (out of file descriptors) back off
+//! instead of spinning (axum's listener sleeps before accepting again).
 
-use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 use crate::proto::v1alpha1::VersionRequest;
 use crate::telemetry::Metrics;
@@ -21,40 +33,63 @@ use crate::telemetry::Metrics;
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves the endpoint on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, socket: PathBuf, metrics: Arc<Metrics>) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-    }
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (socket, metrics) = (socket.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let (socket, metrics) = (socket.clone(), metrics.clone());
-                async move { Ok::<_, Infallible>(route(req.uri().path(), &socket, &metrics).await) }
-            });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-        });
+/// Bounds of the endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 32,
+        }
     }
 }
 
-async fn route(path: &str, socket: &std::path::Path, metrics: &Metrics) -> Response<Full<Bytes>> {
-    match path {
-        "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => match ready(socket).await {
-            Ok(()) => text(StatusCode::OK, "ready\n".into()),
-            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
-        },
-        "/metrics" => Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, OPENMETRICS)
-            .body(Full::new(Bytes::from(metrics.encode())))
-            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
-        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+#[derive(Clone)]
+struct Endpoint {
+    socket: Arc<PathBuf>,
+    metrics: Arc<Metrics>,
+}
+
+/// Serves the endpoint on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, settings: HttpSettings, socket: PathBuf, metrics: Arc<Metrics>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
     }
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(Endpoint {
+            socket: Arc::new(socket),
+            metrics,
+        });
+    let listener = BoundedListener {
+        inner: listener,
+        slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+        settings,
+    };
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the HTTP endpoint stopped");
+    }
+}
+
+async fn readyz(State(ep): State<Endpoint>) -> Response {
+    match ready(&ep.socket).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
+    }
+}
+
+async fn metrics_text(State(ep): State<Endpoint>) -> Response {
+    ([(header::CONTENT_TYPE, OPENMETRICS)], ep.metrics.encode()).into_response()
 }
 
 /// Ready when a `Version` call through the provider socket succeeds.
@@ -76,10 +111,158 @@ async fn ready(socket: &std::path::Path) -> Result<(), String> {
         .unwrap_or_else(|_| Err("Version timed out".to_string()))
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+// === impl BoundedListener ===
+
+/// A TCP listener that holds one of a fixed number of slots per open
+/// connection, and wraps each in [`Bounded`].
+struct BoundedListener {
+    inner: TcpListener,
+    slots: Arc<Semaphore>,
+    settings: HttpSettings,
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = Bounded;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let slot = loop {
+            // The semaphore is never closed.
+            if let Ok(slot) = self.slots.clone().acquire_owned().await {
+                break slot;
+            }
+        };
+        // Accept errors are retried after a pause (axum's listener).
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let _ = io.set_nodelay(true);
+        (Bounded::new(io, slot, self.settings), addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+// === impl Bounded ===
+
+/// A connection with a header-read deadline and an idle deadline. The end
+/// of a request's headers is the first blank line (`\r\n\r\n`): the
+/// endpoint only serves bodiless GETs, so anything after it starts the next
+/// request.
+struct Bounded {
+    io: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    settings: HttpSettings,
+    /// When the current request's headers must be complete.
+    headers_due: Option<Instant>,
+    /// The last bytes read, to find a blank line split across reads.
+    tail: [u8; 3],
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Bounded {
+    fn new(io: TcpStream, slot: OwnedSemaphorePermit, settings: HttpSettings) -> Self {
+        Self {
+            io,
+            _slot: slot,
+            settings,
+            headers_due: None,
+            tail: [0; 3],
+            timer: Box::pin(tokio::time::sleep(settings.idle_timeout)),
+        }
+    }
+
+    /// Traffic happened: the idle deadline moves, unless headers are due.
+    fn active(&mut self) {
+        let due = self
+            .headers_due
+            .unwrap_or_else(|| Instant::now() + self.settings.idle_timeout);
+        self.timer.as_mut().reset(due);
+    }
+
+    /// Tracks request boundaries in bytes just read.
+    fn scan(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.headers_due.is_none() {
+                self.headers_due = Some(Instant::now() + self.settings.header_timeout);
+            }
+            let end = self.tail == *b"\r\n\r" && b == b'\n';
+            self.tail = [self.tail[1], self.tail[2], b];
+            if end {
+                self.headers_due = None;
+                self.tail = [0; 3];
+            }
+        }
+        self.active();
+    }
+
+    /// Pending I/O: fails once the deadline passes.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        ready!(self.timer.as_mut().poll(cx));
+        let what = if self.headers_due.is_some() {
+            "request headers not received within --http-header-timeout"
+        } else {
+            "connection idle for longer than --http-idle-timeout"
+        };
+        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, what))
+    }
+}
+
+impl AsyncRead for Bounded {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.scan(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.expired(cx).map(Err),
+        }
+    }
+}
+
+impl AsyncWrite for Bounded {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.active();
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.expired(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Pending => this.expired(cx).map(Err),
+            r => r,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.active();
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.expired(cx).map(Err),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }

@@ -2,6 +2,7 @@
 //! annotation; a pod's node and that node's region label), through one
 //! client shared by all mounts and one `--qps`/`--burst` rate limiter.
 
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,9 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::Api;
+
+use crate::aws::Failure;
+use crate::telemetry::{Family, Metrics, outcome};
 
 /// The IRSA role annotation on a ServiceAccount.
 pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
@@ -25,10 +29,31 @@ pub enum KubeError {
 }
 
 impl KubeError {
-    /// Whether the API server answered "forbidden" (RBAC).
-    pub fn is_forbidden(&self) -> bool {
-        matches!(self, KubeError::Api(kube::Error::Api(s)) if s.code == 403)
+    /// The one classification of Kubernetes failures: denied by RBAC, not
+    /// found (a missing pod, ServiceAccount or node alike), throttled, or
+    /// the API server unreachable, failing or slow.
+    pub fn failure(&self) -> Failure {
+        match self {
+            KubeError::Api(kube::Error::Api(s)) => match s.code {
+                401 | 403 => Failure::AccessDenied,
+                404 => Failure::NotFound,
+                429 => Failure::Throttled,
+                c if c >= 500 => Failure::Unavailable,
+                _ => Failure::Rejected,
+            },
+            KubeError::Config(_) => Failure::Rejected,
+            KubeError::Api(_) => Failure::Unavailable,
+        }
     }
+}
+
+/// Deadlines of Kubernetes requests.
+#[derive(Debug, Clone, Copy)]
+pub struct KubeSettings {
+    pub qps: f32,
+    pub burst: u32,
+    /// Connecting, and waiting for an answer (`--kube-timeout`).
+    pub timeout: Duration,
 }
 
 /// A rate-limited Kubernetes client.
@@ -36,23 +61,27 @@ impl KubeError {
 pub struct KubeClient {
     client: kube::Client,
     limiter: Arc<DefaultDirectRateLimiter>,
+    metrics: Arc<Metrics>,
 }
 
 impl KubeClient {
     /// `KUBECONFIG` when set, in-cluster configuration otherwise.
-    pub async fn from_env(qps: f32, burst: u32) -> Result<Self, KubeError> {
-        let config = if std::env::var_os("KUBECONFIG").is_some() {
+    pub async fn from_env(settings: KubeSettings, metrics: Arc<Metrics>) -> Result<Self, KubeError> {
+        let mut config = if std::env::var_os("KUBECONFIG").is_some() {
             kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| KubeError::Config(e.to_string()))?
         } else {
             kube::Config::incluster().map_err(|e| KubeError::Config(e.to_string()))?
         };
+        config.connect_timeout = Some(settings.timeout);
+        config.read_timeout = Some(settings.timeout);
+        config.write_timeout = Some(settings.timeout);
         let client = kube::Client::try_from(config)?;
-        Ok(Self::new(client, qps, burst))
+        Ok(Self::new(client, settings.qps, settings.burst, metrics))
     }
 
-    pub fn new(client: kube::Client, qps: f32, burst: u32) -> Self {
+    pub fn new(client: kube::Client, qps: f32, burst: u32, metrics: Arc<Metrics>) -> Self {
         let period = if qps > 0.0 {
             Duration::from_secs_f64(1.0 / f64::from(qps))
         } else {
@@ -65,15 +94,27 @@ impl KubeClient {
         Self {
             client,
             limiter: Arc::new(RateLimiter::direct(quota)),
+            metrics,
         }
+    }
+
+    /// One read, through the limiter, counted by resource and outcome.
+    async fn read<T>(
+        &self,
+        resource: &'static str,
+        get: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, KubeError> {
+        self.limiter.until_ready().await;
+        let result = get.await.map_err(KubeError::Api);
+        self.metrics
+            .count(Family::Kubernetes, resource, outcome(&result, KubeError::failure));
+        result
     }
 
     /// The `eks.amazonaws.com/role-arn` annotation of a ServiceAccount.
     pub async fn service_account_role(&self, namespace: &str, name: &str) -> Result<Option<String>, KubeError> {
-        self.limiter.until_ready().await;
-        let sa = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
-            .get(name)
-            .await?;
+        let api = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace);
+        let sa = self.read("serviceaccounts", api.get(name)).await?;
         Ok(sa
             .metadata
             .annotations
@@ -83,15 +124,15 @@ impl KubeClient {
 
     /// The name of the node a pod runs on.
     pub async fn pod_node(&self, namespace: &str, name: &str) -> Result<Option<String>, KubeError> {
-        self.limiter.until_ready().await;
-        let pod = Api::<Pod>::namespaced(self.client.clone(), namespace).get(name).await?;
+        let api = Api::<Pod>::namespaced(self.client.clone(), namespace);
+        let pod = self.read("pods", api.get(name)).await?;
         Ok(pod.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()))
     }
 
     /// The `topology.kubernetes.io/region` label of a node.
     pub async fn node_region(&self, node: &str) -> Result<Option<String>, KubeError> {
-        self.limiter.until_ready().await;
-        let node = Api::<Node>::all(self.client.clone()).get(node).await?;
+        let api = Api::<Node>::all(self.client.clone());
+        let node = self.read("nodes", api.get(node)).await?;
         Ok(node
             .metadata
             .labels

@@ -3,18 +3,25 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Parser;
 use csi_provider_aws::aws::AwsClients;
 use csi_provider_aws::config::{Cli, Command, LogFormat, ServeArgs, normalize_args};
-use csi_provider_aws::health;
-use std::sync::Arc;
-
 use csi_provider_aws::fetch::{FetchSettings, Fetcher};
+use csi_provider_aws::health::{self, HttpSettings};
 use csi_provider_aws::identity::{IdentityResolver, IdentitySettings, PodIdentityClient, PodIdentityConfig};
-use csi_provider_aws::kube::KubeClient;
+use csi_provider_aws::kube::{KubeClient, KubeSettings};
 use csi_provider_aws::mount::{MountSettings, Provider};
-use csi_provider_aws::telemetry::{Family, Metrics};
+use csi_provider_aws::region;
+use csi_provider_aws::telemetry::Metrics;
 use tracing_subscriber::EnvFilter;
+
+/// Every heap allocation is zeroed when freed: buffers the provider does
+/// not own (HTTP bodies, the SDK's parsed responses, gRPC frames) held
+/// secret values and credentials too.
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> = zeroizing_alloc::ZeroAlloc(std::alloc::System);
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args()));
@@ -75,14 +82,26 @@ async fn serve(args: ServeArgs) -> ExitCode {
         "starting; this provider requires tokenRequests for sts.amazonaws.com and \
          pods.eks.amazonaws.com in the CSIDriver spec"
     );
-    let aws = match AwsClients::from_env(&args.app_version()).await {
+    let metrics = Arc::new(Metrics::default());
+    let aws = match AwsClients::from_env(&args.app_version(), args.aws_settings(), metrics.clone()).await {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "invalid AWS configuration");
             return ExitCode::from(64);
         }
     };
-    let kube = match KubeClient::from_env(args.qps, args.burst).await {
+    if let Some(r) = aws.env_region()
+        && let Err(e) = region::validate("AWS_REGION", &r)
+    {
+        tracing::error!(error = %e, "invalid AWS configuration");
+        return ExitCode::from(64);
+    }
+    let kube_settings = KubeSettings {
+        qps: args.qps,
+        burst: args.burst,
+        timeout: args.kube_timeout,
+    };
+    let kube = match KubeClient::from_env(kube_settings, metrics.clone()).await {
         Ok(k) => k,
         Err(e) => {
             tracing::error!(error = %e, "cannot build a Kubernetes client (set KUBECONFIG or run in a cluster)");
@@ -97,16 +116,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(t) = args.pod_identity_timeout() {
         pod_identity.timeout = t;
     }
-    let metrics = Arc::new(Metrics::default());
     let identity = IdentityResolver::new(
         aws.clone(),
         kube.clone(),
-        PodIdentityClient::new(pod_identity),
+        PodIdentityClient::new(pod_identity, metrics.clone()),
         IdentitySettings {
             cache_credentials: args.credential_cache,
             refresh_margin: args.credential_refresh_margin,
             pod_identity_scope: args.pod_identity_cache_scope,
             service_account_ttl: args.service_account_cache_ttl,
+            shared_deadline: args.mount_timeout,
         },
         metrics.clone(),
     );
@@ -117,14 +136,22 @@ async fn serve(args: ServeArgs) -> ExitCode {
             concurrency: args.max_concurrent_fetches.max(1),
             value_ttl: (!args.cache_ttl.is_zero()).then_some(args.cache_ttl),
             single_flight: args.single_flight,
+            shared_deadline: args.mount_timeout,
         },
         metrics.clone(),
     );
-    let node_region = node_region(&aws, &kube, &metrics).await;
+    let known_region = match aws.env_region() {
+        Some(r) => Some(r),
+        None => node_region(&kube).await,
+    };
     let provider = Provider::new(
         MountSettings {
             driver_writes: args.driver_writes_secrets,
-            node_region,
+            known_region,
+            limits: args.limits(),
+            timeout: args.mount_timeout,
+            max_concurrent_mounts: args.max_concurrent_mounts.max(1),
+            ..MountSettings::default()
         },
         aws,
         kube,
@@ -144,9 +171,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     };
+    let http_settings = HttpSettings {
+        header_timeout: args.http_header_timeout,
+        idle_timeout: args.http_idle_timeout,
+        max_connections: args.http_max_connections.max(1),
+    };
     let _http_task = http.map(|listener| {
         let socket = args.provider_volume.join(csi_provider_aws::server::SOCKET_NAME);
-        tokio::spawn(health::serve(listener, socket, provider.metrics.clone()))
+        tokio::spawn(health::serve(listener, http_settings, socket, provider.metrics.clone()))
     });
     match csi_provider_aws::server::serve(provider, &args.provider_volume, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,24 +190,22 @@ async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// This node's region, read once from its `topology.kubernetes.io/region`
-/// label (`NODE_NAME` from the downward API), unless `AWS_REGION` makes it
-/// unnecessary. Without it, mounts fall back to looking up the pod's node.
-async fn node_region(aws: &AwsClients, kube: &KubeClient, metrics: &Metrics) -> Option<String> {
-    if aws.env_region().is_some() {
-        return None;
-    }
+/// label (`NODE_NAME` from the downward API), when `AWS_REGION` does not
+/// make it unnecessary. Without it, mounts fall back to looking up the
+/// pod's node.
+async fn node_region(kube: &KubeClient) -> Option<String> {
     let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty())?;
-    let result = kube.node_region(&node).await;
-    metrics.count(
-        Family::Kubernetes,
-        "nodes",
-        if result.is_ok() { "success" } else { "error" },
-    );
-    match result {
-        Ok(Some(region)) => {
-            tracing::info!(%node, %region, "region of this node");
-            Some(region)
-        }
+    match kube.node_region(&node).await {
+        Ok(Some(r)) => match region::validate("the label topology.kubernetes.io/region of this node", &r) {
+            Ok(()) => {
+                tracing::info!(%node, region = %r, "region of this node");
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "ignoring this node's region label; looking up regions per mount");
+                None
+            }
+        },
         Ok(None) => {
             tracing::warn!(%node, "node has no topology.kubernetes.io/region label; looking up regions per mount");
             None

@@ -1,30 +1,66 @@
-//! One mount, top to bottom: parse and validate the request → resolve the
-//! regions → obtain the pod's credentials → fetch every object → render the
-//! files and versions → write them (provider-writes) or return them
-//! (driver-writes). Nothing is written unless every step succeeded.
+//! One mount, top to bottom: admission → parse and validate the request →
+//! resolve the regions → obtain the pod's credentials → fetch every object
+//! → render the files and versions → write them (provider-writes) or return
+//! them (driver-writes). Nothing is written unless every step succeeded.
+//!
+//! Every step runs within the mount's deadline (`--mount-timeout`), and a
+//! mount that outlives it fails naming the step it was in. Parsing and
+//! rendering (YAML, JSON, JMESPath: CPU work on tenant input) run off the
+//! async workers, a few at a time, so health checks and other pods' mounts
+//! are not stalled by a large class.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tracing::Span;
 
 use crate::aws::{AwsClients, Failure};
-use crate::fetch::{FetchError, Fetcher, Regions};
+use crate::fetch::{FetchError, Fetched, Fetcher};
 use crate::identity::{IdentityError, IdentityResolver};
-use crate::kube::{KubeClient, KubeError};
+use crate::kube::KubeClient;
+use crate::limits::Limits;
 use crate::proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion};
-use crate::render::write::{WriteError, WriteOptions, write_atomic};
-use crate::render::{self, RenderError};
+use crate::region::{self, RegionError, Regions};
+use crate::render::write::{GateTicket, WriteError, WriteGates, WriteOptions, WriteOutcome};
+use crate::render::{self, RenderError, Rendered};
 use crate::spec::{self, MountSpec, SpecError};
-use crate::telemetry::{Family, Metrics};
+use crate::telemetry::Metrics;
 
 /// Above this response size the driver warns that Secret sync may fail.
-const SYNC_WARN_BYTES: usize = 1024 * 1024;
+const SYNC_WARN_BYTES: u64 = 1024 * 1024;
 
 /// Provider-wide settings that shape a mount.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MountSettings {
     /// Return files to the driver instead of writing them.
     pub driver_writes: bool,
-    /// The region of this node, resolved once at start (`NODE_NAME`).
-    pub node_region: Option<String>,
+    /// The region of the environment (`AWS_REGION`) or of this node (read
+    /// once at start from `NODE_NAME`), validated.
+    pub known_region: Option<String>,
+    /// What one request may ask for.
+    pub limits: Limits,
+    /// How long one mount may take, waiting for admission included
+    /// (`--mount-timeout`).
+    pub timeout: Duration,
+    /// Mounts served at once (`--max-concurrent-mounts`).
+    pub max_concurrent_mounts: usize,
+    /// Parses and renders run at once (the CPUs).
+    pub max_concurrent_cpu_work: usize,
+}
+
+impl Default for MountSettings {
+    fn default() -> Self {
+        Self {
+            driver_writes: false,
+            known_region: None,
+            limits: Limits::default(),
+            timeout: Duration::from_secs(60),
+            max_concurrent_mounts: 128,
+            max_concurrent_cpu_work: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+        }
+    }
 }
 
 /// Everything a mount needs, shared by all mounts.
@@ -35,6 +71,35 @@ pub struct Provider {
     pub identity: IdentityResolver,
     pub fetcher: Fetcher,
     pub metrics: Arc<Metrics>,
+    pub gates: WriteGates,
+    admission: Semaphore,
+    cpu: Arc<Semaphore>,
+}
+
+/// The step a mount was in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Admission,
+    Parse,
+    Region,
+    Identity,
+    Fetch,
+    Render,
+    Write,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Admission => "waiting for a free mount slot",
+            Stage::Parse => "validating the request",
+            Stage::Region => "resolving the region (Kubernetes API)",
+            Stage::Identity => "getting the pod's credentials (Kubernetes API, STS or the EKS Pod Identity Agent)",
+            Stage::Fetch => "fetching from AWS Secrets Manager and SSM Parameter Store",
+            Stage::Render => "rendering the files",
+            Stage::Write => "writing the files",
+        })
+    }
 }
 
 /// Why a mount failed. Mapped to a gRPC status in exactly one place
@@ -43,8 +108,8 @@ pub struct Provider {
 pub enum MountError {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("failed to retrieve region from node. error {0}")]
-    Region(RegionError),
+    #[error(transparent)]
+    Region(#[from] RegionError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
@@ -53,19 +118,15 @@ pub enum MountError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Write(#[from] WriteError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// Why the region could not be resolved from the pod's node.
-#[derive(Debug, thiserror::Error)]
-pub enum RegionError {
-    #[error("Region not found")]
-    NotFound,
-    #[error("missing attribute {0}: ensure podInfoOnMount is true in the CSIDriver")]
-    MissingPodAttribute(&'static str),
-    #[error("{0}")]
-    Kube(#[from] KubeError),
+    #[error(
+        "the provider is already serving {limit} mounts (--max-concurrent-mounts) and none finished within {}; the mount will be retried",
+        humantime::format_duration(*.waited)
+    )]
+    Busy { limit: usize, waited: Duration },
+    #[error("mount deadline of {} (--mount-timeout) exceeded while {stage}", humantime::format_duration(*.after))]
+    Deadline { stage: Stage, after: Duration },
+    #[error("internal error while {stage}: {message}")]
+    Internal { stage: Stage, message: String },
 }
 
 impl MountError {
@@ -73,12 +134,11 @@ impl MountError {
     pub fn failure(&self) -> Failure {
         match self {
             MountError::Spec(_) | MountError::Render(_) => Failure::Rejected,
-            MountError::Region(RegionError::Kube(e)) if e.is_forbidden() => Failure::AccessDenied,
-            MountError::Region(RegionError::Kube(_)) => Failure::Unavailable,
-            MountError::Region(_) => Failure::Rejected,
+            MountError::Region(e) => e.failure(),
             MountError::Identity(e) => e.failure(),
             MountError::Fetch(e) => e.failure(),
-            MountError::Write(_) | MountError::Internal(_) => Failure::Unavailable,
+            MountError::Busy { .. } => Failure::Throttled,
+            MountError::Write(_) | MountError::Deadline { .. } | MountError::Internal { .. } => Failure::Unavailable,
         }
     }
 }
@@ -92,6 +152,8 @@ impl Provider {
         fetcher: Fetcher,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let admission = Semaphore::new(settings.max_concurrent_mounts.max(1));
+        let cpu = Arc::new(Semaphore::new(settings.max_concurrent_cpu_work.max(1)));
         Arc::new(Self {
             settings,
             aws,
@@ -99,126 +161,249 @@ impl Provider {
             identity,
             fetcher,
             metrics,
+            gates: WriteGates::default(),
+            admission,
+            cpu,
         })
     }
 
     /// Serves one `Mount` request.
-    pub async fn mount(&self, req: &MountRequest) -> Result<MountResponse, MountError> {
-        let spec = spec::parse_request(&req.attributes, &req.secrets, &req.target_path, &req.permission)?;
-        let span = tracing::Span::current();
-        for (field, value) in [
-            ("namespace", &spec.pod.namespace),
-            ("pod", &spec.pod.name),
-            ("uid", &spec.pod.uid),
-        ] {
-            span.record(field, value.as_deref().unwrap_or_default());
-        }
-        let regions = self.resolve_regions(&spec).await?;
-        spec::check_regions(&spec, &regions.primary)?;
-        let (identity, creds) = self.identity.credentials(&spec, &regions.as_vec()).await?;
-        let values = self
-            .fetcher
-            .fetch_all(&identity, &creds, &regions, &spec.objects)
-            .await?;
-        let rendered = render::render(&spec.objects, values)?;
+    pub async fn mount(&self, req: MountRequest) -> Result<MountResponse, MountError> {
+        let started = Instant::now();
+        let deadline = started + self.settings.timeout;
+        let within = |stage| Step {
+            stage,
+            deadline,
+            timeout: self.settings.timeout,
+        };
 
-        let object_version = rendered
-            .versions
-            .iter()
-            .map(|v| ObjectVersion {
-                id: v.id.clone(),
-                version: v.version.clone(),
+        let _slot = self.admit(deadline).await?;
+        let limits = self.settings.limits;
+        let spec = within(Stage::Parse)
+            .cpu(&self.cpu, move || {
+                spec::parse_request(
+                    &req.attributes,
+                    &req.secrets,
+                    &req.target_path,
+                    &req.permission,
+                    &limits,
+                )
             })
-            .collect();
-        if self.settings.driver_writes {
-            let total = rendered.total_bytes();
-            if total > SYNC_WARN_BYTES {
-                tracing::warn!(
-                    bytes = total,
-                    "the mount's files exceed 1 MiB: syncing them into a Kubernetes Secret may fail, and above \
-                     4 MiB the driver rejects the response unless --max-call-recv-msg-size is raised"
-                );
-            }
-            let files = rendered
-                .files
-                .iter()
-                .map(|f| File {
-                    path: f.path.clone(),
-                    mode: f.mode as i32,
-                    contents: f.contents.expose().to_vec(),
-                })
-                .collect();
-            return Ok(MountResponse {
-                object_version,
-                error: None,
-                files,
-            });
+            .await?;
+        record_pod(&spec);
+        let gate = (!self.settings.driver_writes).then(|| self.gates.enter(&spec.target_path));
+
+        let regions = within(Stage::Region).run(self.regions(&spec)).await?;
+        let values = within(Stage::Fetch).run(self.fetch(&spec, &regions)).await?;
+        let objects = spec.objects;
+        let rendered = within(Stage::Render)
+            .cpu(&self.cpu, move || render::render(&objects, values, &limits))
+            .await?;
+        match gate {
+            None => Ok(respond(rendered)),
+            Some(gate) => within(Stage::Write).write(gate, rendered).await,
         }
-        let target = spec.target_path.clone();
-        let files = rendered.files;
-        // The write runs to completion even if the caller goes away, so a
-        // cancelled mount never leaves a half-written volume behind.
-        tokio::task::spawn_blocking(move || {
-            write_atomic(
-                &target,
-                &files,
-                WriteOptions {
-                    touch_when_unchanged: true,
-                },
-            )
+    }
+
+    /// Drops expired cache entries every `every` (secret values and
+    /// credentials are zeroized as they drop), until the task is aborted.
+    pub async fn sweep_every(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let swept = self.identity.sweep() + self.fetcher.sweep();
+            if swept > 0 {
+                tracing::debug!(swept, "dropped expired cache entries");
+            }
+        }
+    }
+
+    /// A mount slot, waiting at most until the deadline.
+    async fn admit(&self, deadline: Instant) -> Result<tokio::sync::SemaphorePermit<'_>, MountError> {
+        let waited = Instant::now();
+        match tokio::time::timeout_at(deadline.into(), self.admission.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(MountError::Internal {
+                stage: Stage::Admission,
+                message: "the provider is shutting down".to_string(),
+            }),
+            Err(_) => Err(MountError::Busy {
+                limit: self.settings.max_concurrent_mounts,
+                waited: waited.elapsed(),
+            }),
+        }
+    }
+
+    /// The regions of the mount, checked against its objects' ARNs.
+    async fn regions(&self, spec: &MountSpec) -> Result<Regions, MountError> {
+        let primary = region::primary(
+            spec.region.as_deref(),
+            self.settings.known_region.as_deref(),
+            spec.pod.namespace_and_name(),
+            &self.kube,
+        )
+        .await?;
+        Ok(spec::check_regions(spec, primary)?)
+    }
+
+    /// The pod's credentials, then every object. If AWS refuses the cached
+    /// credentials themselves (expired or invalid), they are dropped and the
+    /// objects fetched once more with new ones; an access denial is final.
+    async fn fetch(&self, spec: &MountSpec, regions: &Regions) -> Result<Vec<Fetched>, MountError> {
+        let (identity, creds) = self.identity.credentials(spec, regions).await?;
+        match self.fetcher.fetch_all(&identity, &creds, regions, &spec.objects).await {
+            Err(e) if e.credentials_refused() && self.identity.forget(&identity, &creds) => {
+                let (identity, creds) = self.identity.credentials(spec, regions).await?;
+                Ok(self
+                    .fetcher
+                    .fetch_all(&identity, &creds, regions, &spec.objects)
+                    .await?)
+            }
+            result => Ok(result?),
+        }
+    }
+}
+
+/// The pod's fields on the mount's span, once the request is parsed.
+fn record_pod(spec: &MountSpec) {
+    let span = Span::current();
+    for (field, value) in [
+        ("namespace", &spec.pod.namespace),
+        ("pod", &spec.pod.name),
+        ("uid", &spec.pod.uid),
+    ] {
+        span.record(field, value.as_deref().unwrap_or_default());
+    }
+}
+
+/// The driver-writes response: files share the values' buffers.
+fn respond(rendered: Rendered) -> MountResponse {
+    if rendered.total_bytes > SYNC_WARN_BYTES {
+        tracing::warn!(
+            bytes = rendered.total_bytes,
+            "the mount's files exceed 1 MiB: syncing them into a Kubernetes Secret may fail, and above \
+             4 MiB the driver rejects the response unless --max-call-recv-msg-size is raised"
+        );
+    }
+    MountResponse {
+        object_version: versions(&rendered),
+        error: None,
+        files: rendered
+            .files
+            .into_iter()
+            .map(|f| File {
+                path: f.path,
+                mode: f.mode as i32,
+                contents: f.contents.share(),
+            })
+            .collect(),
+    }
+}
+
+fn versions(rendered: &Rendered) -> Vec<ObjectVersion> {
+    rendered
+        .versions
+        .iter()
+        .map(|v| ObjectVersion {
+            id: v.id.clone(),
+            version: v.version.clone(),
+        })
+        .collect()
+}
+
+/// One step of a mount, bounded by the mount's deadline.
+struct Step {
+    stage: Stage,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Step {
+    fn expired(&self) -> MountError {
+        MountError::Deadline {
+            stage: self.stage,
+            after: self.timeout,
+        }
+    }
+
+    /// Awaits `fut` until the deadline.
+    async fn run<T, E: Into<MountError>>(&self, fut: impl Future<Output = Result<T, E>>) -> Result<T, MountError> {
+        match tokio::time::timeout_at(self.deadline.into(), fut).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(self.expired()),
+        }
+    }
+
+    /// Runs CPU work on a blocking thread (one of `cpu`'s permits), in the
+    /// mount's span, until the deadline. A panic fails this mount only.
+    async fn cpu<T, E>(
+        &self,
+        cpu: &Arc<Semaphore>,
+        work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<T, MountError>
+    where
+        T: Send + 'static,
+        E: Into<MountError> + Send + 'static,
+    {
+        let stage = self.stage;
+        let span = Span::current();
+        let cpu = cpu.clone();
+        self.run(async move {
+            let _permit = cpu.acquire_owned().await.map_err(|_| MountError::Internal {
+                stage,
+                message: "the provider is shutting down".to_string(),
+            })?;
+            tokio::task::spawn_blocking(move || span.in_scope(work))
+                .await
+                .map_err(|e| MountError::Internal {
+                    stage,
+                    message: if e.is_panic() {
+                        "the work failed unexpectedly".to_string()
+                    } else {
+                        "the work was cancelled".to_string()
+                    },
+                })?
+                .map_err(Into::into)
         })
         .await
-        .map_err(|e| MountError::Internal(format!("file writer task failed: {e}")))??;
+    }
+
+    /// Writes the files through the target's gate. The write runs to
+    /// completion even if the caller goes away, so a cancelled mount never
+    /// leaves a half-written volume behind; a later mount of the same
+    /// target waits for it.
+    async fn write(&self, gate: GateTicket, rendered: Rendered) -> Result<MountResponse, MountError> {
+        let stage = self.stage;
+        let span = Span::current();
+        let object_version = versions(&rendered);
+        let outcome = self
+            .run(async move {
+                tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| {
+                        gate.write(
+                            &rendered.files,
+                            WriteOptions {
+                                touch_when_unchanged: true,
+                            },
+                        )
+                    })
+                })
+                .await
+                .map_err(|e| MountError::Internal {
+                    stage,
+                    message: format!("file writer task failed: {e}"),
+                })?
+                .map_err(MountError::from)
+            })
+            .await?;
+        if outcome == WriteOutcome::Superseded {
+            tracing::info!("a later mount of this volume already wrote newer content; not overwriting it");
+        }
         Ok(MountResponse {
             object_version,
             error: None,
             files: Vec::new(),
         })
-    }
-
-    /// Primary region: SPC `region`, else the environment's, else the
-    /// `topology.kubernetes.io/region` label of this node (read once at
-    /// start) or, failing that, of the pod's node.
-    async fn resolve_regions(&self, spec: &MountSpec) -> Result<Regions, MountError> {
-        let known = spec
-            .region
-            .clone()
-            .or_else(|| self.aws.env_region())
-            .or_else(|| self.settings.node_region.clone());
-        let primary = match known {
-            Some(r) => r,
-            None => self.node_region(spec).await.map_err(MountError::Region)?,
-        };
-        Ok(Regions {
-            primary,
-            failover: spec.failover_region.clone(),
-        })
-    }
-
-    async fn node_region(&self, spec: &MountSpec) -> Result<String, RegionError> {
-        let namespace = spec
-            .pod
-            .namespace
-            .as_deref()
-            .ok_or(RegionError::MissingPodAttribute(spec::keys::POD_NAMESPACE))?;
-        let pod = spec
-            .pod
-            .name
-            .as_deref()
-            .ok_or(RegionError::MissingPodAttribute(spec::keys::POD_NAME))?;
-        let node = self.kube.pod_node(namespace, pod).await;
-        self.metrics.count(
-            Family::Kubernetes,
-            "pods",
-            if node.is_ok() { "success" } else { "error" },
-        );
-        let node = node?.ok_or(RegionError::NotFound)?;
-        let region = self.kube.node_region(&node).await;
-        self.metrics.count(
-            Family::Kubernetes,
-            "nodes",
-            if region.is_ok() { "success" } else { "error" },
-        );
-        region?.ok_or(RegionError::NotFound)
     }
 }

@@ -4,20 +4,40 @@
 //! `Serialize` nor `Clone`-by-accident into loggable types.
 
 use std::fmt;
+
+use bytes::Bytes;
 use zeroize::Zeroizing;
 
-/// Secret bytes (a secret or parameter value, a credential, a token).
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
+/// The buffer behind [`SecretBytes`]: zeroized when the last holder drops it.
+struct Owner(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for Owner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Secret bytes (a secret or parameter value, or a file made from one).
+/// Clones share one buffer: a value that appears in several files, in the
+/// value cache and in a response exists once in memory, and is zeroized
+/// when the last of them is dropped.
+#[derive(Clone)]
+pub struct SecretBytes(Bytes);
 
 impl SecretBytes {
+    /// Takes `bytes` without copying them.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+        Self(Bytes::from_owner(Owner(Zeroizing::new(bytes))))
     }
 
     /// The secret bytes. Callers must not log or format them.
     pub fn expose(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The shared buffer, for a response message (no copy).
+    pub fn share(&self) -> Bytes {
+        self.0.clone()
     }
 
     pub fn len(&self) -> usize {
@@ -28,6 +48,14 @@ impl SecretBytes {
         self.0.is_empty()
     }
 }
+
+impl PartialEq for SecretBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for SecretBytes {}
 
 impl From<String> for SecretBytes {
     fn from(s: String) -> Self {
@@ -96,5 +124,14 @@ mod tests {
         assert!(!out.contains("hunter2"), "{out}");
         assert!(!out.contains("tok-canary"), "{out}");
         assert!(out.contains("14 bytes"), "{out}");
+    }
+
+    #[test]
+    fn clones_share_one_buffer() {
+        let a = SecretBytes::from(b"value".to_vec());
+        let b = a.clone();
+        assert_eq!(a.expose().as_ptr(), b.expose().as_ptr());
+        assert_eq!(a.share().as_ptr(), a.expose().as_ptr());
+        assert_eq!(a, b);
     }
 }

@@ -16,9 +16,13 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::aws::Failure;
+use crate::limits::cap_message;
 use crate::mount::{MountError, Provider};
 use crate::proto::v1alpha1::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::v1alpha1::{MountRequest, MountResponse, VersionRequest, VersionResponse};
+
+/// How often expired credentials, values and batch denials are dropped.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The socket file name the driver looks for (`provider: aws`).
 pub const SOCKET_NAME: &str = "aws.sock";
@@ -76,7 +80,7 @@ impl CsiDriverProvider for ProviderService {
         async move {
             let _in_flight = metrics.mount_started();
             let started = Instant::now();
-            let result = self.provider.mount(&req).await;
+            let result = self.provider.mount(req).await;
             let elapsed = started.elapsed();
             let elapsed_ms = elapsed.as_millis() as u64;
             match result {
@@ -99,22 +103,31 @@ impl CsiDriverProvider for ProviderService {
     }
 }
 
+/// The longest status message sent. The message travels in a gRPC trailer
+/// (percent-encoded, up to three bytes per byte) that the driver's client
+/// refuses above 16 KiB; user input in it is already truncated, and this
+/// caps the whole.
+pub const MAX_STATUS_MESSAGE: usize = 4096;
+
 /// The gRPC status of a failed mount: the message users read in the pod's
 /// `FailedMount` event, with a code that fits the failure.
 pub fn status(e: &MountError) -> Status {
     let by_failure = |f: Failure| match f {
         Failure::NotFound => tonic::Code::NotFound,
         Failure::AccessDenied => tonic::Code::PermissionDenied,
+        Failure::InvalidCredentials => tonic::Code::Unauthenticated,
         Failure::Throttled => tonic::Code::ResourceExhausted,
         Failure::Unavailable => tonic::Code::Unavailable,
         Failure::Rejected => tonic::Code::FailedPrecondition,
     };
     let code = match e {
         MountError::Spec(_) | MountError::Render(_) => tonic::Code::InvalidArgument,
-        MountError::Write(_) | MountError::Internal(_) => tonic::Code::Internal,
+        MountError::Write(_) | MountError::Internal { .. } => tonic::Code::Internal,
+        MountError::Busy { .. } => tonic::Code::ResourceExhausted,
+        MountError::Deadline { .. } => tonic::Code::DeadlineExceeded,
         MountError::Region(_) | MountError::Identity(_) | MountError::Fetch(_) => by_failure(e.failure()),
     };
-    Status::new(code, e.to_string())
+    Status::new(code, cap_message(e.to_string(), MAX_STATUS_MESSAGE))
 }
 
 /// A stable, bounded error code (for logs and metrics).
@@ -122,18 +135,22 @@ pub fn error_code(e: &MountError) -> &'static str {
     match e {
         MountError::Spec(_) => "InvalidRequest",
         MountError::Region(_) => "RegionLookupFailed",
+        MountError::Render(crate::render::RenderError::Limit(_)) => "LimitExceeded",
         MountError::Render(_) => "JmesPathFailed",
         MountError::Write(_) => "FileWriteFailed",
-        MountError::Internal(_) => "Internal",
+        MountError::Busy { .. } => "Busy",
+        MountError::Deadline { .. } => "DeadlineExceeded",
+        MountError::Internal { .. } => "Internal",
         MountError::Identity(i) => match i.failure() {
             Failure::AccessDenied => "CredentialsDenied",
             Failure::Throttled => "CredentialsThrottled",
             Failure::Unavailable => "CredentialsUnavailable",
-            Failure::NotFound | Failure::Rejected => "CredentialsRejected",
+            Failure::NotFound | Failure::Rejected | Failure::InvalidCredentials => "CredentialsRejected",
         },
         MountError::Fetch(f) => match f.failure() {
             Failure::NotFound => "ObjectNotFound",
             Failure::AccessDenied => "AccessDenied",
+            Failure::InvalidCredentials => "InvalidCredentials",
             Failure::Throttled => "Throttled",
             Failure::Unavailable => "AwsUnavailable",
             Failure::Rejected => "AwsRejected",
@@ -189,10 +206,21 @@ pub async fn serve(
         tracing::info!("shutting down: removing the socket and draining in-flight mounts");
         let _ = std::fs::remove_file(&remove_path);
     };
-    tonic::transport::Server::builder()
-        .add_service(CsiDriverProviderServer::new(ProviderService::new(provider)))
+    let sweeper = tokio::spawn(provider.clone().sweep_every(SWEEP_EVERY));
+    let max_request = provider.settings.limits.max_request_bytes;
+    let streams = u32::try_from(provider.settings.max_concurrent_mounts.saturating_mul(2)).unwrap_or(u32::MAX);
+    let service = CsiDriverProviderServer::new(ProviderService::new(provider))
+        .max_decoding_message_size(max_request)
+        // The driver's client accepts 4 MiB by default; files are bounded
+        // by --max-mount-bytes well below that, this only bounds encoding.
+        .max_encoding_message_size(usize::MAX);
+    let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(streams)
+        .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
+        .await;
+    sweeper.abort();
+    served?;
     let _ = std::fs::remove_file(&path);
     tracing::info!("stopped");
     Ok(())

@@ -32,13 +32,7 @@ pub enum Family {
 pub fn outcome<T, E>(r: &Result<T, E>, failure: impl Fn(&E) -> Failure) -> &'static str {
     match r {
         Ok(_) => "success",
-        Err(e) => match failure(e) {
-            Failure::NotFound => "not_found",
-            Failure::AccessDenied => "access_denied",
-            Failure::Throttled => "throttled",
-            Failure::Unavailable => "unavailable",
-            Failure::Rejected => "rejected",
-        },
+        Err(e) => failure(e).as_str(),
     }
 }
 
@@ -302,6 +296,7 @@ mod tests {
             (Failure::AccessDenied, "access_denied"),
             (Failure::Throttled, "throttled"),
             (Failure::Unavailable, "unavailable"),
+            (Failure::InvalidCredentials, "invalid_credentials"),
             (Failure::Rejected, "rejected"),
         ] {
             let r: Result<(), Failure> = Err(f);

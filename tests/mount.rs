@@ -655,7 +655,11 @@ async fn irsa_assumes_the_service_account_role_with_the_pod_token() {
     assert_eq!(sts.len(), 1);
     assert_eq!(sts[0].names, vec![ROLE_A.to_string()]);
     assert_eq!(sts[0].token.as_deref(), Some(TOKEN_A));
-    assert_eq!(sts[0].session.as_deref(), Some("csi-default-pod-a"));
+    assert_eq!(
+        sts[0].session.as_deref(),
+        Some("csi-default-sa-a"),
+        "the session names the ServiceAccount whose pods share the credentials"
+    );
     let sm = env.aws.calls_of("GetSecretValue");
     assert_eq!(
         sm[0].access_key.as_deref(),

@@ -6,6 +6,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use csi_provider_aws::fetch::Fetched;
+use csi_provider_aws::limits::Limits;
 use csi_provider_aws::render;
 use csi_provider_aws::secret::SecretBytes;
 use csi_provider_aws::spec::objects::{ObjectRules, parse_file_permission, parse_objects};
@@ -18,6 +19,7 @@ fn rules(translation: PathTranslation) -> ObjectRules {
         translation,
         default_mode: 0o644,
         has_failover_region: true,
+        limits: Limits::default(),
     }
 }
 
@@ -72,7 +74,7 @@ proptest! {
     #[test]
     fn objects_lists_never_panic_and_accepted_names_are_safe(yaml in objects_yaml(), off in any::<bool>()) {
         let translation = if off { PathTranslation::Off } else { PathTranslation::default() };
-        if let Ok(objects) = parse_objects(&yaml, rules(translation)) {
+        if let Ok(objects) = parse_objects(&yaml, &rules(translation)) {
             let mut files = std::collections::HashSet::new();
             for o in &objects {
                 prop_assert!(check_relative_path(&o.file).is_ok(), "{}", o.file);
@@ -88,7 +90,7 @@ proptest! {
 
     #[test]
     fn arbitrary_objects_text_never_panics(text in "\\PC{0,200}") {
-        let _ = parse_objects(&text, rules(PathTranslation::default()));
+        let _ = parse_objects(&text, &rules(PathTranslation::default()));
     }
 
     #[test]
@@ -103,9 +105,9 @@ proptest! {
     #[test]
     fn jmes_extraction_never_panics(json in "\\PC{0,80}", path in "[a-z.\\[\\]0-9\"*|&@-]{1,12}") {
         let yaml = format!("- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: '{}'\n      objectAlias: out\n", path.replace('\'', "''"));
-        if let Ok(objects) = parse_objects(&yaml, rules(PathTranslation::default())) {
+        if let Ok(objects) = parse_objects(&yaml, &rules(PathTranslation::default())) {
             let fetched = vec![Fetched { value: SecretBytes::from(json), version: "v".into() }];
-            if let Ok(r) = render::render(&objects, fetched) {
+            if let Ok(r) = render::render(&objects, fetched, &Limits::default()) {
                 prop_assert_eq!(r.files.len(), 2);
                 prop_assert_eq!(r.versions.len(), 2);
             }
@@ -114,7 +116,7 @@ proptest! {
 
     #[test]
     fn mount_attributes_never_panic(attrs in "\\PC{0,120}", secrets in "\\PC{0,20}", perm in "\\PC{0,6}") {
-        let _ = parse_request(&attrs, &secrets, "/t", &perm);
+        let _ = parse_request(&attrs, &secrets, "/t", &perm, &Limits::default());
     }
 
     #[test]
@@ -127,6 +129,6 @@ proptest! {
     ) {
         let map: std::collections::HashMap<&str, &String> = keys.iter().copied().zip(values.iter()).collect();
         let attrs = serde_json::to_string(&map).unwrap();
-        let _ = parse_request(&attrs, "null", "/t", "420");
+        let _ = parse_request(&attrs, "null", "/t", "420", &Limits::default());
     }
 }

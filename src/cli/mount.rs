@@ -213,7 +213,7 @@ pub async fn run(args: MountArgs) -> Result<(), MountCommandError> {
             .map(|f| FileOut {
                 path: f.path,
                 mode: (f.mode as u32) & 0o777,
-                contents: SecretBytes::new(f.contents),
+                contents: SecretBytes::new(f.contents.to_vec()),
             })
             .collect();
         let outcome = tokio::task::spawn_blocking({
@@ -228,6 +228,7 @@ pub async fn run(args: MountArgs) -> Result<(), MountCommandError> {
         match outcome {
             WriteOutcome::Written => println!("wrote the returned files into {}", target.display()),
             WriteOutcome::Unchanged => println!("{} is already up to date", target.display()),
+            WriteOutcome::Superseded => println!("{} was written by a later mount", target.display()),
         }
     }
     println!("object versions:");

@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use crate::limits::{LimitArgs, Limits};
 use crate::spec::{self, keys};
 
 #[derive(Debug, Clone, Args)]
@@ -17,6 +18,9 @@ pub struct ValidateArgs {
     /// SecretProviderClass manifests (YAML; several documents per file allowed).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// The limits the provider runs with (the same flags as `serve`).
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// One problem found in one class.
@@ -40,8 +44,22 @@ pub struct Report {
     pub problems: Vec<Problem>,
 }
 
-/// Validates the manifests in `text` (the contents of `file`).
-pub fn validate_text(file: &str, text: &str, report: &mut Report) {
+/// Validates the manifests in `text` (the contents of `file`) under
+/// `limits`. Manifests with YAML anchors or aliases are refused before they
+/// are parsed, as `objects` are: alias expansion is unbounded.
+pub fn validate_text(file: &str, text: &str, limits: &Limits, report: &mut Report) {
+    if let Err(e) = spec::yaml::prescan(text) {
+        let message = match &e.rule {
+            spec::yaml::YamlRule::Syntax(m) => format!("not valid YAML: {m}"),
+            _ => format!("not checked: {e}"),
+        };
+        report.problems.push(Problem {
+            file: file.to_string(),
+            class: format!("document {}", e.document),
+            message,
+        });
+        return;
+    }
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = match Value::deserialize(doc) {
             Ok(v) => v,
@@ -76,7 +94,7 @@ pub fn validate_text(file: &str, text: &str, report: &mut Report) {
         }
         report.classes += 1;
         let class = format!("SecretProviderClass {namespace}/{name}");
-        for message in validate_class(spec.and_then(|s| s.get("parameters"))) {
+        for message in validate_class(spec.and_then(|s| s.get("parameters")), limits) {
             report.problems.push(Problem {
                 file: file.to_string(),
                 class: class.clone(),
@@ -89,7 +107,7 @@ pub fn validate_text(file: &str, text: &str, report: &mut Report) {
 /// The problems of one class's parameters: each object on its own first
 /// (so every faulty object is named), then the class as a whole, exactly as
 /// a Mount would see it.
-fn validate_class(parameters: Option<&Value>) -> Vec<String> {
+fn validate_class(parameters: Option<&Value>, limits: &Limits) -> Vec<String> {
     let mut attrs: BTreeMap<String, String> = BTreeMap::new();
     match parameters {
         None | Some(Value::Null) => {}
@@ -117,15 +135,24 @@ fn validate_class(parameters: Option<&Value>) -> Vec<String> {
             r#"{"sts.amazonaws.com":{"token":"validate"},"pods.eks.amazonaws.com":{"token":"validate"}}"#.into(),
         );
         let json = serde_json::to_string(&full).map_err(|e| e.to_string())?;
-        let spec = spec::parse_request(&json, "null", "/validate", "420").map_err(|e| e.to_string())?;
+        let spec = spec::parse_request(&json, "null", "/validate", "420", limits).map_err(|e| e.to_string())?;
         // With the class's own region the region rules apply offline too.
         match spec.region.clone() {
-            Some(region) => spec::check_regions(&spec, &region).map_err(|e| e.to_string()),
+            Some(region) => spec::check_regions(&spec, region)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             None => Ok(()),
         }
     };
     let mut problems = Vec::new();
-    if let Some(Ok(Value::Sequence(items))) = attrs.get(keys::OBJECTS).map(|o| serde_yaml::from_str::<Value>(o)) {
+    // Object by object only for `objects` that pass the structural limits
+    // (the whole class is checked below and reports those).
+    let splittable = |o: &String| o.len() <= limits.max_objects_bytes && spec::yaml::prescan(o).is_ok();
+    if let Some(Ok(Value::Sequence(items))) = attrs
+        .get(keys::OBJECTS)
+        .filter(|o| splittable(o))
+        .map(|o| serde_yaml::from_str::<Value>(o))
+    {
         // Only the parameters that shape objects, so that a faulty
         // parameter elsewhere does not hide the objects' own problems.
         let shaping: BTreeMap<String, String> = attrs
@@ -156,7 +183,7 @@ pub fn run(args: &ValidateArgs) -> bool {
     for path in &args.files {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => validate_text(&file, &text, &mut report),
+            Ok(text) => validate_text(&file, &text, &args.limits.limits(), &mut report),
             Err(e) => report.problems.push(Problem {
                 file,
                 class: "-".into(),

@@ -13,23 +13,20 @@
 pub mod secrets_manager;
 pub mod ssm;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, TryStreamExt, stream};
 
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-
-use crate::aws::{AwsClients, AwsError, Credentials, Failure, classify};
-use crate::cache::Cache;
+use crate::aws::{AwsClients, AwsError, Credentials, Failure};
+use crate::cache::{Abandoned, Cache};
 use crate::identity::IdentityKey;
+use crate::limits::Echo;
+use crate::region::{Failed, Regions};
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectKind, ObjectSpec};
-use crate::telemetry::{Family, Metrics, outcome};
+use crate::telemetry::{Family, Metrics};
 
 /// Default concurrent AWS calls per mount.
 pub const CONCURRENCY: usize = 8;
@@ -43,21 +40,6 @@ pub struct Fetched {
     pub version: String,
 }
 
-/// The regions of a mount: primary, and the optional failover.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Regions {
-    pub primary: String,
-    pub failover: Option<String>,
-}
-
-impl Regions {
-    pub fn as_vec(&self) -> Vec<String> {
-        std::iter::once(self.primary.clone())
-            .chain(self.failover.clone())
-            .collect()
-    }
-}
-
 /// Fetch settings.
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
@@ -69,6 +51,8 @@ pub struct FetchSettings {
     pub value_ttl: Option<Duration>,
     /// Share one call between concurrent mounts of the same unit and identity.
     pub single_flight: bool,
+    /// How long a shared fetch may run before its waiters get an error.
+    pub shared_deadline: Duration,
 }
 
 impl Default for FetchSettings {
@@ -78,47 +62,51 @@ impl Default for FetchSettings {
             concurrency: CONCURRENCY,
             value_ttl: None,
             single_flight: true,
+            shared_deadline: Duration::from_secs(60),
         }
     }
 }
 
-/// Why an object could not be fetched.
+/// Why an object could not be fetched. Names are echoed truncated.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("failed to fetch secret {name} from Secrets Manager in {region}: {error}")]
+    #[error("failed to fetch secret {} from Secrets Manager in {region}: {error}", Echo(.name))]
     Secret {
         name: String,
         region: String,
         error: AwsError,
     },
-    #[error("failed to fetch secrets {names} from Secrets Manager in {region}: {error}")]
+    #[error("failed to fetch secrets {} from Secrets Manager in {region}: {error}", Echo(.names))]
     SecretBatch {
         names: String,
         region: String,
         error: AwsError,
     },
-    #[error("failed to fetch parameters {names} from SSM Parameter Store in {region}: {error}")]
+    #[error("failed to fetch parameters {} from SSM Parameter Store in {region}: {error}", Echo(.names))]
     Parameters {
         names: String,
         region: String,
         error: AwsError,
     },
     #[error(
-        "parameter {selector} not found in SSM Parameter Store in {region} (reported as invalid parameters: {invalid})"
+        "parameter {} not found in SSM Parameter Store in {region} (reported as invalid parameters: {})",
+        Echo(.selector),
+        Echo(.invalid)
     )]
     ParameterNotFound {
         selector: String,
         region: String,
         invalid: String,
     },
-    #[error("{service} in {region} returned no value for {selector}")]
+    #[error("{service} in {region} returned no value for {}", Echo(.selector))]
     Missing {
         service: &'static str,
         selector: String,
         region: String,
     },
     #[error(
-        "Failed to fetch secret from all regions. Verify secret exists and required permissions are granted for: {name}: {primary}; failover: {failover}"
+        "Failed to fetch secret from all regions. Verify secret exists and required permissions are granted for: {}: {primary}; failover: {failover}",
+        Echo(.name)
     )]
     SecretAllRegions {
         name: String,
@@ -130,8 +118,16 @@ pub enum FetchError {
         primary: Box<FetchError>,
         failover: Box<FetchError>,
     },
+    #[error("fetching from AWS: {0}")]
+    Abandoned(Abandoned),
     #[error(transparent)]
     Shared(Arc<FetchError>),
+}
+
+impl From<Abandoned> for FetchError {
+    fn from(a: Abandoned) -> Self {
+        FetchError::Abandoned(a)
+    }
 }
 
 impl FetchError {
@@ -141,11 +137,24 @@ impl FetchError {
             | FetchError::SecretBatch { error, .. }
             | FetchError::Parameters { error, .. } => error.failure,
             FetchError::ParameterNotFound { .. } => Failure::NotFound,
-            FetchError::Missing { .. } => Failure::Unavailable,
+            FetchError::Missing { .. } | FetchError::Abandoned(_) => Failure::Unavailable,
             FetchError::SecretAllRegions { failover, .. } | FetchError::ParametersAllRegions { failover, .. } => {
                 failover.failure()
             }
             FetchError::Shared(e) => e.failure(),
+        }
+    }
+
+    /// Whether AWS refused the credentials themselves (expired, unknown),
+    /// in any region: new credentials may succeed.
+    pub fn credentials_refused(&self) -> bool {
+        match self {
+            FetchError::SecretAllRegions { primary, failover, .. }
+            | FetchError::ParametersAllRegions { primary, failover } => {
+                primary.credentials_refused() || failover.credentials_refused()
+            }
+            FetchError::Shared(e) => e.credentials_refused(),
+            other => other.failure() == Failure::InvalidCredentials,
         }
     }
 }
@@ -206,7 +215,7 @@ pub struct Fetcher {
     metrics: Arc<Metrics>,
     units: Cache<UnitKey, Arc<Vec<Fetched>>, FetchError>,
     values: Cache<ValueKey, Fetched, FetchError>,
-    batch_denied: Arc<Mutex<HashMap<IdentityKey, Instant>>>,
+    batch_denied: Cache<IdentityKey, (), FetchError>,
 }
 
 /// What one unit needs to run on its own task.
@@ -215,44 +224,40 @@ pub(crate) struct UnitContext {
     pub aws: AwsClients,
     pub creds: Credentials,
     pub regions: Regions,
-    pub metrics: Arc<Metrics>,
 }
 
-impl UnitContext {
-    /// Classifies an AWS call's result and counts it, by operation and outcome.
-    pub(crate) fn observe<T, E>(
-        &self,
-        operation: &'static str,
-        result: Result<T, SdkError<E, HttpResponse>>,
-    ) -> Result<T, AwsError>
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let result = result.map_err(|e| classify(&e));
-        self.metrics
-            .count(Family::Aws, operation, outcome(&result, |e: &AwsError| e.failure));
-        result
-    }
+/// Maps the outcome of the failover step of one object to its error.
+pub(crate) fn all_regions<T>(
+    result: Result<T, Failed<FetchError>>,
+    both: impl FnOnce(Box<FetchError>, Box<FetchError>) -> FetchError,
+) -> Result<T, FetchError> {
+    result.map_err(|f| match f {
+        Failed::Primary(e) => e,
+        Failed::Both { primary, failover } => both(Box::new(primary), Box::new(failover)),
+    })
 }
 
 impl Fetcher {
     pub fn new(aws: AwsClients, settings: FetchSettings, metrics: Arc<Metrics>) -> Self {
+        let deadline = settings.shared_deadline;
         Self {
             aws,
             settings,
             metrics,
-            units: Cache::new(),
+            units: Cache::new().with_deadline(deadline),
             values: Cache::new(),
-            batch_denied: Arc::default(),
+            batch_denied: Cache::new(),
         }
     }
 
     fn batch_allowed(&self, identity: &IdentityKey) -> bool {
-        if !self.settings.batch_get_secret_value {
-            return false;
-        }
-        let denied = self.batch_denied.lock().unwrap_or_else(|e| e.into_inner());
-        denied.get(identity).is_none_or(|until| *until <= Instant::now())
+        self.settings.batch_get_secret_value && self.batch_denied.get(identity).is_none()
+    }
+
+    /// Drops expired values and expired batch denials (values are zeroized
+    /// as they drop).
+    pub fn sweep(&self) -> usize {
+        self.values.sweep() + self.batch_denied.sweep() + self.units.sweep()
     }
 
     /// Fetches every object for `identity`, returning values in object order.
@@ -301,7 +306,6 @@ impl Fetcher {
             aws: self.aws.clone(),
             creds: creds.clone(),
             regions: regions.clone(),
-            metrics: self.metrics.clone(),
         };
         let futures: Vec<BoxFuture<'_, UnitDone>> = units
             .into_iter()
@@ -369,10 +373,7 @@ impl Fetcher {
                 }
                 UnitKind::SecretBatch => match secrets_manager::fetch_batch(&ctx, &objects).await {
                     Err(secrets_manager::BatchError::Denied) => {
-                        batch_denied
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(identity, Instant::now() + BATCH_DENIED_FOR);
+                        batch_denied.insert(identity, (), Instant::now() + BATCH_DENIED_FOR);
                         tracing::info!(
                             "BatchGetSecretValue is denied for this identity; using GetSecretValue for {:?}",
                             BATCH_DENIED_FOR

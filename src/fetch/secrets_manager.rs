@@ -2,14 +2,14 @@
 //! `VersionStage`, and `BatchGetSecretValue` for up to 20 objects without a
 //! version field. The value is `SecretString`, else the raw `SecretBinary`.
 
-use aws_sdk_secretsmanager::types::SecretValueEntry;
-
-use super::{FetchError, Fetched, UnitContext};
 use aws_sdk_secretsmanager::primitives::Blob;
 
-use crate::aws::{AwsError, Failure};
+use super::{FetchError, Fetched, UnitContext, all_regions};
+use crate::aws::{AwsError, Failure, no_client};
+use crate::region::with_failover;
 use crate::secret::SecretBytes;
 use crate::spec::ObjectSpec;
+use crate::telemetry::Family;
 
 /// The most secrets one `BatchGetSecretValue` call takes.
 pub const MAX_BATCH: usize = 20;
@@ -41,47 +41,51 @@ pub fn batches<T: Clone>(items: &[T], id: impl Fn(&T) -> String) -> Vec<Vec<T>> 
 
 /// One object by `GetSecretValue`, failing over on a retryable error.
 pub(crate) async fn fetch(ctx: &UnitContext, object: &ObjectSpec) -> Result<Fetched, FetchError> {
-    let primary = get(
-        ctx,
-        &ctx.regions.primary,
-        &object.name,
-        object.version.as_deref(),
-        object.version_label.as_deref(),
-    )
+    let result = with_failover(&ctx.regions, FetchError::failure, |region, failover| {
+        let (name, version, label) = selector(object, failover);
+        get(ctx, region, name, version, label)
+    })
     .await;
-    match primary {
-        Ok(f) => Ok(f),
-        Err(e) => fail_over(ctx, object, e).await,
-    }
+    all_regions(result, |primary, failover| FetchError::SecretAllRegions {
+        name: object.name.clone(),
+        primary,
+        failover,
+    })
 }
 
-/// After `primary` failed: the object (or its `failoverObject`) from the
-/// failover region when the failure is retryable and a failover region is
-/// set; otherwise `primary` itself.
+/// After the primary region already failed for `object` (in a batch): the
+/// rest of the failover step, as [`fetch`] would take it.
 async fn fail_over(ctx: &UnitContext, object: &ObjectSpec, primary: FetchError) -> Result<Fetched, FetchError> {
-    let Some(region) = ctx.regions.failover.as_deref() else {
-        return Err(primary);
-    };
-    if !primary.failure().is_retryable() {
-        return Err(primary);
-    }
-    tracing::warn!(object = %object.name, region = %ctx.regions.primary, error = %primary,
-        "primary region failed with a retryable error; trying the failover region");
-    let (name, version, label) = match &object.failover {
-        Some(f) => (f.name.as_str(), f.version.as_deref(), f.version_label.as_deref()),
-        None => (
+    let mut primary = Some(primary);
+    let result = with_failover(&ctx.regions, FetchError::failure, |region, failover| {
+        let first = primary.take();
+        let (name, version, label) = selector(object, failover);
+        async move {
+            match first {
+                Some(e) if !failover => Err(e),
+                _ => get(ctx, region, name, version, label).await,
+            }
+        }
+    })
+    .await;
+    all_regions(result, |primary, failover| FetchError::SecretAllRegions {
+        name: object.name.clone(),
+        primary,
+        failover,
+    })
+}
+
+/// The secret id and version selectors of `object` in the primary region,
+/// or in the failover region (its `failoverObject`, if any).
+fn selector(object: &ObjectSpec, failover: bool) -> (&str, Option<&str>, Option<&str>) {
+    match (&object.failover, failover) {
+        (Some(f), true) => (f.name.as_str(), f.version.as_deref(), f.version_label.as_deref()),
+        _ => (
             object.name.as_str(),
             object.version.as_deref(),
             object.version_label.as_deref(),
         ),
-    };
-    get(ctx, region, name, version, label)
-        .await
-        .map_err(|failover| FetchError::SecretAllRegions {
-            name: object.name.clone(),
-            primary: Box::new(primary),
-            failover: Box::new(failover),
-        })
+    }
 }
 
 async fn get(
@@ -96,27 +100,22 @@ async fn get(
         region: region.to_string(),
         error,
     };
-    let result = ctx
-        .aws
-        .secrets_manager(region)
+    let client = ctx.aws.secrets_manager(region).ok_or_else(|| err(no_client(region)))?;
+    let send = client
         .get_secret_value()
         .secret_id(id)
         .set_version_id(version_id.map(str::to_string))
         .set_version_stage(stage.map(str::to_string))
         .customize()
         .config_override(ctx.creds.for_secrets_manager())
-        .send()
-        .await;
-    let mut out = ctx.observe("secretsmanager.GetSecretValue", result).map_err(err)?;
-    let value = secret_value(out.secret_string.take(), out.secret_binary.take()).ok_or_else(|| {
-        err(AwsError {
-            failure: Failure::Rejected,
-            code: None,
-            message: "the secret version has neither SecretString nor SecretBinary".to_string(),
-        })
-    })?;
+        .send();
+    let mut out = ctx
+        .aws
+        .call(Family::Aws, "secretsmanager.GetSecretValue", send)
+        .await
+        .map_err(err)?;
     Ok(Fetched {
-        value,
+        value: secret_value(out.secret_string.take(), out.secret_binary.take()),
         version: out.version_id.take().unwrap_or_default(),
     })
 }
@@ -134,7 +133,7 @@ pub(crate) enum BatchError {
 /// retryable one fails that object over on its own).
 pub(crate) async fn fetch_batch(ctx: &UnitContext, objects: &[ObjectSpec]) -> Result<Vec<Fetched>, BatchError> {
     let ids: Vec<String> = objects.iter().map(|o| o.name.clone()).collect();
-    let results = match batch_get(ctx, &ctx.regions.primary, &ids).await {
+    let mut results = match batch_get(ctx, &ctx.regions.primary, &ids).await {
         Err(error) if error.failure == Failure::AccessDenied => return Err(BatchError::Denied),
         Err(error) => {
             // The call itself failed: every object fails over on its own.
@@ -152,7 +151,7 @@ pub(crate) async fn fetch_batch(ctx: &UnitContext, objects: &[ObjectSpec]) -> Re
         Ok(results) => results,
     };
     let mut out = Vec::with_capacity(objects.len());
-    for (o, r) in objects.iter().zip(results) {
+    for (o, r) in objects.iter().zip(results.drain(..)) {
         let fetched = match r {
             Ok(f) => f,
             Err(error) => {
@@ -170,33 +169,43 @@ pub(crate) async fn fetch_batch(ctx: &UnitContext, objects: &[ObjectSpec]) -> Re
 }
 
 /// One `BatchGetSecretValue` call (following pages), answering each id.
+/// Values are moved out of the response, not copied; an id asked by
+/// several objects shares one buffer.
 async fn batch_get(
     ctx: &UnitContext,
     region: &str,
     ids: &[String],
 ) -> Result<Vec<Result<Fetched, AwsError>>, AwsError> {
     let mut distinct: Vec<String> = Vec::with_capacity(ids.len());
+    let mut seen = std::collections::HashSet::new();
     for id in ids {
-        if !distinct.contains(id) {
+        if seen.insert(id.as_str()) {
             distinct.push(id.clone());
         }
     }
-    let mut entries: Vec<SecretValueEntry> = Vec::new();
+    let client = ctx.aws.secrets_manager(region).ok_or_else(|| no_client(region))?;
+    let mut entries: Vec<(Option<String>, Option<String>, Fetched)> = Vec::new();
     let mut errors = Vec::new();
     let mut next_token: Option<String> = None;
     loop {
-        let result = ctx
-            .aws
-            .secrets_manager(region)
+        let send = client
             .batch_get_secret_value()
             .set_secret_id_list(Some(distinct.clone()))
             .set_next_token(next_token.take())
             .customize()
             .config_override(ctx.creds.for_secrets_manager())
-            .send()
-            .await;
-        let out = ctx.observe("secretsmanager.BatchGetSecretValue", result)?;
-        entries.extend(out.secret_values.unwrap_or_default());
+            .send();
+        let out = ctx
+            .aws
+            .call(Family::Aws, "secretsmanager.BatchGetSecretValue", send)
+            .await?;
+        for mut e in out.secret_values.unwrap_or_default() {
+            let fetched = Fetched {
+                value: secret_value(e.secret_string.take(), e.secret_binary.take()),
+                version: e.version_id.take().unwrap_or_default(),
+            };
+            entries.push((e.name.take(), e.arn.take(), fetched));
+        }
         errors.extend(out.errors.unwrap_or_default());
         match out.next_token {
             Some(t) if !t.is_empty() => next_token = Some(t),
@@ -206,12 +215,11 @@ async fn batch_get(
     Ok(ids
         .iter()
         .map(|id| {
-            if let Some(e) = entries.iter().find(|e| entry_matches(e, id)) {
-                return Ok(Fetched {
-                    value: secret_value(e.secret_string.clone(), e.secret_binary.clone())
-                        .unwrap_or_else(|| SecretBytes::new(Vec::new())),
-                    version: e.version_id.clone().unwrap_or_default(),
-                });
+            if let Some((_, _, f)) = entries
+                .iter()
+                .find(|(name, arn, _)| entry_matches(name.as_deref(), arn.as_deref(), id))
+            {
+                return Ok(f.clone());
             }
             match errors.iter().find(|e| e.secret_id.as_deref() == Some(id.as_str())) {
                 Some(e) => {
@@ -232,22 +240,25 @@ async fn batch_get(
         .collect())
 }
 
-/// A secret version's value: `SecretString`, else the raw `SecretBinary`.
-fn secret_value(string: Option<String>, binary: Option<Blob>) -> Option<SecretBytes> {
+/// A secret version's value: `SecretString`, else the raw `SecretBinary`,
+/// else empty — the same for `GetSecretValue` and `BatchGetSecretValue`
+/// (and the Go provider, which writes an empty file). Moved, not copied.
+fn secret_value(string: Option<String>, binary: Option<Blob>) -> SecretBytes {
     match (string, binary) {
-        (Some(s), _) => Some(SecretBytes::from(s)),
-        (None, Some(b)) => Some(SecretBytes::from(b.into_inner())),
-        (None, None) => None,
+        (Some(s), _) => SecretBytes::from(s),
+        (None, Some(b)) => SecretBytes::from(b.into_inner()),
+        (None, None) => SecretBytes::new(Vec::new()),
     }
 }
 
-/// Whether a batch entry answers a requested id: its name, its full ARN,
-/// or a partial ARN (the full ARN without the 6-character suffix).
-fn entry_matches(e: &SecretValueEntry, id: &str) -> bool {
-    if e.name.as_deref() == Some(id) || e.arn.as_deref() == Some(id) {
+/// Whether a batch entry (its name and ARN) answers a requested id: its
+/// name, its full ARN, or a partial ARN (the full ARN without the
+/// 6-character suffix).
+fn entry_matches(name: Option<&str>, arn: Option<&str>, id: &str) -> bool {
+    if name == Some(id) || arn == Some(id) {
         return true;
     }
-    e.arn.as_deref().is_some_and(|arn| {
+    arn.is_some_and(|arn| {
         arn.len() == id.len() + 7 && arn.starts_with(id) && arn.as_bytes().get(id.len()) == Some(&b'-')
     })
 }
@@ -267,17 +278,26 @@ mod tests {
 
     #[test]
     fn entries_match_by_name_full_arn_and_partial_arn() {
-        let e = SecretValueEntry::builder()
-            .name("prod/db")
-            .arn("arn:aws:secretsmanager:us-west-2:1:secret:prod/db-AbCdEf")
-            .build();
-        assert!(entry_matches(&e, "prod/db"));
+        let e = (
+            Some("prod/db"),
+            Some("arn:aws:secretsmanager:us-west-2:1:secret:prod/db-AbCdEf"),
+        );
+        assert!(entry_matches(e.0, e.1, "prod/db"));
         assert!(entry_matches(
-            &e,
+            e.0,
+            e.1,
             "arn:aws:secretsmanager:us-west-2:1:secret:prod/db-AbCdEf"
         ));
-        assert!(entry_matches(&e, "arn:aws:secretsmanager:us-west-2:1:secret:prod/db"));
-        assert!(!entry_matches(&e, "prod/db2"));
-        assert!(!entry_matches(&e, "arn:aws:secretsmanager:us-west-2:1:secret:prod"));
+        assert!(entry_matches(
+            e.0,
+            e.1,
+            "arn:aws:secretsmanager:us-west-2:1:secret:prod/db"
+        ));
+        assert!(!entry_matches(e.0, e.1, "prod/db2"));
+        assert!(!entry_matches(
+            e.0,
+            e.1,
+            "arn:aws:secretsmanager:us-west-2:1:secret:prod"
+        ));
     }
 }

@@ -8,9 +8,12 @@ use std::collections::HashMap;
 
 use aws_sdk_ssm::types::Parameter;
 
-use super::{FetchError, Fetched, UnitContext};
+use super::{FetchError, Fetched, UnitContext, all_regions};
+use crate::aws::no_client;
+use crate::region::with_failover;
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectSpec, arn};
+use crate::telemetry::Family;
 
 /// The most names one `GetParameters` call accepts.
 pub const MAX_BATCH: usize = 10;
@@ -58,56 +61,40 @@ pub(crate) async fn fetch(
     ctx: &UnitContext,
     batch: &[(usize, &ObjectSpec)],
 ) -> Result<Vec<(usize, Fetched)>, FetchError> {
-    let regions = &ctx.regions;
-    let wanted: Vec<Wanted> = batch
-        .iter()
-        .map(|(i, o)| Wanted {
-            index: *i,
-            base: o.name.clone(),
-            selector: o.ssm_selector(),
-        })
-        .collect();
-    let error = match get(ctx, &regions.primary, &wanted).await {
-        Ok(v) => return Ok(v),
-        Err(e) => e,
-    };
-    let Some(failover_region) = regions.failover.as_deref() else {
-        return Err(error);
-    };
-    if !error.failure().is_retryable() {
-        return Err(error);
-    }
-    tracing::warn!(region = %regions.primary, error = %error,
-        "primary region failed with a retryable error; trying the failover region");
-    let failover: Vec<Wanted> = batch
-        .iter()
-        .map(|(i, o)| match &o.failover {
-            Some(f) => Wanted {
-                index: *i,
-                base: f.name.clone(),
-                selector: f.ssm_selector(),
-            },
-            None => Wanted {
-                index: *i,
-                base: o.name.clone(),
-                selector: o.ssm_selector(),
-            },
-        })
-        .collect();
-    let mut out = Vec::with_capacity(failover.len());
-    for sub in batches(failover.into_iter().map(|w| (w.index, w)).collect(), |w| {
+    let result = with_failover(&ctx.regions, FetchError::failure, |region, failover| {
+        let wanted: Vec<Wanted> = batch
+            .iter()
+            .map(|(i, o)| match (&o.failover, failover) {
+                (Some(f), true) => Wanted {
+                    index: *i,
+                    base: f.name.clone(),
+                    selector: f.ssm_selector(),
+                },
+                _ => Wanted {
+                    index: *i,
+                    base: o.name.clone(),
+                    selector: o.ssm_selector(),
+                },
+            })
+            .collect();
+        get_all(ctx, region, wanted)
+    })
+    .await;
+    all_regions(result, |primary, failover| FetchError::ParametersAllRegions {
+        primary,
+        failover,
+    })
+}
+
+/// Every wanted selector from `region`: one call, or several if the
+/// failover names put two selectors of one parameter into the set.
+async fn get_all(ctx: &UnitContext, region: &str, wanted: Vec<Wanted>) -> Result<Vec<(usize, Fetched)>, FetchError> {
+    let mut out = Vec::with_capacity(wanted.len());
+    for sub in batches(wanted.into_iter().map(|w| (w.index, w)).collect(), |w| {
         (w.base.clone(), w.selector.clone())
     }) {
         let sub: Vec<Wanted> = sub.into_iter().map(|(_, w)| w).collect();
-        match get(ctx, failover_region, &sub).await {
-            Ok(v) => out.extend(v),
-            Err(failover) => {
-                return Err(FetchError::ParametersAllRegions {
-                    primary: Box::new(error),
-                    failover: Box::new(failover),
-                });
-            }
-        }
+        out.extend(get(ctx, region, &sub).await?);
     }
     Ok(out)
 }
@@ -119,23 +106,24 @@ async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(
             names.push(w.selector.clone());
         }
     }
-    let result = ctx
-        .aws
-        .ssm(region)
+    let err = |error| FetchError::Parameters {
+        names: names.join(", "),
+        region: region.to_string(),
+        error,
+    };
+    let client = ctx.aws.ssm(region).ok_or_else(|| err(no_client(region)))?;
+    let send = client
         .get_parameters()
         .set_names(Some(names.clone()))
         .with_decryption(true)
         .customize()
         .config_override(ctx.creds.for_ssm())
-        .send()
-        .await;
+        .send();
     let out = ctx
-        .observe("ssm.GetParameters", result)
-        .map_err(|error| FetchError::Parameters {
-            names: names.join(", "),
-            region: region.to_string(),
-            error,
-        })?;
+        .aws
+        .call(Family::Aws, "ssm.GetParameters", send)
+        .await
+        .map_err(err)?;
     let invalid = out.invalid_parameters.unwrap_or_default();
     if let Some(w) = wanted.iter().find(|w| invalid.contains(&w.selector)) {
         return Err(FetchError::ParameterNotFound {
@@ -144,13 +132,23 @@ async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(
             invalid: invalid.join(", "),
         });
     }
-    let params = out.parameters.unwrap_or_default();
+    // Values are moved out of the response; a parameter wanted by several
+    // objects shares one buffer.
+    let params: Vec<(Parameter, SecretBytes)> = out
+        .parameters
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut p| {
+            let value = SecretBytes::from(p.value.take().unwrap_or_default());
+            (p, value)
+        })
+        .collect();
     wanted
         .iter()
         .map(|w| {
-            let p = params
+            let (p, value) = params
                 .iter()
-                .find(|p| matches(p, &w.base, &w.selector))
+                .find(|(p, _)| matches(p, &w.base, &w.selector))
                 .ok_or_else(|| FetchError::Missing {
                     service: "SSM Parameter Store",
                     selector: w.selector.clone(),
@@ -159,7 +157,7 @@ async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(
             Ok((
                 w.index,
                 Fetched {
-                    value: SecretBytes::from(p.value.clone().unwrap_or_default()),
+                    value: value.clone(),
                     version: p.version.to_string(),
                 },
             ))
@@ -173,6 +171,7 @@ async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(
 /// must equal the returned version.
 fn matches(p: &Parameter, base: &str, selector: &str) -> bool {
     let name = p.name.as_deref().unwrap_or_default();
+    let returned_account = p.arn.as_deref().and_then(arn::parse).map(|a| a.account);
     let name_matches = name == base
         || p.arn.as_deref() == Some(base)
         || arn::parse(base).is_some_and(|a| {
@@ -181,7 +180,8 @@ fn matches(p: &Parameter, base: &str, selector: &str) -> bool {
             } else {
                 format!("parameter/{name}")
             };
-            a.resource == resource
+            // A parameter of the same name in another account is not it.
+            a.resource == resource && returned_account.is_none_or(|acct| acct == a.account)
         });
     if !name_matches {
         return false;
@@ -248,6 +248,16 @@ mod tests {
             .build();
         assert!(matches(&labelled, "flags", "flags:stable"));
         assert!(!matches(&labelled, "flags", "flags:canary"));
+        let other_account = Parameter::builder()
+            .name("/app/db")
+            .arn("arn:aws:ssm:us-west-2:999999999999:parameter/app/db")
+            .version(3)
+            .build();
+        assert!(!matches(
+            &other_account,
+            "arn:aws:ssm:us-west-2:123456789012:parameter/app/db",
+            "arn:aws:ssm:us-west-2:123456789012:parameter/app/db"
+        ));
         let short = Parameter::builder().name("flags").version(1).build();
         assert!(matches(
             &short,

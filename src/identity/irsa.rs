@@ -5,13 +5,16 @@
 use std::time::SystemTime;
 
 use super::IdentityError;
-use crate::aws::{AwsClients, AwsError, Credentials, Failure, classify};
+use crate::aws::{AwsClients, AwsError, Credentials, Failure, no_client};
 use crate::secret::SecretString;
+use crate::telemetry::Family;
 
-/// A role session name that tells CloudTrail readers which pod asked:
-/// `csi-<namespace>-<pod>`, restricted to STS's character set and length.
-pub fn session_name(namespace: &str, pod: &str) -> String {
-    let raw = format!("csi-{namespace}-{pod}");
+/// A role session name that tells CloudTrail readers which ServiceAccount
+/// asked: `csi-<namespace>-<serviceaccount>` (credentials are shared by the
+/// pods of a ServiceAccount, so a pod name would mislead), restricted to
+/// STS's character set and length (2 to 64).
+pub fn session_name(namespace: &str, service_account: &str) -> String {
+    let raw = format!("csi-{namespace}-{service_account}");
     let mut name: String = raw
         .chars()
         .map(|c| {
@@ -37,19 +40,22 @@ pub async fn assume_role(
     session: &str,
     token: &SecretString,
 ) -> Result<Credentials, IdentityError> {
-    let out = aws
-        .sts(region)
+    let err = |error| IdentityError::Sts {
+        role: role.to_string(),
+        region: region.to_string(),
+        error,
+    };
+    let client = aws.sts(region).ok_or_else(|| err(no_client(region)))?;
+    let send = client
         .assume_role_with_web_identity()
         .role_arn(role)
         .role_session_name(session)
         .web_identity_token(token.expose())
-        .send()
+        .send();
+    let out = aws
+        .call(Family::Sts, "AssumeRoleWithWebIdentity", send)
         .await
-        .map_err(|e| IdentityError::Sts {
-            role: role.to_string(),
-            region: region.to_string(),
-            error: classify(&e),
-        })?;
+        .map_err(err)?;
     let creds = out.credentials.ok_or_else(|| IdentityError::Sts {
         role: role.to_string(),
         region: region.to_string(),
@@ -73,7 +79,7 @@ mod tests {
 
     #[test]
     fn session_name_is_sanitized_and_bounded() {
-        assert_eq!(session_name("shop", "orders-7d9f"), "csi-shop-orders-7d9f");
+        assert_eq!(session_name("shop", "orders-api"), "csi-shop-orders-api");
         assert_eq!(session_name("a b", "c/d"), "csi-a-b-c-d");
         assert_eq!(session_name(&"n".repeat(60), "pod").len(), 64);
     }

@@ -14,10 +14,12 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::aws::{AwsClients, AwsError, Credentials, Failure};
-use crate::cache::Cache;
+use crate::cache::{Abandoned, Cache};
 use crate::kube::{KubeClient, KubeError};
+use crate::limits::Echo;
+use crate::region::{Failed, Regions, with_failover};
 use crate::spec::{AuthMode, MountSpec};
-use crate::telemetry::{Family, Metrics, outcome};
+use crate::telemetry::{Family, Metrics};
 
 pub use pod_identity::{PodIdentityClient, PodIdentityConfig};
 
@@ -26,23 +28,23 @@ pub use pod_identity::{PodIdentityClient, PodIdentityConfig};
 pub enum IdentityError {
     #[error("missing attribute {0}: ensure podInfoOnMount is true in the CSIDriver")]
     MissingPodAttribute(&'static str),
-    #[error("failed to get service account {namespace}/{name}: {source}")]
+    #[error("failed to get service account {}/{}: {source}", Echo(.namespace), Echo(.name))]
     ServiceAccount {
         namespace: String,
         name: String,
         #[source]
         source: KubeError,
     },
-    #[error("An IAM role must be associated with service account {name} (namespace: {namespace})")]
+    #[error("An IAM role must be associated with service account {} (namespace: {})", Echo(.name), Echo(.namespace))]
     NoRole { namespace: String, name: String },
-    #[error("failed to assume role {role} with web identity (STS in {region}): {error}")]
+    #[error("failed to assume role {} with web identity (STS in {region}): {error}", Echo(.role))]
     Sts {
         role: String,
         region: String,
         error: AwsError,
     },
-    #[error("no region to call STS in")]
-    NoRegion,
+    #[error("getting credentials: {0}")]
+    Abandoned(Abandoned),
     #[error(transparent)]
     Shared(Arc<IdentityError>),
     #[error("failed to get credentials from the EKS Pod Identity Agent at {url}: {message}")]
@@ -53,24 +55,20 @@ pub enum IdentityError {
     },
 }
 
+impl From<Abandoned> for IdentityError {
+    fn from(a: Abandoned) -> Self {
+        IdentityError::Abandoned(a)
+    }
+}
+
 impl IdentityError {
     pub fn failure(&self) -> Failure {
         match self {
-            IdentityError::MissingPodAttribute(_) | IdentityError::NoRole { .. } | IdentityError::NoRegion => {
-                Failure::Rejected
-            }
-            IdentityError::ServiceAccount { source, .. } => {
-                if source.is_forbidden() {
-                    Failure::AccessDenied
-                } else {
-                    match source {
-                        KubeError::Api(kube::Error::Api(s)) if s.code == 404 => Failure::NotFound,
-                        _ => Failure::Unavailable,
-                    }
-                }
-            }
+            IdentityError::MissingPodAttribute(_) | IdentityError::NoRole { .. } => Failure::Rejected,
+            IdentityError::ServiceAccount { source, .. } => source.failure(),
             IdentityError::Sts { error, .. } => error.failure,
             IdentityError::PodIdentity { failure, .. } => *failure,
+            IdentityError::Abandoned(_) => Failure::Unavailable,
             IdentityError::Shared(e) => e.failure(),
         }
     }
@@ -115,6 +113,9 @@ pub struct IdentitySettings {
     pub pod_identity_scope: PodIdentityScope,
     /// How long a ServiceAccount's role annotation is kept (zero: not kept).
     pub service_account_ttl: Duration,
+    /// How long a shared credential fetch may run before its waiters get an
+    /// error.
+    pub shared_deadline: Duration,
 }
 
 impl Default for IdentitySettings {
@@ -124,6 +125,7 @@ impl Default for IdentitySettings {
             refresh_margin: Duration::from_secs(300),
             pod_identity_scope: PodIdentityScope::Pod,
             service_account_ttl: Duration::from_secs(30),
+            shared_deadline: Duration::from_secs(60),
         }
     }
 }
@@ -147,24 +149,25 @@ impl IdentityResolver {
         settings: IdentitySettings,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let deadline = settings.shared_deadline;
         Self {
             aws,
             kube,
             pod_identity,
             settings,
             metrics,
-            credentials: Cache::new(),
-            roles: Cache::new(),
+            credentials: Cache::new().with_deadline(deadline),
+            roles: Cache::new().with_deadline(deadline),
         }
     }
 
-    /// The identity of the pod of `spec` and its credentials. STS uses
-    /// `regions` in order: a retryable failure in the primary region moves
-    /// on to the failover region.
+    /// The identity of the pod of `spec` and its credentials. STS is asked
+    /// in the primary region, and in the failover region after a retryable
+    /// failure.
     pub async fn credentials(
         &self,
         spec: &MountSpec,
-        regions: &[String],
+        regions: &Regions,
     ) -> Result<(IdentityKey, Credentials), IdentityError> {
         let namespace = spec
             .pod
@@ -179,31 +182,19 @@ impl IdentityResolver {
         let (key, fetch): (IdentityKey, BoxFuture<'static, Result<Credentials, IdentityError>>) = match spec.auth {
             AuthMode::Irsa => {
                 let role = self.role(&namespace, &sa).await?;
-                let session = irsa::session_name(&namespace, spec.pod.name.as_deref().unwrap_or(&sa));
-                let (aws, token, regions, metrics) = (
-                    self.aws.clone(),
-                    spec.token.clone(),
-                    regions.to_vec(),
-                    self.metrics.clone(),
-                );
+                // Credentials are shared by the ServiceAccount's pods: the
+                // session names the ServiceAccount, not the first pod.
+                let session = irsa::session_name(&namespace, &sa);
+                let (aws, token, regions) = (self.aws.clone(), spec.token.clone(), regions.clone());
                 let r = role.clone();
                 let fetch = async move {
-                    let mut regions = regions.iter().peekable();
-                    while let Some(region) = regions.next() {
-                        let result = irsa::assume_role(&aws, region, &r, &session, &token).await;
-                        metrics.count(
-                            Family::Sts,
-                            "AssumeRoleWithWebIdentity",
-                            outcome(&result, IdentityError::failure),
-                        );
-                        match result {
-                            Err(e) if e.failure().is_retryable() && regions.peek().is_some() => {
-                                tracing::warn!(%region, error = %e, "STS call failed; trying the next region");
-                            }
-                            result => return result,
-                        }
-                    }
-                    Err(IdentityError::NoRegion)
+                    let result = with_failover(&regions, IdentityError::failure, |region, _| {
+                        irsa::assume_role(&aws, region, &r, &session, &token)
+                    })
+                    .await;
+                    result.map_err(|f| match f {
+                        Failed::Primary(e) | Failed::Both { failover: e, .. } => e,
+                    })
                 }
                 .boxed();
                 let key = IdentityKey::Irsa {
@@ -218,17 +209,8 @@ impl IdentityResolver {
                     PodIdentityScope::Pod => Some(spec.pod.uid.clone().unwrap_or_default()),
                     PodIdentityScope::ServiceAccount => None,
                 };
-                let (client, token, metrics) = (self.pod_identity.clone(), spec.token.clone(), self.metrics.clone());
-                let fetch = async move {
-                    let result = client.credentials(preference, &token).await;
-                    metrics.count(
-                        Family::PodIdentity,
-                        "GetCredentials",
-                        outcome(&result, IdentityError::failure),
-                    );
-                    result
-                }
-                .boxed();
+                let (client, token) = (self.pod_identity.clone(), spec.token.clone());
+                let fetch = async move { client.credentials(preference, &token).await }.boxed();
                 let key = IdentityKey::PodIdentity {
                     namespace,
                     service_account: sa,
@@ -257,26 +239,38 @@ impl IdentityResolver {
         result.map(|c| (key, c)).map_err(IdentityError::Shared)
     }
 
+    /// Drops the cached credentials of `key` if they are still `refused`
+    /// (AWS refused them as expired or invalid), so the next lookup fetches
+    /// new ones. Credentials fetched since are kept.
+    pub fn forget(&self, key: &IdentityKey, refused: &Credentials) -> bool {
+        let dropped = self
+            .credentials
+            .forget_if(key, |c| c.access_key_id == refused.access_key_id);
+        if dropped {
+            tracing::warn!("AWS refused this identity's cached credentials as expired or invalid; fetching new ones");
+        }
+        dropped
+    }
+
+    /// Drops expired credentials and role annotations (credentials are
+    /// zeroized as they drop).
+    pub fn sweep(&self) -> usize {
+        self.credentials.sweep() + self.roles.sweep()
+    }
+
     /// The IRSA role of a ServiceAccount, through a short-lived cache.
     async fn role(&self, namespace: &str, sa: &str) -> Result<String, IdentityError> {
-        let (kube, metrics, ttl) = (
-            self.kube.clone(),
-            self.metrics.clone(),
-            self.settings.service_account_ttl,
-        );
+        let (kube, ttl) = (self.kube.clone(), self.settings.service_account_ttl);
         let (ns, name) = (namespace.to_string(), sa.to_string());
         let lookup = move || async move {
-            let result = kube.service_account_role(&ns, &name).await;
-            metrics.count(
-                Family::Kubernetes,
-                "serviceaccounts",
-                if result.is_ok() { "success" } else { "error" },
-            );
-            let role = result.map_err(|source| IdentityError::ServiceAccount {
-                namespace: ns.clone(),
-                name: name.clone(),
-                source,
-            })?;
+            let role = kube
+                .service_account_role(&ns, &name)
+                .await
+                .map_err(|source| IdentityError::ServiceAccount {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    source,
+                })?;
             Ok((role, (!ttl.is_zero()).then(|| Instant::now() + ttl)))
         };
         let role = if self.settings.service_account_ttl.is_zero() {

@@ -3,6 +3,7 @@
 //! address preference, IPv6 is tried when IPv4 cannot be reached (connection
 //! refused, unreachable, timed out); `ipv4`/`ipv6` use one address only.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Request, StatusCode, header};
@@ -17,6 +18,7 @@ use super::IdentityError;
 use crate::aws::{Credentials, Failure};
 use crate::secret::SecretString;
 use crate::spec::AddressPreference;
+use crate::telemetry::{Family, Metrics, outcome};
 
 /// Default agent endpoints.
 pub const DEFAULT_IPV4_ENDPOINT: &str = "http://169.254.170.23/v1/credentials";
@@ -24,6 +26,8 @@ pub const DEFAULT_IPV6_ENDPOINT: &str = "http://[fd00:ec2::23]/v1/credentials";
 /// Timeout of one agent request when `--pod-identity-http-timeout` is unset.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const ATTEMPTS: u32 = 3;
+/// The most of an agent response that is read.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Where the agent is and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -48,6 +52,7 @@ impl Default for PodIdentityConfig {
 pub struct PodIdentityClient {
     config: PodIdentityConfig,
     http: Client<HttpConnector, Empty<Bytes>>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Deserialize)]
@@ -74,20 +79,31 @@ enum Attempt {
 }
 
 impl PodIdentityClient {
-    pub fn new(config: PodIdentityConfig) -> Self {
+    pub fn new(config: PodIdentityConfig, metrics: Arc<Metrics>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
         connector.set_nodelay(true);
         let http = Client::builder(TokioExecutor::new()).build(connector);
-        Self { config, http }
+        Self { config, http, metrics }
     }
 
-    /// Credentials for the pod whose token this is.
+    /// Credentials for the pod whose token this is (counted once per
+    /// credential fetch, however many attempts it took).
     pub async fn credentials(
         &self,
         preference: AddressPreference,
         token: &SecretString,
     ) -> Result<Credentials, IdentityError> {
+        let result = self.fetch(preference, token).await;
+        self.metrics.count(
+            Family::PodIdentity,
+            "GetCredentials",
+            outcome(&result, IdentityError::failure),
+        );
+        result
+    }
+
+    async fn fetch(&self, preference: AddressPreference, token: &SecretString) -> Result<Credentials, IdentityError> {
         if token.expose().contains(['\r', '\n']) {
             return Err(IdentityError::PodIdentity {
                 url: self.config.ipv4_endpoint.clone(),
@@ -172,7 +188,9 @@ impl PodIdentityClient {
             Ok(Ok(r)) => r,
         };
         let status = response.status();
-        let body = match tokio::time::timeout(self.config.timeout, response.into_body().collect()).await {
+        // The agent's answer is a small JSON document; more is not read.
+        let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES);
+        let body = match tokio::time::timeout(self.config.timeout, body.collect()).await {
             Ok(Ok(b)) => b.to_bytes(),
             Ok(Err(e)) => {
                 return Err(Attempt::Failed {

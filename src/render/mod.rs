@@ -1,15 +1,34 @@
 //! Turning fetched values into the files of a mount and their versions:
 //! one file per object (alias or translated name), plus one per JMESPath
 //! entry, each with its own mode; `object_version` ids are the file names.
+//! Every file, and the mount as a whole, stays within the size limits: the
+//! check is made as each file is added, so an oversized mount is refused
+//! before it is built, and nothing is written. A value in several files is
+//! one shared buffer, not copies.
 
-pub mod jmes;
 pub mod write;
 
 use crate::fetch::Fetched;
+use crate::jmes::EvalError;
+use crate::limits::{Echo, Limit, LimitError, Limits, echo};
 use crate::secret::SecretBytes;
 use crate::spec::ObjectSpec;
 
-pub use jmes::RenderError;
+/// Why the files of a mount could not be made. Errors name the object and
+/// the expression, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("Invalid JSON used with jmesPath in secret: {}.", Echo(.0))]
+    NotJson(String),
+    #[error("Invalid JMES Path: {}.", Echo(.0))]
+    InvalidPath(String),
+    #[error("JMES Path - {} for object alias - {} does not point to a valid object.", Echo(.path), Echo(.alias))]
+    NoMatch { path: String, alias: String },
+    #[error("Invalid JMES search result type for path:{}. Only string is allowed.", Echo(.0))]
+    NotString(String),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+}
 
 /// One file of the mount.
 #[derive(Debug, Clone)]
@@ -31,40 +50,73 @@ pub struct Version {
 pub struct Rendered {
     pub files: Vec<FileOut>,
     pub versions: Vec<Version>,
+    /// Bytes of all files.
+    pub total_bytes: u64,
 }
 
 impl Rendered {
-    /// Total payload size in bytes.
-    pub fn total_bytes(&self) -> usize {
-        self.files.iter().map(|f| f.contents.len()).sum()
+    /// Adds a file, within the per-file and per-mount limits.
+    fn add(&mut self, limits: &Limits, file: FileOut, version: &str) -> Result<(), RenderError> {
+        let len = file.contents.len() as u64;
+        limits.check(Limit::FileBytes, len, || format!("file {}", echo(&file.path)))?;
+        self.total_bytes += len;
+        limits.check(Limit::MountBytes, self.total_bytes, || {
+            format!("the files of this mount (up to {})", echo(&file.path))
+        })?;
+        self.versions.push(Version {
+            id: file.path.clone(),
+            version: version.to_string(),
+        });
+        self.files.push(file);
+        Ok(())
     }
 }
 
 /// Renders fetched values (in object order) into files and versions.
-pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>) -> Result<Rendered, RenderError> {
+pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>, limits: &Limits) -> Result<Rendered, RenderError> {
     let mut out = Rendered::default();
     for (object, fetched) in objects.iter().zip(values) {
         for j in &object.jmes {
-            let contents = jmes::extract(object, j, &fetched.value)?;
-            out.versions.push(Version {
-                id: j.file.clone(),
-                version: fetched.version.clone(),
-            });
-            out.files.push(FileOut {
-                path: j.file.clone(),
-                mode: j.mode,
-                contents,
-            });
+            let contents = j.path.evaluate(fetched.value.expose(), limits).map_err(|e| match e {
+                EvalError::NotJson => RenderError::NotJson(object.name.clone()),
+                EvalError::Runtime => RenderError::InvalidPath(j.path.as_str().to_string()),
+                EvalError::Null => RenderError::NoMatch {
+                    path: j.path.as_str().to_string(),
+                    alias: j.alias.clone(),
+                },
+                EvalError::NotString => RenderError::NotString(j.path.as_str().to_string()),
+                EvalError::Work(found) => RenderError::Limit(LimitError {
+                    subject: format!(
+                        "object {}, jmesPath {} (for a value of {} bytes)",
+                        echo(&object.name),
+                        echo(j.path.as_str()),
+                        fetched.value.len()
+                    ),
+                    limit: Limit::JmespathWork,
+                    found,
+                    at_least: false,
+                    max: limits.max_jmespath_work,
+                }),
+            })?;
+            out.add(
+                limits,
+                FileOut {
+                    path: j.file.clone(),
+                    mode: j.mode,
+                    contents,
+                },
+                &fetched.version,
+            )?;
         }
-        out.versions.push(Version {
-            id: object.file.clone(),
-            version: fetched.version.clone(),
-        });
-        out.files.push(FileOut {
-            path: object.file.clone(),
-            mode: object.mode,
-            contents: fetched.value,
-        });
+        out.add(
+            limits,
+            FileOut {
+                path: object.file.clone(),
+                mode: object.mode,
+                contents: fetched.value,
+            },
+            &fetched.version,
+        )?;
     }
     Ok(out)
 }

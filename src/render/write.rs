@@ -16,11 +16,13 @@
 //! they are replaced or removed. Entries starting with `..` are reserved for
 //! the writer (the driver rejects payload paths that start with `..`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rand::Rng;
@@ -37,6 +39,92 @@ const LINK_TMP: &str = "..link_tmp";
 pub enum WriteOutcome {
     Written,
     Unchanged,
+    /// A mount that started later already wrote this target: this older
+    /// content was not written over it.
+    Superseded,
+}
+
+/// Serializes the writes to each target directory. A mount enters the gate
+/// of its target when it starts; writes to one target run one at a time,
+/// and a mount whose write comes after that of a mount that started later
+/// (a cancelled mount finishing after its retry) does not overwrite it.
+#[derive(Default)]
+pub struct WriteGates {
+    gates: Arc<Mutex<HashMap<PathBuf, Arc<Gate>>>>,
+    tickets: AtomicU64,
+}
+
+#[derive(Default)]
+struct Gate {
+    /// The ticket of the last write, held while writing.
+    last_written: Mutex<u64>,
+}
+
+/// A mount's place at its target's gate (held from the start of the mount
+/// to the end of its write).
+pub struct GateTicket {
+    gates: Arc<Mutex<HashMap<PathBuf, Arc<Gate>>>>,
+    target: PathBuf,
+    gate: Option<Arc<Gate>>,
+    ticket: u64,
+}
+
+impl WriteGates {
+    /// Enters the gate of `target`.
+    pub fn enter(&self, target: &Path) -> GateTicket {
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed) + 1;
+        let gate = self
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(target.to_path_buf())
+            .or_default()
+            .clone();
+        GateTicket {
+            gates: self.gates.clone(),
+            target: target.to_path_buf(),
+            gate: Some(gate),
+            ticket,
+        }
+    }
+
+    /// Targets with a mount in flight.
+    pub fn len(&self) -> usize {
+        self.gates.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl GateTicket {
+    /// Writes `files` into the target, after any write in progress there,
+    /// unless a later mount already wrote it. Blocking.
+    pub fn write(&self, files: &[FileOut], opts: WriteOptions) -> Result<WriteOutcome, WriteError> {
+        let Some(gate) = &self.gate else {
+            return write_atomic(&self.target, files, opts);
+        };
+        let mut last = gate.last_written.lock().unwrap_or_else(|e| e.into_inner());
+        if *last > self.ticket {
+            return Ok(WriteOutcome::Superseded);
+        }
+        let outcome = write_atomic(&self.target, files, opts)?;
+        *last = self.ticket;
+        Ok(outcome)
+    }
+}
+
+impl Drop for GateTicket {
+    fn drop(&mut self) {
+        let Some(gate) = self.gate.take() else { return };
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: no other mount of this target is in
+        // flight, so its gate can go.
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(&self.target);
+        }
+    }
 }
 
 /// Writer options.

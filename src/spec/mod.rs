@@ -5,15 +5,19 @@
 pub mod arn;
 pub mod objects;
 pub mod paths;
+pub mod yaml;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::limits::{Echo, LimitError, Limits};
+use crate::region::{self, RegionError, Regions};
 use crate::secret::SecretString;
 pub use objects::{FailoverSpec, JmesSpec, ObjectRules, ObjectSpec};
 pub use paths::{PathRule, PathTranslation};
+pub use yaml::YamlError;
 
 /// Attribute keys set by the kubelet and the driver.
 pub mod keys {
@@ -95,6 +99,15 @@ pub struct PodInfo {
     pub service_account: Option<String>,
 }
 
+impl PodInfo {
+    /// The pod's namespace and name, or the attribute that is missing.
+    pub fn namespace_and_name(&self) -> Result<(&str, &str), &'static str> {
+        let namespace = self.namespace.as_deref().ok_or(keys::POD_NAMESPACE)?;
+        let name = self.name.as_deref().ok_or(keys::POD_NAME)?;
+        Ok((namespace, name))
+    }
+}
+
 /// A fully validated mount request.
 #[derive(Debug)]
 pub struct MountSpec {
@@ -112,12 +125,13 @@ pub struct MountSpec {
     pub objects: Vec<ObjectSpec>,
 }
 
-/// A request that is malformed or names invalid parameters.
+/// A request that is malformed or names invalid parameters. User input is
+/// echoed truncated ([`Echo`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("Missing mount path")]
     MissingTargetPath,
-    #[error("target path {0} is not an absolute path")]
+    #[error("target path {} is not an absolute path", Echo(.0))]
     RelativeTargetPath(String),
     #[error("failed to unmarshal attributes, error: {0}")]
     Attributes(String),
@@ -143,76 +157,91 @@ pub enum SpecError {
     Permission(String),
     #[error("pathTranslation must be either 'False' or a single character string")]
     PathTranslation,
-    #[error("failed to parse usePodIdentity value, error: strconv.ParseBool: parsing {0:?}: invalid syntax")]
+    #[error("failed to parse usePodIdentity value, error: strconv.ParseBool: parsing {:?}: invalid syntax", Echo(.0).to_string())]
     UsePodIdentity(String),
-    #[error("invalid preferred address type: {0}")]
+    #[error("invalid preferred address type: {}", Echo(.0))]
     AddressType(String),
-    #[error("{0}: failover region cannot be the same as the primary region")]
-    SameFailoverRegion(String),
+    #[error(transparent)]
+    Region(#[from] RegionError),
     #[error(transparent)]
     Object(#[from] ObjectError),
 }
 
-/// An invalid entry of the `objects` parameter.
+/// An invalid entry of the `objects` parameter. User input is echoed
+/// truncated ([`Echo`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
     #[error("Failed to load SecretProviderClass: {0}")]
     Load(String),
+    #[error("Failed to load SecretProviderClass: {0}")]
+    Yaml(YamlError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error("no objects to mount: the SecretProviderClass parameter 'objects' is missing or an empty list")]
     NoObjects,
     #[error("Empty descriptor entry in SecretProviderClass")]
     EmptyEntry,
     #[error("Object name must be specified")]
     MissingName,
-    #[error("Invalid ARN format in object name: {0}")]
+    #[error("Invalid ARN format in object name: {}", Echo(.0))]
     InvalidArn(String),
-    #[error("ARN region must match region {region}: {name}")]
+    #[error("ARN region must match region {}: {}", Echo(.region), Echo(.name))]
     ArnRegion { region: String, name: String },
-    #[error("Must use objectType when a full ARN is not specified: {0}")]
+    #[error("Must use objectType when a full ARN is not specified: {}", Echo(.0))]
     TypeRequired(String),
-    #[error("Invalid service in ARN: {0}")]
+    #[error("Invalid service in ARN: {}", Echo(.0))]
     InvalidService(String),
-    #[error("Invalid objectType: {0}")]
+    #[error("Invalid objectType: {}", Echo(.0))]
     InvalidType(String),
-    #[error("objectType does not match ARN: {0}")]
+    #[error("objectType does not match ARN: {}", Echo(.0))]
     TypeMismatch(String),
-    #[error("Invalid File Permission: {0}")]
+    #[error("Invalid File Permission: {}", Echo(.0))]
     InvalidPermission(String),
-    #[error("ssm parameters can not specify both objectVersion and objectVersionLabel: {0}")]
+    #[error("ssm parameters can not specify both objectVersion and objectVersionLabel: {}", Echo(.0))]
     SsmBothVersions(String),
     #[error("Path must be specified for JMES object")]
     JmesMissingPath,
     #[error("Object alias must be specified for JMES object")]
     JmesMissingAlias,
-    #[error("Invalid JMES Path: {0}.")]
+    #[error("Invalid JMES Path: {}.", Echo(.0))]
     JmesInvalidPath(String),
-    #[error("object alias must be specified for objects with failover entries: {0}")]
+    #[error("object alias must be specified for objects with failover entries: {}", Echo(.0))]
     FailoverNeedsAlias(String),
-    #[error("failover object allowed only when failover region is defined: {0}")]
+    #[error("failover object allowed only when failover region is defined: {}", Echo(.0))]
     FailoverNeedsRegion(String),
-    #[error("object versions must match between primary and failover regions: {0}")]
+    #[error("object versions must match between primary and failover regions: {}", Echo(.0))]
     FailoverVersionMismatch(String),
-    #[error("path can not contain ../: {0}")]
+    #[error("path can not contain ../: {}", Echo(.0))]
     Traversal(String),
-    #[error("invalid file name {file} for object {object}: {rule}")]
+    #[error("invalid file name {} for object {}: {rule}", Echo(.file), Echo(.object))]
     InvalidFileName {
         file: String,
         object: String,
         rule: PathRule,
     },
-    #[error("found descriptor with duplicate object name {0}")]
+    #[error("found descriptor with duplicate object name {}", Echo(.0))]
     DuplicateName(String),
-    #[error("found duplicate object alias {0}")]
+    #[error("found duplicate object alias {}", Echo(.0))]
     DuplicateAlias(String),
-    #[error("Name already in use for objectAlias: found duplicate object alias {alias} in JMES path entry {path}")]
+    #[error(
+        "Name already in use for objectAlias: found duplicate object alias {} in JMES path entry {}",
+        Echo(.alias),
+        Echo(.path)
+    )]
     DuplicateJmesAlias { alias: String, path: String },
-    #[error("found duplicate file name {file}: written by both {first} and {second}")]
+    #[error("found duplicate file name {}: written by both {} and {}", Echo(.file), Echo(.first), Echo(.second))]
     DuplicateFile {
         file: String,
         first: String,
         second: String,
     },
-    #[error("file name {file} of {object} conflicts with the directory needed for {nested} of {nested_object}")]
+    #[error(
+        "file name {} of {} conflicts with the directory needed for {} of {}",
+        Echo(.file),
+        Echo(.object),
+        Echo(.nested),
+        Echo(.nested_object)
+    )]
     FileIsDirectory {
         file: String,
         object: String,
@@ -226,14 +255,16 @@ struct TokenEntry {
     token: Option<String>,
 }
 
-/// Parses and validates a request: everything but the rules that need the
-/// resolved region ([`check_regions`]). `attributes`, `secrets` and the token
-/// map are never echoed into errors: their parse errors carry positions only.
+/// Parses and validates a request under `limits`: everything but the rules
+/// that need the resolved region ([`check_regions`]). `attributes`, `secrets`
+/// and the token map are never echoed into errors: their parse errors carry
+/// positions only.
 pub fn parse_request(
     attributes: &str,
     secrets: &str,
     target_path: &str,
     permission: &str,
+    limits: &Limits,
 ) -> Result<MountSpec, SpecError> {
     if target_path.is_empty() {
         return Err(SpecError::MissingTargetPath);
@@ -288,13 +319,19 @@ pub fn parse_request(
 
     let region = get(keys::REGION);
     let failover_region = get(keys::FAILOVER_REGION);
+    for (parameter, value) in [(keys::REGION, &region), (keys::FAILOVER_REGION, &failover_region)] {
+        if let Some(v) = value {
+            region::validate(parameter, v)?;
+        }
+    }
 
     let rules = ObjectRules {
         translation,
         default_mode,
         has_failover_region: failover_region.is_some(),
+        limits: *limits,
     };
-    let objects = objects::parse_objects(attrs.get(keys::OBJECTS).map(String::as_str).unwrap_or(""), rules)?;
+    let objects = objects::parse_objects(attrs.get(keys::OBJECTS).map(String::as_str).unwrap_or(""), &rules)?;
 
     let token = match tokens.remove(auth.audience()) {
         None => {
@@ -333,15 +370,13 @@ pub fn parse_request(
     })
 }
 
-/// Checks the regions once they are resolved: the failover region must
-/// differ from the primary, and every ARN must name the region it is
+/// The regions of a mount once its primary region is known: the failover
+/// region must differ from it, and every ARN must name the region it is
 /// fetched from.
-pub fn check_regions(spec: &MountSpec, primary: &str) -> Result<(), SpecError> {
-    if spec.failover_region.as_deref() == Some(primary) {
-        return Err(SpecError::SameFailoverRegion(primary.to_string()));
-    }
-    objects::check_arn_regions(&spec.objects, primary, spec.failover_region.as_deref())?;
-    Ok(())
+pub fn check_regions(spec: &MountSpec, primary: String) -> Result<Regions, SpecError> {
+    let regions = Regions::new(primary, spec.failover_region.clone())?;
+    objects::check_arn_regions(&spec.objects, &regions.primary, regions.failover.as_deref())?;
+    Ok(regions)
 }
 
 /// The token map: a JSON object `audience -> {token, expirationTimestamp}`.
@@ -418,7 +453,14 @@ mod tests {
 
     #[test]
     fn a_minimal_request_parses_with_defaults() {
-        let s = parse_request(&attrs(&[]), "null", "/var/lib/kubelet/pods/x/mount", "420").unwrap();
+        let s = parse_request(
+            &attrs(&[]),
+            "null",
+            "/var/lib/kubelet/pods/x/mount",
+            "420",
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(s.auth, AuthMode::Irsa);
         assert_eq!(s.default_mode, 0o644);
         assert_eq!(s.translation, PathTranslation::Replace('_'));
@@ -429,7 +471,10 @@ mod tests {
     #[test]
     fn secrets_may_be_null_empty_or_a_map() {
         for secrets in ["null", "{}", r#"{"k":"v"}"#, ""] {
-            assert!(parse_request(&attrs(&[]), secrets, "/t", "420").is_ok(), "{secrets}");
+            assert!(
+                parse_request(&attrs(&[]), secrets, "/t", "420", &Limits::default()).is_ok(),
+                "{secrets}"
+            );
         }
     }
 
@@ -449,7 +494,14 @@ mod tests {
                 keys::TOKENS.into(),
                 r#"{"sts.amazonaws.com":{"token":"a"},"pods.eks.amazonaws.com":{"token":"b"}}"#.into(),
             );
-            let s = parse_request(&serde_json::to_string(&a).unwrap(), "null", "/t", "420").unwrap();
+            let s = parse_request(
+                &serde_json::to_string(&a).unwrap(),
+                "null",
+                "/t",
+                "420",
+                &Limits::default(),
+            )
+            .unwrap();
             assert_eq!(matches!(s.auth, AuthMode::PodIdentity(_)), pi, "{v}");
         }
     }
@@ -457,7 +509,14 @@ mod tests {
     #[test]
     fn path_translation_false_in_any_casing_turns_translation_off() {
         for v in ["False", "false", "FALSE", "fAlSe"] {
-            let s = parse_request(&attrs(&[(keys::PATH_TRANSLATION, v)]), "null", "/t", "420").unwrap();
+            let s = parse_request(
+                &attrs(&[(keys::PATH_TRANSLATION, v)]),
+                "null",
+                "/t",
+                "420",
+                &Limits::default(),
+            )
+            .unwrap();
             assert_eq!(s.translation, PathTranslation::Off, "{v}");
         }
     }
@@ -467,13 +526,20 @@ mod tests {
         let mut a: HashMap<String, String> = serde_json::from_str(&attrs(&[])).unwrap();
         let tokens = a.remove(keys::TOKENS).unwrap();
         let secrets = serde_json::to_string(&HashMap::from([(keys::TOKENS, tokens)])).unwrap();
-        let s = parse_request(&serde_json::to_string(&a).unwrap(), &secrets, "/t", "420").unwrap();
+        let s = parse_request(
+            &serde_json::to_string(&a).unwrap(),
+            &secrets,
+            "/t",
+            "420",
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(s.token.expose(), "tok-canary");
     }
 
     #[test]
     fn the_spec_debug_output_never_shows_the_token() {
-        let s = parse_request(&attrs(&[]), "null", "/t", "420").unwrap();
+        let s = parse_request(&attrs(&[]), "null", "/t", "420", &Limits::default()).unwrap();
         assert!(!format!("{s:?}").contains("tok-canary"));
     }
 }

@@ -3,13 +3,16 @@
 //! spellings wins), unknown keys are ignored, and YAML scalars of any type
 //! are read as their string form.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_yaml::{Mapping, Value};
 
 use super::arn;
 use super::paths::{self, PathRule, PathTranslation};
+use super::yaml;
 use super::{ObjectError, ObjectKind};
+use crate::jmes::{self, CompileError, JmesPath};
+use crate::limits::{Limit, LimitError, Limits, echo};
 
 /// One validated object of a mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +39,7 @@ pub struct ObjectSpec {
 /// One `jmesPath` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JmesSpec {
-    pub path: String,
+    pub path: JmesPath,
     pub alias: String,
     pub mode: u32,
     pub file: String,
@@ -77,6 +80,7 @@ pub struct ObjectRules {
     pub translation: PathTranslation,
     pub default_mode: u32,
     pub has_failover_region: bool,
+    pub limits: Limits,
 }
 
 /// Raw descriptor fields, all optional strings.
@@ -108,8 +112,13 @@ struct RawFailover {
 
 /// Parses and validates the `objects` parameter. Entries are validated one
 /// at a time in list order and the first failure is returned; file-name
-/// collisions are checked across the whole list afterwards.
-pub fn parse_objects(text: &str, rules: ObjectRules) -> Result<Vec<ObjectSpec>, ObjectError> {
+/// collisions are checked across the whole list afterwards. The size of the
+/// text, its YAML structure, the number of files and the length of every
+/// field are bounded by `rules.limits` before anything else is looked at.
+pub fn parse_objects(text: &str, rules: &ObjectRules) -> Result<Vec<ObjectSpec>, ObjectError> {
+    let limits = &rules.limits;
+    limits.check(Limit::ObjectsBytes, text.len() as u64, || "objects".to_string())?;
+    yaml::prescan(text).map_err(ObjectError::Yaml)?;
     let doc: Value = serde_yaml::from_str(text).map_err(|e| ObjectError::Load(e.to_string()))?;
     let items = match doc {
         Value::Null => Vec::new(),
@@ -124,13 +133,15 @@ pub fn parse_objects(text: &str, rules: ObjectRules) -> Result<Vec<ObjectSpec>, 
     if items.is_empty() {
         return Err(ObjectError::NoObjects);
     }
+    limits.check(Limit::Files, items.len() as u64, || "objects".to_string())?;
 
     let mut objects: Vec<ObjectSpec> = Vec::with_capacity(items.len());
-    let mut aliases: Vec<String> = Vec::new();
+    let mut seen = Seen::default();
+    let mut files = 0usize;
     for (index, item) in items.iter().enumerate() {
         let raw = match item {
             Value::Null => return Err(ObjectError::EmptyEntry),
-            Value::Mapping(m) => read_object(m, index)?,
+            Value::Mapping(m) => read_object(m, index, limits)?,
             other => {
                 return Err(ObjectError::Load(format!(
                     "objects[{index}] must be a mapping, found {}",
@@ -138,15 +149,19 @@ pub fn parse_objects(text: &str, rules: ObjectRules) -> Result<Vec<ObjectSpec>, 
                 )));
             }
         };
+        files += 1 + raw.jmes.len();
+        limits.check(Limit::Files, files as u64, || {
+            format!("objects[0..={index}] with their jmesPath entries")
+        })?;
         let spec = validate_object(raw, rules)?;
-        check_duplicates(&spec, &objects, &mut aliases)?;
+        seen.check(&spec)?;
         objects.push(spec);
     }
     check_file_collisions(&objects)?;
     Ok(objects)
 }
 
-fn validate_object(raw: RawObject, rules: ObjectRules) -> Result<ObjectSpec, ObjectError> {
+fn validate_object(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, ObjectError> {
     let name = raw.name.ok_or(ObjectError::MissingName)?;
     let kind = object_kind(&name, raw.object_type.as_deref())?;
 
@@ -170,9 +185,7 @@ fn validate_object(raw: RawObject, rules: ObjectRules) -> Result<ObjectSpec, Obj
     for entry in raw.jmes {
         let path = entry.path.ok_or(ObjectError::JmesMissingPath)?;
         let alias = entry.alias.ok_or(ObjectError::JmesMissingAlias)?;
-        if jmespath::compile(&path).is_err() {
-            return Err(ObjectError::JmesInvalidPath(path));
-        }
+        let path = compile_jmes(&path, &name, &rules.limits)?;
         let jmes_mode = match &entry.file_permission {
             Some(p) => parse_file_permission(p)?,
             None => mode,
@@ -303,30 +316,58 @@ fn check_file_name(file: &str, object: &str) -> Result<(), ObjectError> {
 }
 
 /// The reference's duplicate rules, in its order: a repeated object name
-/// with the same alias and label, a repeated alias, a JMES alias already used.
-fn check_duplicates(spec: &ObjectSpec, earlier: &[ObjectSpec], aliases: &mut Vec<String>) -> Result<(), ObjectError> {
-    if earlier
-        .iter()
-        .any(|o| o.name == spec.name && o.alias == spec.alias && o.version_label == spec.version_label)
-    {
-        return Err(ObjectError::DuplicateName(spec.name.clone()));
-    }
-    if let Some(alias) = &spec.alias {
-        if aliases.contains(alias) {
+/// with the same alias and label, a repeated alias, a JMES alias already
+/// used. Each check is one hash lookup.
+#[derive(Default)]
+struct Seen {
+    objects: HashSet<(String, Option<String>, Option<String>)>,
+    aliases: HashSet<String>,
+}
+
+impl Seen {
+    fn check(&mut self, spec: &ObjectSpec) -> Result<(), ObjectError> {
+        let key = (spec.name.clone(), spec.alias.clone(), spec.version_label.clone());
+        if !self.objects.insert(key) {
+            return Err(ObjectError::DuplicateName(spec.name.clone()));
+        }
+        if let Some(alias) = &spec.alias
+            && !self.aliases.insert(alias.clone())
+        {
             return Err(ObjectError::DuplicateAlias(alias.clone()));
         }
-        aliases.push(alias.clone());
-    }
-    for j in &spec.jmes {
-        if aliases.contains(&j.alias) {
-            return Err(ObjectError::DuplicateJmesAlias {
-                alias: j.alias.clone(),
-                path: j.path.clone(),
-            });
+        for j in &spec.jmes {
+            if !self.aliases.insert(j.alias.clone()) {
+                return Err(ObjectError::DuplicateJmesAlias {
+                    alias: j.alias.clone(),
+                    path: j.path.as_str().to_string(),
+                });
+            }
         }
-        aliases.push(j.alias.clone());
+        Ok(())
     }
-    Ok(())
+}
+
+/// A `jmesPath` expression of object `name`, compiled under the limits.
+fn compile_jmes(path: &str, name: &str, limits: &Limits) -> Result<JmesPath, ObjectError> {
+    let subject = || format!("object {}, jmesPath {}", echo(name), echo(path));
+    jmes::compile(path, limits).map_err(|e| match e {
+        CompileError::Syntax => ObjectError::JmesInvalidPath(path.to_string()),
+        CompileError::Length(n) => limit_error(limits, Limit::JmespathLength, n as u64, subject),
+        CompileError::Depth(n) => limit_error(limits, Limit::JmespathDepth, n as u64, subject),
+        CompileError::Work(n) => limit_error(limits, Limit::JmespathWork, n, || {
+            format!("{} (whatever the secret's value)", subject())
+        }),
+    })
+}
+
+fn limit_error(limits: &Limits, limit: Limit, found: u64, subject: impl FnOnce() -> String) -> ObjectError {
+    ObjectError::Limit(LimitError {
+        subject: subject(),
+        limit,
+        found,
+        at_least: false,
+        max: limit.max(limits),
+    })
 }
 
 /// Final file names must be unique, and no file may sit where another needs
@@ -374,27 +415,28 @@ fn check_file_collisions(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
 
 // === YAML field extraction ===
 
-fn read_object(m: &Mapping, index: usize) -> Result<RawObject, ObjectError> {
+fn read_object(m: &Mapping, index: usize, limits: &Limits) -> Result<RawObject, ObjectError> {
     let mut raw = RawObject::default();
     for (k, v) in m {
         let Some(key) = k.as_str() else { continue };
         let field = |name: &str| format!("objects[{index}].{name}");
+        let name = |f: &str| scalar(v, &field(f), limits);
         match key.to_ascii_lowercase().as_str() {
-            "objectname" => raw.name = scalar(v, &field("objectName"))?,
-            "objecttype" => raw.object_type = scalar(v, &field("objectType"))?,
-            "objectalias" => raw.alias = scalar(v, &field("objectAlias"))?,
-            "objectversion" => raw.version = scalar(v, &field("objectVersion"))?,
-            "objectversionlabel" => raw.version_label = scalar(v, &field("objectVersionLabel"))?,
-            "filepermission" => raw.file_permission = permission_scalar(v, &field("filePermission"))?,
-            "jmespath" => raw.jmes = read_jmes(v, &field("jmesPath"))?,
-            "failoverobject" => raw.failover = read_failover(v, &field("failoverObject"))?,
+            "objectname" => raw.name = name("objectName")?,
+            "objecttype" => raw.object_type = name("objectType")?,
+            "objectalias" => raw.alias = name("objectAlias")?,
+            "objectversion" => raw.version = name("objectVersion")?,
+            "objectversionlabel" => raw.version_label = name("objectVersionLabel")?,
+            "filepermission" => raw.file_permission = permission_scalar(v, &field("filePermission"), limits)?,
+            "jmespath" => raw.jmes = read_jmes(v, &field("jmesPath"), limits)?,
+            "failoverobject" => raw.failover = read_failover(v, &field("failoverObject"), limits)?,
             _ => {}
         }
     }
     Ok(raw)
 }
 
-fn read_jmes(v: &Value, field: &str) -> Result<Vec<RawJmes>, ObjectError> {
+fn read_jmes(v: &Value, field: &str, limits: &Limits) -> Result<Vec<RawJmes>, ObjectError> {
     let items = match v {
         Value::Null => return Ok(Vec::new()),
         Value::Sequence(items) => items,
@@ -405,6 +447,7 @@ fn read_jmes(v: &Value, field: &str) -> Result<Vec<RawJmes>, ObjectError> {
             )));
         }
     };
+    limits.check(Limit::Files, items.len() as u64 + 1, || field.to_string())?;
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let mut raw = RawJmes::default();
@@ -415,9 +458,10 @@ fn read_jmes(v: &Value, field: &str) -> Result<Vec<RawJmes>, ObjectError> {
                     let Some(key) = k.as_str() else { continue };
                     let f = |name: &str| format!("{field}[{i}].{name}");
                     match key.to_ascii_lowercase().as_str() {
-                        "path" => raw.path = scalar(v, &f("path"))?,
-                        "objectalias" => raw.alias = scalar(v, &f("objectAlias"))?,
-                        "filepermission" => raw.file_permission = permission_scalar(v, &f("filePermission"))?,
+                        // The expression has its own length limit.
+                        "path" => raw.path = text(v, &f("path"))?,
+                        "objectalias" => raw.alias = scalar(v, &f("objectAlias"), limits)?,
+                        "filepermission" => raw.file_permission = permission_scalar(v, &f("filePermission"), limits)?,
                         _ => {}
                     }
                 }
@@ -434,7 +478,7 @@ fn read_jmes(v: &Value, field: &str) -> Result<Vec<RawJmes>, ObjectError> {
     Ok(out)
 }
 
-fn read_failover(v: &Value, field: &str) -> Result<Option<RawFailover>, ObjectError> {
+fn read_failover(v: &Value, field: &str, limits: &Limits) -> Result<Option<RawFailover>, ObjectError> {
     let m = match v {
         Value::Null => return Ok(None),
         Value::Mapping(m) => m,
@@ -450,17 +494,27 @@ fn read_failover(v: &Value, field: &str) -> Result<Option<RawFailover>, ObjectEr
         let Some(key) = k.as_str() else { continue };
         let f = |name: &str| format!("{field}.{name}");
         match key.to_ascii_lowercase().as_str() {
-            "objectname" => raw.name = scalar(v, &f("objectName"))?,
-            "objectversion" => raw.version = scalar(v, &f("objectVersion"))?,
-            "objectversionlabel" => raw.version_label = scalar(v, &f("objectVersionLabel"))?,
+            "objectname" => raw.name = scalar(v, &f("objectName"), limits)?,
+            "objectversion" => raw.version = scalar(v, &f("objectVersion"), limits)?,
+            "objectversionlabel" => raw.version_label = scalar(v, &f("objectVersionLabel"), limits)?,
             _ => {}
         }
     }
     Ok(Some(raw))
 }
 
+/// A name-like scalar (a name, alias, version, label, type): a string of
+/// at most `--max-name-length` bytes; empty and null mean "not set".
+fn scalar(v: &Value, field: &str, limits: &Limits) -> Result<Option<String>, ObjectError> {
+    let s = text(v, field)?;
+    if let Some(s) = &s {
+        limits.check(Limit::NameLength, s.len() as u64, || field.to_string())?;
+    }
+    Ok(s)
+}
+
 /// A scalar as a string; empty and null mean "not set".
-fn scalar(v: &Value, field: &str) -> Result<Option<String>, ObjectError> {
+fn text(v: &Value, field: &str) -> Result<Option<String>, ObjectError> {
     let s = match v {
         Value::Null => return Ok(None),
         Value::String(s) => s.clone(),
@@ -478,10 +532,10 @@ fn scalar(v: &Value, field: &str) -> Result<Option<String>, ObjectError> {
 
 /// `filePermission` written as an unquoted number (`0600` reads as 600):
 /// restore the four-digit form.
-fn permission_scalar(v: &Value, field: &str) -> Result<Option<String>, ObjectError> {
+fn permission_scalar(v: &Value, field: &str, limits: &Limits) -> Result<Option<String>, ObjectError> {
     match v {
         Value::Number(n) if n.is_u64() => Ok(Some(format!("{n:0>4}"))),
-        _ => scalar(v, field),
+        _ => scalar(v, field, limits),
     }
 }
 
@@ -506,11 +560,12 @@ mod tests {
             translation: PathTranslation::default(),
             default_mode: 0o644,
             has_failover_region: true,
+            limits: Limits::default(),
         }
     }
 
     fn parse(yaml: &str) -> Result<Vec<ObjectSpec>, ObjectError> {
-        parse_objects(yaml, rules())
+        parse_objects(yaml, &rules())
     }
 
     #[test]

@@ -435,8 +435,8 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                 "x".repeat(256)
             )),
             exact(&format!(
-                "invalid file name {} for object s: a path component is longer than 255 characters",
-                "x".repeat(256)
+                "invalid file name {}…(256 bytes) for object s: a path component is longer than 255 characters",
+                "x".repeat(96)
             )),
         ),
         (

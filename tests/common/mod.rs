@@ -358,7 +358,7 @@ pub fn mode_of(path: &Path) -> u32 {
 pub fn file_map(resp: &MountResponse) -> BTreeMap<String, (i32, Vec<u8>)> {
     resp.files
         .iter()
-        .map(|f| (f.path.clone(), (f.mode, f.contents.clone())))
+        .map(|f| (f.path.clone(), (f.mode, f.contents.to_vec())))
         .collect()
 }
 
