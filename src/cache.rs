@@ -59,7 +59,22 @@ impl std::fmt::Display for Abandoned {
     }
 }
 
-type Pending<V, E> = Shared<BoxFuture<'static, Result<V, Arc<E>>>>;
+/// How a shared fetch ended without a value.
+enum Ended<E> {
+    Failed(Arc<E>),
+    Abandoned(Abandoned),
+}
+
+impl<E> Clone for Ended<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Ended::Failed(e) => Ended::Failed(e.clone()),
+            Ended::Abandoned(a) => Ended::Abandoned(*a),
+        }
+    }
+}
+
+type Pending<V, E> = Shared<BoxFuture<'static, Result<V, Ended<E>>>>;
 
 enum Entry<V, E> {
     Ready { value: V, until: Instant },
@@ -164,35 +179,66 @@ where
 
     /// The value for `key`: a kept one, a fetch in flight, or a new fetch.
     /// `fetch` returns the value and how long it may be kept (`None`: not
-    /// kept, only shared with concurrent lookups).
+    /// kept, only shared with concurrent lookups). A lookup that joined a
+    /// fetch which was then abandoned (its deadline passed, or it panicked)
+    /// looks up once more: it was not its own fetch, and the dependency may
+    /// have recovered since that fetch began.
     pub async fn get_or_fetch<F, Fut>(&self, key: K, fetch: F) -> (Result<V, Arc<E>>, Lookup)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(V, Option<Instant>), E>> + Send + 'static,
     {
-        let (pending, lookup) = {
-            let mut inner = self.lock();
-            match inner.entries.get(&key) {
-                Some(Entry::Ready { value, until }) if *until > Instant::now() => {
-                    return (Ok(value.clone()), Lookup::Hit);
+        let mut fetch = Some(fetch);
+        let mut retried = false;
+        loop {
+            let (pending, lookup) = match self.lookup(&key, &mut fetch) {
+                Ok(hit) => return (Ok(hit), Lookup::Hit),
+                Err(pending) => pending,
+            };
+            match pending.await {
+                Ok(v) => return (Ok(v), lookup),
+                Err(Ended::Failed(e)) => return (Err(e), lookup),
+                Err(Ended::Abandoned(_)) if lookup == Lookup::Joined && !retried && fetch.is_some() => {
+                    retried = true;
                 }
-                Some(Entry::Pending { fetch, .. }) => (fetch.clone(), Lookup::Joined),
-                _ => {
-                    inner.generation += 1;
-                    let generation = inner.generation;
-                    let shared = self.spawn(key.clone(), generation, fetch());
-                    inner.entries.insert(
-                        key,
-                        Entry::Pending {
-                            generation,
-                            fetch: shared.clone(),
-                        },
-                    );
-                    (shared, Lookup::Miss)
-                }
+                Err(Ended::Abandoned(a)) => return (Err(Arc::new(E::from(a))), lookup),
             }
+        }
+    }
+
+    /// A kept value, or the fetch to await (joined, or started with the
+    /// `fetch` not used yet).
+    #[allow(clippy::type_complexity)]
+    fn lookup<F, Fut>(&self, key: &K, fetch: &mut Option<F>) -> Result<V, (Pending<V, E>, Lookup)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(V, Option<Instant>), E>> + Send + 'static,
+    {
+        let mut inner = self.lock();
+        match inner.entries.get(key) {
+            Some(Entry::Ready { value, until }) if *until > Instant::now() => return Ok(value.clone()),
+            Some(Entry::Pending { fetch, .. }) => return Err((fetch.clone(), Lookup::Joined)),
+            _ => {}
+        }
+        let Some(f) = fetch.take() else {
+            // Unreachable: a lookup without its fetch only retries after
+            // joining, and then still has it.
+            let abandoned: Pending<V, E> = futures::future::ready(Err(Ended::Abandoned(Abandoned::Panicked)))
+                .boxed()
+                .shared();
+            return Err((abandoned, Lookup::Miss));
         };
-        (pending.await, lookup)
+        inner.generation += 1;
+        let generation = inner.generation;
+        let shared = self.spawn(key.clone(), generation, f());
+        inner.entries.insert(
+            key.clone(),
+            Entry::Pending {
+                generation,
+                fetch: shared.clone(),
+            },
+        );
+        Err((shared, Lookup::Miss))
     }
 
     /// Runs one fetch on its own task and returns the future every lookup
@@ -207,10 +253,11 @@ where
         let task = tokio::spawn(
             async move {
                 let result = match deadline {
-                    Some(d) => tokio::time::timeout(d, fut)
-                        .await
-                        .unwrap_or_else(|_| Err(E::from(Abandoned::TimedOut(d)))),
-                    None => fut.await,
+                    Some(d) => match tokio::time::timeout(d, fut).await {
+                        Ok(r) => r.map_err(|e| Ended::Failed(Arc::new(e))),
+                        Err(_) => Err(Ended::Abandoned(Abandoned::TimedOut(d))),
+                    },
+                    None => fut.await.map_err(|e| Ended::Failed(Arc::new(e))),
                 };
                 let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
                 let ours = inner.finish(&k, generation);
@@ -222,7 +269,7 @@ where
                         Ok(value)
                     }
                     Ok((value, None)) => Ok(value),
-                    Err(e) => Err(Arc::new(e)),
+                    Err(e) => Err(e),
                 }
             }
             .instrument(tracing::Span::current()),
@@ -238,7 +285,7 @@ where
                 Err(_) => {
                     inner.lock().unwrap_or_else(|e| e.into_inner()).finish(&key, generation);
                     tracing::error!("a shared fetch failed unexpectedly; its waiters get an error");
-                    Err(Arc::new(E::from(Abandoned::Panicked)))
+                    Err(Ended::Abandoned(Abandoned::Panicked))
                 }
             }
         }
@@ -376,8 +423,13 @@ mod tests {
         assert!(cache.is_empty(), "an unkept value leaves no entry");
     }
 
+    #[allow(clippy::panic)]
+    fn buggy_fetch() -> Result<(u32, Option<Instant>), TestError> {
+        panic!("fetch bug")
+    }
+
     #[tokio::test]
-    async fn a_panicking_fetch_fails_its_waiters_and_leaves_no_entry() {
+    async fn a_panicking_fetch_fails_its_own_lookup_and_joiners_fetch_anew() {
         let cache = TestCache::new();
         let first = {
             let cache = cache.clone();
@@ -385,15 +437,18 @@ mod tests {
                 cache
                     .get_or_fetch("k", || async {
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        panic!("fetch bug");
+                        buggy_fetch()
                     })
                     .await
             })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         let (joined, l) = cache.get_or_fetch("k", || async { Ok((9, None)) }).await;
-        assert_eq!(l, Lookup::Joined);
-        assert_eq!(*joined.unwrap_err(), TestError::Abandoned(Abandoned::Panicked));
+        assert_eq!(
+            (joined.unwrap(), l),
+            (9, Lookup::Miss),
+            "the joiner fetched anew once the fetch it joined was gone"
+        );
         let (v, _) = first.await.unwrap();
         assert_eq!(*v.unwrap_err(), TestError::Abandoned(Abandoned::Panicked));
         assert!(cache.is_empty(), "the entry of the panicked fetch is gone");
@@ -406,27 +461,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_hung_fetch_fails_at_its_deadline_and_the_next_lookup_fetches_again() {
-        let cache = TestCache::new().with_deadline(Duration::from_millis(100));
+    async fn a_hung_fetch_fails_at_its_deadline_and_a_joiner_waits_no_longer() {
+        let cache = TestCache::new().with_deadline(Duration::from_millis(200));
         let started = Instant::now();
         let hung = {
             let cache = cache.clone();
             tokio::spawn(async move { cache.get_or_fetch("k", std::future::pending).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let (joined, l) = cache.get_or_fetch("k", || async { Ok((1, None)) }).await;
-        assert_eq!(l, Lookup::Joined);
-        assert_eq!(
-            *joined.unwrap_err(),
-            TestError::Abandoned(Abandoned::TimedOut(Duration::from_millis(100)))
-        );
+        // The dependency has recovered: the joiner waits for the hung fetch
+        // only until its deadline, then gets an answer of its own.
+        let (joined, _) = cache.get_or_fetch("k", || async { Ok((1, None)) }).await;
+        assert_eq!(joined.unwrap(), 1);
+        let waited = started.elapsed();
         assert!(
-            started.elapsed() < Duration::from_millis(1000),
-            "the joiner waited only until the deadline"
+            waited >= Duration::from_millis(200) && waited < Duration::from_millis(1000),
+            "{waited:?}"
         );
-        assert!(hung.await.unwrap().0.is_err());
+        let (v, _) = hung.await.unwrap();
+        assert_eq!(
+            *v.unwrap_err(),
+            TestError::Abandoned(Abandoned::TimedOut(Duration::from_millis(200)))
+        );
         let (v, l) = cache.get_or_fetch("k", || async { Ok((5, None)) }).await;
         assert_eq!((v.unwrap(), l), (5, Lookup::Miss));
+    }
+
+    #[tokio::test]
+    async fn a_joiner_fetches_anew_only_once() {
+        let cache = TestCache::new().with_deadline(Duration::from_millis(100));
+        let spawn_hung =
+            |cache: TestCache| tokio::spawn(async move { cache.get_or_fetch("k", std::future::pending).await });
+        let first = spawn_hung(cache.clone());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The joiner's own fetch hangs as well: it fails at its deadline.
+        let (v, _) = cache.get_or_fetch("k", std::future::pending).await;
+        assert!(matches!(*v.unwrap_err(), TestError::Abandoned(Abandoned::TimedOut(_))));
+        assert!(first.await.unwrap().0.is_err());
     }
 
     #[tokio::test]

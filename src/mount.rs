@@ -41,8 +41,8 @@ pub struct MountSettings {
     pub known_region: Option<String>,
     /// What one request may ask for.
     pub limits: Limits,
-    /// How long one mount may take, waiting for admission included
-    /// (`--mount-timeout`).
+    /// How long one mount may take, waiting for admission (at most half of
+    /// it) included (`--mount-timeout`).
     pub timeout: Duration,
     /// Mounts served at once (`--max-concurrent-mounts`).
     pub max_concurrent_mounts: usize,
@@ -177,7 +177,9 @@ impl Provider {
             timeout: self.settings.timeout,
         };
 
-        let _slot = self.admit(deadline).await?;
+        // A mount that could not start within half its budget is unlikely
+        // to finish: it fails fast and the kubelet retries it.
+        let _slot = self.admit(started + self.settings.timeout / 2).await?;
         let limits = self.settings.limits;
         let spec = within(Stage::Parse)
             .cpu(&self.cpu, move || {
@@ -219,7 +221,7 @@ impl Provider {
         }
     }
 
-    /// A mount slot, waiting at most until the deadline.
+    /// A mount slot, waiting at most until `deadline`.
     async fn admit(&self, deadline: Instant) -> Result<tokio::sync::SemaphorePermit<'_>, MountError> {
         let waited = Instant::now();
         match tokio::time::timeout_at(deadline.into(), self.admission.acquire()).await {

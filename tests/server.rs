@@ -127,3 +127,50 @@ async fn sigint_stops_cleanly_and_removes_the_socket() {
     assert!(!socket.exists(), "socket must be removed on SIGINT");
     assert!(env.provider.logs().contains("received SIGINT"));
 }
+
+#[tokio::test]
+async fn mounts_beyond_the_concurrency_limit_wait_then_fail_with_resource_exhausted() {
+    let env = Env::start_with(|mut o| {
+        o.args
+            .extend(["--max-concurrent-mounts=1".into(), "--mount-timeout=1s".into()]);
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    // The first mount holds the only slot while AWS is slow; the second
+    // waits half its budget for the slot, then gives up.
+    env.aws.set_delay(std::time::Duration::from_secs(3));
+    let slow = Req::new(
+        "- objectName: s\n  objectType: secretsmanager\n",
+        &env.provider.target("a"),
+    );
+    let (first, second) = tokio::join!(env.provider.mount(&slow), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        env.provider
+            .mount(&Req::new(
+                "- objectName: s\n  objectType: secretsmanager\n",
+                &env.provider.target("b"),
+            ))
+            .await
+    });
+    let first = first.expect_err("the slow mount");
+    assert_eq!(first.code(), tonic::Code::DeadlineExceeded, "{first:?}");
+    assert!(first.message().contains("--mount-timeout"), "{}", first.message());
+    let second = second.expect_err("the waiting mount");
+    assert_eq!(second.code(), tonic::Code::ResourceExhausted, "{second:?}");
+    assert!(
+        second
+            .message()
+            .contains("already serving 1 mounts (--max-concurrent-mounts)"),
+        "{}",
+        second.message()
+    );
+    // AWS recovers: the next mount gets the slot and succeeds.
+    env.aws.set_delay(std::time::Duration::ZERO);
+    let target = env.provider.target("c");
+    env.provider
+        .mount(&Req::new("- objectName: s\n  objectType: secretsmanager\n", &target))
+        .await
+        .expect("mount after recovery");
+    assert_eq!(read_mount(&target)["s"], b"v");
+}

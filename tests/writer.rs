@@ -206,3 +206,64 @@ fn leftovers_of_an_interrupted_write_are_cleaned_up() {
     write_atomic(t.path(), &[file("a", 0o644, "x")], WriteOptions::default()).unwrap();
     assert_eq!(version_dirs(t.path()).len(), 1);
 }
+
+// === concurrent mounts of one target ===
+
+#[test]
+fn concurrent_writes_to_one_target_are_serialized_and_leave_a_consistent_volume() {
+    use csi_provider_aws::render::write::WriteGates;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let gates = Arc::new(WriteGates::default());
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (gates, target) = (gates.clone(), dir.path().to_path_buf());
+            std::thread::spawn(move || {
+                for round in 0..20 {
+                    let ticket = gates.enter(&target);
+                    let v = format!("writer-{i}-round-{round}");
+                    let files = [file("a", 0o644, &v), file("b/c", 0o600, &v)];
+                    ticket.write(&files, WriteOptions::default()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Whatever write came last, both files hold the same mount's content,
+    // exactly one version directory is left, and no gate is kept.
+    assert_eq!(read(dir.path(), "a"), read(dir.path(), "b/c"));
+    assert_eq!(version_dirs(dir.path()).len(), 1);
+    assert!(gates.is_empty());
+}
+
+#[test]
+fn a_mount_that_started_earlier_does_not_overwrite_a_later_one() {
+    use csi_provider_aws::render::write::WriteGates;
+    let dir = tempfile::tempdir().unwrap();
+    let gates = WriteGates::default();
+    // A cancelled mount (entered first) finishes after its retry.
+    let cancelled = gates.enter(dir.path());
+    let retry = gates.enter(dir.path());
+    assert_eq!(
+        retry
+            .write(&[file("s", 0o644, "new")], WriteOptions::default())
+            .unwrap(),
+        WriteOutcome::Written
+    );
+    assert_eq!(
+        cancelled
+            .write(&[file("s", 0o644, "old")], WriteOptions::default())
+            .unwrap(),
+        WriteOutcome::Superseded
+    );
+    assert_eq!(read(dir.path(), "s"), "new");
+    drop((cancelled, retry));
+    assert!(gates.is_empty(), "the gate goes with the last mount of the target");
+    // A new mount of the target writes again.
+    let next = gates.enter(dir.path());
+    next.write(&[file("s", 0o644, "newer")], WriteOptions::default())
+        .unwrap();
+    assert_eq!(read(dir.path(), "s"), "newer");
+}

@@ -118,7 +118,7 @@ pub enum FetchError {
         primary: Box<FetchError>,
         failover: Box<FetchError>,
     },
-    #[error("fetching from AWS: {0}")]
+    #[error("fetching from AWS Secrets Manager and SSM Parameter Store: {0}")]
     Abandoned(Abandoned),
     #[error(transparent)]
     Shared(Arc<FetchError>),

@@ -43,7 +43,7 @@ pub enum IdentityError {
         region: String,
         error: AwsError,
     },
-    #[error("getting credentials: {0}")]
+    #[error("getting the pod's credentials (Kubernetes API, STS or the EKS Pod Identity Agent): {0}")]
     Abandoned(Abandoned),
     #[error(transparent)]
     Shared(Arc<IdentityError>),

@@ -1,0 +1,337 @@
+//! The hostile-input table: what a tenant who can write a
+//! SecretProviderClass (or a pod's volumeAttributes) could send to take a
+//! node's provider down. For each class the process stays up, a benign
+//! mount by another pod sent at the same time still works, the provider's
+//! peak RSS stays within 64 MiB, the error is clear and names the limit's
+//! flag, nothing is written, and (for everything checked before the fetch)
+//! no Kubernetes or AWS call is made.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fake_aws::access_key_for;
+use common::*;
+
+/// The peak RSS any hostile class may drive the provider to.
+const MAX_PEAK_RSS_KIB: u64 = 64 * 1024;
+
+fn obj(name: &str) -> String {
+    format!("- objectName: {name}\n  objectType: secretsmanager\n")
+}
+
+/// One hostile class.
+struct Case {
+    label: &'static str,
+    objects: String,
+    /// Substrings the error must contain.
+    expect: Vec<&'static str>,
+    /// Whether the refusal comes only after fetching (size limits of the
+    /// fetched values): then AWS calls are expected, but still no write.
+    after_fetch: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let alias_bomb = {
+        let mut doc = String::from(
+            "- objectName: s\n  objectType: secretsmanager\n  colour: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for i in 0..9u8 {
+            let prev = (b'a' + i) as char;
+            let next = (b'b' + i) as char;
+            doc.push_str(&format!(
+                "  {next}{next}: &{next} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+            ));
+        }
+        doc
+    };
+    let doubling = format!(
+        "- objectName: small\n  objectType: secretsmanager\n  jmesPath:\n    - path: 'to_string({})'\n      objectAlias: big\n",
+        ["[@,@][]"; 20].join("|")
+    );
+    let many_aliases: String = (0..1000)
+        .map(|i| format!("- objectName: big-secret\n  objectType: secretsmanager\n  objectAlias: copy-{i}\n"))
+        .collect();
+    let many_objects: String = (0..20_000).map(|i| obj(&format!("s{i}"))).collect();
+    let over_files: String = (0..1500)
+        .map(|i| format!("- {{objectName: s{i}, objectType: secretsmanager}}\n"))
+        .collect();
+    let many_jmes = format!(
+        "- objectName: small\n  objectType: secretsmanager\n  jmesPath:\n{}",
+        (0..2_000)
+            .map(|i| format!("    - path: a\n      objectAlias: f{i}\n"))
+            .collect::<String>()
+    );
+    vec![
+        Case {
+            label: "deeply nested jmesPath",
+            objects: format!(
+                "- objectName: small\n  objectType: secretsmanager\n  jmesPath:\n    - path: '{}a{}'\n      objectAlias: x\n",
+                "(".repeat(5000),
+                ")".repeat(5000)
+            ),
+            expect: vec!["--max-jmespath-length"],
+            after_fetch: false,
+        },
+        Case {
+            label: "deeply nested jmesPath within the length limit",
+            objects: format!(
+                "- objectName: small\n  objectType: secretsmanager\n  jmesPath:\n    - path: '{}a'\n      objectAlias: x\n",
+                "!".repeat(1000)
+            ),
+            expect: vec!["levels of nesting", "--max-jmespath-depth"],
+            after_fetch: false,
+        },
+        Case {
+            label: "very long jmesPath",
+            objects: format!(
+                "- objectName: small\n  objectType: secretsmanager\n  jmesPath:\n    - path: '{}'\n      objectAlias: x\n",
+                "a.".repeat(50_000) + "a"
+            ),
+            expect: vec!["--max-jmespath-length"],
+            after_fetch: false,
+        },
+        Case {
+            label: "YAML alias bomb",
+            objects: alias_bomb,
+            expect: vec!["YAML anchors", "not supported"],
+            after_fetch: false,
+        },
+        Case {
+            label: "YAML merge key",
+            objects: "- objectName: s\n  <<: {objectType: secretsmanager}\n".to_string(),
+            expect: vec!["merge keys"],
+            after_fetch: false,
+        },
+        Case {
+            label: "deeply nested YAML",
+            objects: format!(
+                "- objectName: s\n  objectType: secretsmanager\n  x: {}1{}\n",
+                "[".repeat(5000),
+                "]".repeat(5000)
+            ),
+            expect: vec!["Failed to load SecretProviderClass"],
+            after_fetch: false,
+        },
+        Case {
+            label: "doubling jmesPath on a 10-byte secret",
+            objects: doubling,
+            expect: vec!["--max-jmespath-work", "whatever the secret's value"],
+            after_fetch: false,
+        },
+        Case {
+            label: "one 60 KB secret under 1,000 aliases",
+            objects: many_aliases,
+            expect: vec!["--max-mount-bytes"],
+            after_fetch: true,
+        },
+        Case {
+            label: "20,000 objects",
+            objects: many_objects,
+            expect: vec!["--max-objects-bytes"],
+            after_fetch: false,
+        },
+        Case {
+            label: "1,500 objects in 70 KB",
+            objects: over_files,
+            expect: vec!["1500 files", "--max-files-per-mount"],
+            after_fetch: false,
+        },
+        Case {
+            label: "2,000 jmesPath entries",
+            objects: many_jmes,
+            expect: vec!["--max-files-per-mount"],
+            after_fetch: false,
+        },
+        Case {
+            label: "20 KB object name",
+            objects: obj(&"n".repeat(20_000)),
+            expect: vec!["objectName", "--max-name-length"],
+            after_fetch: false,
+        },
+        Case {
+            label: "20 KB object alias",
+            objects: format!(
+                "- objectName: s\n  objectType: secretsmanager\n  objectAlias: {}\n",
+                "a".repeat(20_000)
+            ),
+            expect: vec!["objectAlias", "--max-name-length"],
+            after_fetch: false,
+        },
+        Case {
+            label: "objects over 256 KiB",
+            objects: format!("{}# {}\n", obj("s"), "x".repeat(300 * 1024)),
+            expect: vec!["bytes of objects", "--max-objects-bytes"],
+            after_fetch: false,
+        },
+    ]
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("status field")
+}
+
+/// Resets the process's peak RSS (VmHWM) to its current RSS.
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs (needs Linux and the same user)");
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn run_table(driver_writes: bool) -> Vec<String> {
+    let env = Env::start_with(|mut o| {
+        if driver_writes {
+            o.args.push("--driver-writes-secrets".into());
+        }
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "small", "ten bytes!");
+    env.aws.put_secret_string(REGION, "big-secret", &"v".repeat(60_000));
+    env.aws.put_secret_string(REGION, "benign", "benign-value");
+    let pid = env.provider.pid();
+    let benign_target = env.provider.target("benign");
+    // Warm up the benign pod's identity so its mount during each case is a
+    // plain re-mount.
+    env.provider
+        .mount(&Req::new(&obj("benign"), &benign_target).pod("pod-b", "sa-b", TOKEN_B))
+        .await
+        .expect("benign warm-up");
+
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for (i, case) in cases().into_iter().enumerate() {
+        let target = env.provider.target(&format!("hostile-{i}"));
+        let hostile = Req::new(&case.objects, &target);
+        let benign = Req::new(&obj("benign"), &benign_target).pod("pod-b", "sa-b", TOKEN_B);
+        env.aws.clear_calls();
+        let kube_before = env.kube.calls().len();
+        reset_peak(pid);
+        let started = Instant::now();
+        let (hostile_result, benign_result) = tokio::join!(env.provider.mount(&hostile), async {
+            // Sent while the hostile request is being handled.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            env.provider.mount(&benign).await
+        });
+        let elapsed = started.elapsed();
+        let peak = status_kib(pid, "VmHWM:");
+        report.push(format!(
+            "{:<48} peak RSS {:>6.1} MiB  ({} ms)",
+            case.label,
+            peak as f64 / 1024.0,
+            elapsed.as_millis()
+        ));
+
+        let label = case.label;
+        match hostile_result {
+            Ok(_) => failures.push(format!("{label}: the hostile mount succeeded")),
+            Err(status) => {
+                let msg = status.message();
+                if status.code() != tonic::Code::InvalidArgument {
+                    failures.push(format!("{label}: code {:?}: {msg}", status.code()));
+                }
+                for want in &case.expect {
+                    if !msg.contains(want) {
+                        failures.push(format!("{label}: the message lacks {want:?}: {msg}"));
+                    }
+                }
+                if msg.len() > 1024 {
+                    failures.push(format!("{label}: a {} byte message", msg.len()));
+                }
+            }
+        }
+        match benign_result {
+            Ok(resp) => {
+                let content = if driver_writes {
+                    file_map(&resp).get("benign").map(|(_, c)| c.clone())
+                } else {
+                    read_mount(&benign_target).get("benign").cloned()
+                };
+                if content.as_deref() != Some(b"benign-value".as_slice()) {
+                    failures.push(format!("{label}: the benign pod read {content:?}"));
+                }
+            }
+            Err(e) => failures.push(format!("{label}: the benign mount failed: {e:?}")),
+        }
+        if !all_entries(&target).is_empty() {
+            failures.push(format!("{label}: wrote {:?}", all_entries(&target)));
+        }
+        let hostile_calls: Vec<_> = env
+            .aws
+            .calls()
+            .into_iter()
+            .filter(|c| c.access_key.as_deref() != Some(access_key_for(ROLE_B, TOKEN_B).as_str()))
+            .collect();
+        if !case.after_fetch && (!hostile_calls.is_empty() || env.kube.calls().len() != kube_before) {
+            failures.push(format!(
+                "{label}: calls were made: AWS {hostile_calls:?}, Kubernetes {:?}",
+                &env.kube.calls()[kube_before..]
+            ));
+        }
+        if peak > MAX_PEAK_RSS_KIB {
+            failures.push(format!("{label}: peak RSS {peak} KiB"));
+        }
+        if !alive(pid) {
+            failures.push(format!("{label}: the provider died: {}", env.provider.logs()));
+            break;
+        }
+    }
+    assert!(failures.is_empty(), "{}\n\n{}", failures.join("\n"), report.join("\n"));
+    report
+}
+
+#[tokio::test]
+async fn hostile_classes_are_refused_in_provider_writes_mode_and_the_node_keeps_serving() {
+    let report = run_table(false).await;
+    eprintln!("provider-writes:\n{}", report.join("\n"));
+}
+
+#[tokio::test]
+async fn hostile_classes_are_refused_in_driver_writes_mode_and_the_node_keeps_serving() {
+    let report = run_table(true).await;
+    eprintln!("driver-writes:\n{}", report.join("\n"));
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_by_the_transport_and_the_provider_keeps_serving() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    let target = env.provider.target("huge");
+    let pid = env.provider.pid();
+    reset_peak(pid);
+    // Above --max-request-bytes (1 MiB): refused before it is decoded.
+    let req = Req::new(&obj("s"), &target).set("padding", &"p".repeat(2 * 1024 * 1024));
+    let status = env.provider.mount(&req).await.expect_err("oversized request");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(env.aws.calls().is_empty());
+    assert!(all_entries(&target).is_empty());
+    let ok = env.provider.target("ok");
+    env.provider.mount(&Req::new(&obj("s"), &ok)).await.expect("next mount");
+    assert_eq!(read_mount(&ok)["s"], b"v");
+    let peak = status_kib(pid, "VmHWM:");
+    assert!(peak < MAX_PEAK_RSS_KIB, "peak RSS {peak} KiB");
+}
+
+#[tokio::test]
+async fn an_invalid_region_is_refused_before_any_client_or_call() {
+    let env = Env::start().await;
+    let target = env.provider.target("region");
+    for bad in ["us-west-2/../../x", "US-WEST-2", &"r".repeat(20_000)] {
+        let req = Req::new(&obj("s"), &target).set("region", bad);
+        let status = env.provider.mount(&req).await.expect_err("invalid region");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().starts_with("invalid region"), "{}", status.message());
+        assert!(status.message().len() < 400, "{}", status.message());
+    }
+    assert!(env.aws.calls().is_empty() && env.kube.calls().is_empty());
+}
