@@ -20,6 +20,7 @@ use tracing_subscriber::EnvFilter;
 /// Every heap allocation is zeroed when freed: buffers the provider does
 /// not own (HTTP bodies, the SDK's parsed responses, gRPC frames) held
 /// secret values and credentials too.
+#[cfg(feature = "zeroize-heap")]
 #[global_allocator]
 static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> = zeroizing_alloc::ZeroAlloc(std::alloc::System);
 

@@ -91,6 +91,8 @@ pub struct Metrics {
     mount_duration: HistogramFamily<OutcomeLabels>,
     mount_objects: Histogram,
     in_flight: Gauge,
+    tasks: Gauge,
+    open_fds: Gauge,
 }
 
 fn duration_histogram() -> Histogram {
@@ -138,6 +140,10 @@ impl Default for Metrics {
         registry.register("mount_objects", "Objects per successful mount", mount_objects.clone());
         let in_flight = Gauge::default();
         registry.register("mounts_in_flight", "Mounts being served", in_flight.clone());
+        let tasks = Gauge::default();
+        registry.register("runtime_tasks", "Tasks alive in the async runtime", tasks.clone());
+        let open_fds = Gauge::default();
+        registry.register("open_fds", "File descriptors the process has open", open_fds.clone());
         let build = MetricFamily::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Build information", build.clone());
         build
@@ -155,6 +161,8 @@ impl Default for Metrics {
             mount_duration,
             mount_objects,
             in_flight,
+            tasks,
+            open_fds,
         }
     }
 }
@@ -228,8 +236,15 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition (OpenMetrics).
+    /// The Prometheus text exposition (OpenMetrics). Process gauges (tasks,
+    /// file descriptors) are read at each scrape.
     pub fn encode(&self) -> String {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(rt.metrics().num_alive_tasks() as i64);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -2,7 +2,7 @@
 //! in-repo fake AWS (call counting, fault injection) and fake Kubernetes
 //! API. Mirrors the groups of the reference's server test matrix.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;
 
@@ -954,6 +954,11 @@ async fn a_node_without_a_region_label_fails_with_the_reference_message() {
         "{}",
         err.message()
     );
+    assert_eq!(
+        err.code(),
+        tonic::Code::NotFound,
+        "a missing pod is the same class as a missing ServiceAccount"
+    );
     assert!(env.aws.calls().is_empty());
 }
 
@@ -1129,4 +1134,75 @@ async fn access_denied_in_the_primary_fails_the_mount_without_asking_the_failove
         assert!(all_entries(&target).is_empty());
     }
     assert!(env.aws.calls().iter().all(|c| c.region.as_deref() != Some(FAILOVER)));
+}
+
+// === one policy in one place ===
+
+#[tokio::test]
+async fn an_empty_secret_gives_the_same_empty_file_batched_or_not() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "empty-a", "");
+    env.aws.put_secret_string(REGION, "empty-b", "");
+    env.aws.put_secret(
+        REGION,
+        "empty-binary",
+        common::fake_aws::SecretValue::Binary(Vec::new()),
+    );
+    // Without a version field the three go through BatchGetSecretValue,
+    // with one through GetSecretValue.
+    let batched = "- objectName: empty-a\n  objectType: secretsmanager\n\
+                   - objectName: empty-b\n  objectType: secretsmanager\n\
+                   - objectName: empty-binary\n  objectType: secretsmanager\n";
+    let single = "- objectName: empty-a\n  objectType: secretsmanager\n  objectVersionLabel: AWSCURRENT\n\
+                  - objectName: empty-b\n  objectType: secretsmanager\n  objectVersionLabel: AWSCURRENT\n\
+                  - objectName: empty-binary\n  objectType: secretsmanager\n  objectVersionLabel: AWSCURRENT\n";
+    let (a, b) = (env.provider.target("batched"), env.provider.target("single"));
+    env.provider.mount(&Req::new(batched, &a)).await.expect("batched");
+    env.provider.mount(&Req::new(single, &b)).await.expect("single");
+    assert_eq!(env.aws.calls_of("BatchGetSecretValue").len(), 1);
+    assert_eq!(env.aws.calls_of("GetSecretValue").len(), 3);
+    let (fa, fb) = (read_mount(&a), read_mount(&b));
+    assert_eq!(fa, fb);
+    assert_eq!(fa.len(), 3);
+    assert!(fa.values().all(|v| v.is_empty()), "{fa:?}");
+}
+
+#[tokio::test]
+async fn logs_of_a_shared_fetch_name_the_pod_that_started_it() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--log-format=json".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(FAILOVER, "s", "from-failover");
+    env.aws.inject(common::fake_aws::Fault::persistent(
+        "GetSecretValue",
+        REGION,
+        503,
+        "ServiceUnavailable",
+    ));
+    let target = env.provider.target("span");
+    env.provider
+        .mount(
+            &Req::new(
+                "- objectName: s\n  objectType: secretsmanager\n  objectVersionLabel: AWSCURRENT\n",
+                &target,
+            )
+            .set("failoverRegion", FAILOVER),
+        )
+        .await
+        .expect("mount through the failover region");
+    assert_eq!(read_mount(&target)["s"], b"from-failover");
+    let logs = env.provider.logs();
+    let failover_line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("trying the failover region"))
+        })
+        .unwrap_or_else(|| panic!("no failover warning in {logs}"));
+    assert_eq!(failover_line["span"]["pod"], "pod-a", "{failover_line}");
+    assert_eq!(failover_line["span"]["namespace"], "default", "{failover_line}");
 }

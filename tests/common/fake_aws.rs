@@ -32,6 +32,8 @@ pub struct Call {
 pub enum SecretValue {
     String(String),
     Binary(Vec<u8>),
+    /// A version with neither SecretString nor SecretBinary.
+    Neither,
 }
 
 #[derive(Debug, Clone)]
@@ -380,6 +382,7 @@ fn get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
     match &v.value {
         SecretValue::String(s) => out["SecretString"] = json!(s),
         SecretValue::Binary(b) => out["SecretBinary"] = json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        SecretValue::Neither => {}
     }
     Reply::json(200, out)
 }
