@@ -2,12 +2,18 @@
 //! `/healthz` (the process is alive), `/readyz` (the provider socket is
 //! bound and a `Version` call through it succeeds), `/metrics` (Prometheus).
 //!
-//! Every pod can reach this port, so it is served by axum with bounds of its
-//! own: at most `--http-max-connections` connections (more wait in the
-//! listen queue), a client must send a request's headers within
-//! `--http-header-timeout` and is disconnected after `--http-idle-timeout`
-//! without traffic, and accept errors (out of file descriptors) back off
-//! instead of spinning (axum's listener sleeps before accepting again).
+//! Every pod can reach this port, so it is served (an axum router, over
+//! HTTP/1.1 only) with bounds of its own: at most `--http-max-connections`
+//! connections (more wait in the listen queue), a client must send a
+//! request's headers within `--http-header-timeout` (of connecting, for the
+//! first request), and is disconnected after `--http-idle-timeout` without
+//! traffic, and accept errors (out of file descriptors) back off instead of
+//! spinning (axum's listener sleeps before accepting again).
+//!
+//! HTTP/1.1 only: `axum::serve` would also speak HTTP/2 (prior knowledge)
+//! whenever hyper-util is built with `http2`, as it is for tonic, and one
+//! HTTP/2 connection carries up to 200 concurrent requests past the
+//! connection cap, with frames the header scan below does not understand.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +28,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -71,13 +80,19 @@ pub async fn serve(listener: TcpListener, settings: HttpSettings, socket: PathBu
             socket: Arc::new(socket),
             metrics,
         });
-    let listener = BoundedListener {
+    let mut listener = BoundedListener {
         inner: listener,
         slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
         settings,
     };
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "the HTTP endpoint stopped");
+    loop {
+        let (io, peer) = axum::serve::Listener::accept(&mut listener).await;
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(io), service).await {
+                tracing::debug!(%peer, error = %e, "HTTP connection closed");
+            }
+        });
     }
 }
 
@@ -148,7 +163,9 @@ impl axum::serve::Listener for BoundedListener {
 /// A connection with a header-read deadline and an idle deadline. The end
 /// of a request's headers is the first blank line (`\r\n\r\n`): the
 /// endpoint only serves bodiless GETs, so anything after it starts the next
-/// request.
+/// request. The first request's headers are due from the accept: a client
+/// that connects and sends nothing holds its slot no longer than one that
+/// sends half a request.
 struct Bounded {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
@@ -166,9 +183,9 @@ impl Bounded {
             io,
             _slot: slot,
             settings,
-            headers_due: None,
+            headers_due: Some(Instant::now() + settings.header_timeout),
             tail: [0; 3],
-            timer: Box::pin(tokio::time::sleep(settings.idle_timeout)),
+            timer: Box::pin(tokio::time::sleep(settings.header_timeout)),
         }
     }
 

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use serde_yaml::Value;
 
+mod endpoint;
 mod schema;
 
 fn root() -> PathBuf {
@@ -84,6 +85,8 @@ fn the_daemonset_runs_everywhere_hardened_and_probed() {
     assert_eq!(c["ports"][0]["containerPort"], 8989);
     assert_eq!(c["env"][0]["name"], "NODE_NAME");
     assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_eq!(c["env"][1]["name"], "POD_IP", "for --http-addr=$(POD_IP):8989");
+    assert_eq!(c["env"][1]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
     assert!(c["resources"]["requests"]["cpu"].is_string() && c["resources"]["limits"]["memory"].is_string());
     let args: Vec<&str> = c["args"]
         .as_sequence()
@@ -108,6 +111,47 @@ fn the_daemonset_runs_everywhere_hardened_and_probed() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_http_endpoint_binds_every_address_or_only_the_pod_ip() {
+    let text = std::fs::read_to_string(root().join("deploy/kubernetes/provider.yaml")).unwrap();
+    let shipped = "- --http-addr=0.0.0.0:8989";
+    assert_eq!(text.matches(shipped).count(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped address, then each alternative the manifest's comment
+    // documents, with $(POD_IP) expanded as the kubelet does.
+    for (addr, pod_ip, host) in [
+        ("0.0.0.0:8989", "127.0.0.1", "0.0.0.0"),
+        ("$(POD_IP):8989", "127.0.0.1", "127.0.0.1"),
+        ("[$(POD_IP)]:8989", "::1", "[::1]"),
+        ("[::]:8989", "::1", "[::]"),
+    ] {
+        let arg = format!("--http-addr={addr}");
+        assert!(text.contains(&arg), "the manifest does not document {arg}");
+        let file = dir.path().join("provider.yaml");
+        std::fs::write(&file, text.replace(shipped, &format!("- {arg}"))).unwrap();
+        for version in ["1.29.0", "1.37.0"] {
+            assert_eq!(
+                schema::validate_strict(std::slice::from_ref(&file), version),
+                4,
+                "{arg}"
+            );
+        }
+        let ds = documents(&file).into_iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+        let c = &ds["spec"]["template"]["spec"]["containers"][0];
+        // The probes have no host: the kubelet connects to the pod IP, which
+        // every bind address covers.
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert!(c[probe]["httpGet"]["host"].is_null(), "{probe}");
+            assert_eq!(c[probe]["httpGet"]["port"], "http");
+        }
+        if host.starts_with('[') && !endpoint::has_ipv6() {
+            eprintln!("no IPv6 loopback here: not starting the provider on {arg}");
+            continue;
+        }
+        endpoint::assert_binds(c, pod_ip, host);
+    }
 }
 
 #[test]

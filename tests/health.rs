@@ -1,15 +1,21 @@
 //! The operations endpoint over real sockets: liveness, readiness that
-//! follows the provider socket, metrics that move with real mounts, and no
-//! secret value or token in metrics or JSON logs.
+//! follows the provider socket, metrics that move with real mounts, no
+//! secret value or token in metrics or JSON logs, and the endpoint's bounds
+//! (header and idle timeouts, the connection cap) against stalling,
+//! dribbling and flooding clients.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use common::*;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 const VALUE_CANARY: &str = "METRICS-VALUE-CANARY-91e2";
 const TOKEN_CANARY: &str = "eyJ.METRICS-TOKEN-CANARY.sig";
@@ -253,4 +259,359 @@ async fn the_grafana_dashboard_queries_only_exported_metrics_and_labels() {
             }
         }
     }
+}
+
+// === the endpoint's bounds, over raw TCP ===
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// A request whose headers never end.
+const PARTIAL: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n";
+/// "Closed by the timeout, not hanging": the loose upper bound on when a
+/// connection held by a 1 s timeout is closed.
+const CLOSED_BY: Duration = Duration::from_secs(3);
+
+fn request(path: &str, close: bool) -> Vec<u8> {
+    let connection = if close { "close" } else { "keep-alive" };
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: {connection}\r\n\r\n").into_bytes()
+}
+
+async fn connect(port: u16) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect")
+}
+
+/// Reads until the server closes the connection (end of stream or reset),
+/// for at most `limit`: what was read, and when the connection closed
+/// (`None`: still open at the limit).
+async fn until_closed(s: &mut (impl AsyncRead + Unpin), limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((start + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return (out, None),
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, Some(start.elapsed())),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// One response on a keep-alive connection: (status, content-type, body).
+/// Fails if the server closes the connection or says nothing for 10 s.
+async fn response(s: &mut (impl AsyncRead + Unpin)) -> (u16, String, String) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+            let field = |name: &str| {
+                head.lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            };
+            let len: usize = field("content-length").expect("content-length").parse().unwrap();
+            if raw.len() >= end + 4 + len {
+                assert_eq!(raw.len(), end + 4 + len, "one response at a time");
+                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                let body = String::from_utf8_lossy(&raw[end + 4..]).into_owned();
+                return (status, field("content-type").unwrap_or_default(), body);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a response within 10 s")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before a full response: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether the server has closed `s`, without waiting.
+fn closed_now(s: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match s.try_read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// The provider is running (not exited, not a zombie) and has not panicked.
+fn assert_alive(env: &Env) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", env.provider.pid())).expect("process status");
+    let state = status.lines().find(|l| l.starts_with("State:")).unwrap_or_default();
+    assert!(!state.contains('Z') && !state.contains('X'), "{state}");
+    assert!(!env.provider.logs().contains("panicked"), "{}", env.provider.logs());
+}
+
+/// VmHWM (peak resident set) of the provider, in KiB.
+fn peak_rss_kib(env: &Env) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", env.provider.pid())).expect("process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_scrapes_and_unknown_paths_answer_on_one_keep_alive_connection() {
+    let (_env, port) = env_with_http(&[]).await;
+    let mut s = connect(port).await;
+    for (path, status, content_type, body) in [
+        ("/healthz", 200, "text/plain; charset=utf-8", Some("ok\n")),
+        ("/readyz", 200, "text/plain; charset=utf-8", Some("ready\n")),
+        ("/metrics", 200, OPENMETRICS, None),
+        ("/nope", 404, "text/plain; charset=utf-8", Some("not found\n")),
+        ("/healthz", 200, "text/plain; charset=utf-8", Some("ok\n")),
+    ] {
+        s.write_all(&request(path, false)).await.unwrap();
+        let (got_status, got_type, got_body) = response(&mut s).await;
+        assert_eq!(
+            (got_status, got_type.as_str()),
+            (status, content_type),
+            "{path}: {got_body}"
+        );
+        match body {
+            Some(b) => assert_eq!(got_body, b, "{path}"),
+            None => assert!(
+                got_body.contains("# TYPE csi_provider_aws_build_info") && got_body.ends_with("# EOF\n"),
+                "{got_body}"
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_request_is_closed_at_the_header_timeout() {
+    let (env, port) = env_with_http(&["--http-header-timeout=1s", "--http-idle-timeout=60s"]).await;
+    // Stalled in the headers, and stalled in the request line.
+    let stall = |bytes: &'static [u8]| async move {
+        let mut s = connect(port).await;
+        s.write_all(bytes).await.unwrap();
+        until_closed(&mut s, Duration::from_secs(10)).await
+    };
+    let (headers, line) = tokio::join!(stall(PARTIAL), stall(b"GET /hea"));
+    for (what, (read, closed)) in [("headers", headers), ("request line", line)] {
+        let closed = closed.unwrap_or_else(|| panic!("{what}: still open after 10 s"));
+        assert!(
+            closed >= Duration::from_millis(900) && closed < CLOSED_BY,
+            "{what}: closed after {closed:?}"
+        );
+        assert!(read.is_empty(), "{what}: {}", String::from_utf8_lossy(&read));
+    }
+    assert_alive(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_connection_is_closed_at_the_header_timeout_not_the_idle_timeout() {
+    // Connecting and saying nothing must not hold a connection slot longer
+    // than sending half a request does.
+    let (env, port) = env_with_http(&["--http-header-timeout=1s", "--http-idle-timeout=60s"]).await;
+    let mut s = connect(port).await;
+    let (read, closed) = until_closed(&mut s, Duration::from_secs(10)).await;
+    let closed = closed.expect("a silent connection is still open after 10 s");
+    assert!(
+        closed >= Duration::from_millis(900) && closed < CLOSED_BY,
+        "closed after {closed:?}"
+    );
+    assert!(read.is_empty());
+    assert_alive(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dribbling_header_bytes_does_not_extend_the_header_timeout() {
+    let (env, port) = env_with_http(&["--http-header-timeout=1s", "--http-idle-timeout=60s"]).await;
+    let s = connect(port).await;
+    let (mut rd, mut wr) = s.into_split();
+    let dribbled = Arc::new(AtomicUsize::new(0));
+    let count = dribbled.clone();
+    let writer = tokio::spawn(async move {
+        wr.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            .await?;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            wr.write_all(b"a").await?;
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let (read, closed) = until_closed(&mut rd, Duration::from_secs(10)).await;
+    let at_close = dribbled.load(Ordering::SeqCst);
+    writer.abort();
+    let closed = closed.expect("a dribbling client kept the connection open for 10 s");
+    assert!(
+        closed >= Duration::from_millis(900) && closed < CLOSED_BY,
+        "closed after {closed:?}"
+    );
+    assert!(at_close >= 2, "the client was dribbling when closed ({at_close} bytes)");
+    assert!(read.is_empty(), "{}", String::from_utf8_lossy(&read));
+    assert_alive(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_kept() {
+    let (env, port) = env_with_http(&["--http-idle-timeout=1s", "--http-header-timeout=5s"]).await;
+    let idle = async {
+        let mut s = connect(port).await;
+        s.write_all(&request("/healthz", false)).await.unwrap();
+        assert_eq!(response(&mut s).await.0, 200);
+        until_closed(&mut s, Duration::from_secs(10)).await
+    };
+    // One request every 400 ms for 4 s: four idle timeouts long.
+    let busy = async {
+        let mut s = connect(port).await;
+        for i in 0..10 {
+            s.write_all(&request("/healthz", false)).await.unwrap();
+            let (status, _, body) = response(&mut s).await;
+            assert_eq!((status, body.as_str()), (200, "ok\n"), "request {i}");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        s.write_all(&request("/readyz", false)).await.unwrap();
+        response(&mut s).await.0
+    };
+    let ((read, closed), last) = tokio::join!(idle, busy);
+    let closed = closed.expect("an idle keep-alive connection is still open after 10 s");
+    assert!(
+        closed >= Duration::from_millis(900) && closed < CLOSED_BY,
+        "closed after {closed:?}"
+    );
+    assert!(read.is_empty(), "{}", String::from_utf8_lossy(&read));
+    assert_eq!(last, 200, "the busy connection still serves");
+    assert_alive(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_cap_queues_clients_until_a_slot_frees() {
+    let (env, port) = env_with_http(&[
+        "--http-max-connections=2",
+        "--http-header-timeout=3s",
+        "--http-idle-timeout=60s",
+    ])
+    .await;
+    let stalled = || async {
+        let mut s = connect(port).await;
+        s.write_all(PARTIAL).await.unwrap();
+        s
+    };
+    // Two stalled connections hold both slots: a third client waits.
+    let a = stalled().await;
+    let mut b = stalled().await;
+    let mut c = connect(port).await;
+    c.write_all(&request("/healthz", true)).await.unwrap();
+    let (read, closed) = until_closed(&mut c, Duration::from_secs(1)).await;
+    assert!(
+        read.is_empty() && closed.is_none(),
+        "served past the cap: {}",
+        String::from_utf8_lossy(&read)
+    );
+    // One of them leaves: the third is served, while the other still holds
+    // its slot.
+    drop(a);
+    let (read, _) = until_closed(&mut c, Duration::from_secs(10)).await;
+    let reply = String::from_utf8_lossy(&read);
+    assert!(
+        reply.starts_with("HTTP/1.1 200 ") && reply.ends_with("\r\n\r\nok\n"),
+        "{reply}"
+    );
+    assert!(
+        !closed_now(&b),
+        "the slot must have come from the closed client, not a timeout"
+    );
+
+    // Now the slots are b's and d's (both stalled): e is served once b's
+    // header timeout frees a slot, not before.
+    let d = stalled().await;
+    let mut e = connect(port).await;
+    e.write_all(&request("/healthz", true)).await.unwrap();
+    let (read, _) = until_closed(&mut e, Duration::from_secs(10)).await;
+    let reply = String::from_utf8_lossy(&read);
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(closed_now(&b), "e was served before b's slot was freed");
+    let (read, closed) = until_closed(&mut b, Duration::from_secs(1)).await;
+    assert!(read.is_empty() && closed.is_some());
+    drop(d);
+
+    // Normal service afterwards, and the process is up.
+    for _ in 0..3 {
+        let mut s = connect(port).await;
+        s.write_all(&request("/healthz", false)).await.unwrap();
+        assert_eq!(
+            response(&mut s).await,
+            (200, "text/plain; charset=utf-8".into(), "ok\n".into())
+        );
+    }
+    assert_alive(&env);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_connections_at_once_neither_crash_it_nor_grow_its_memory() {
+    let (env, port) = env_with_http(&["--http-header-timeout=1s"]).await;
+    let before = peak_rss_kib(&env);
+    // Half ask for /healthz, half stall: all at once, over the default cap
+    // of 32. Every request is served, every stalled connection closed.
+    let clients: Vec<_> = (0..200)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut s = connect(port).await;
+                if i % 2 == 0 {
+                    s.write_all(&request("/healthz", true)).await.unwrap();
+                } else {
+                    s.write_all(PARTIAL).await.unwrap();
+                }
+                (i, until_closed(&mut s, Duration::from_secs(60)).await)
+            })
+        })
+        .collect();
+    for c in clients {
+        let (i, (read, closed)) = c.await.unwrap();
+        let reply = String::from_utf8_lossy(&read);
+        assert!(closed.is_some(), "client {i} still open after 60 s: {reply}");
+        if i % 2 == 0 {
+            assert!(
+                reply.starts_with("HTTP/1.1 200 ") && reply.ends_with("ok\n"),
+                "client {i}: {reply}"
+            );
+        } else {
+            assert!(read.is_empty(), "client {i}: {reply}");
+        }
+    }
+    let mut s = connect(port).await;
+    s.write_all(&request("/healthz", false)).await.unwrap();
+    assert_eq!(response(&mut s).await.0, 200);
+    assert_alive(&env);
+    let peak = peak_rss_kib(&env);
+    eprintln!("peak RSS {peak} KiB ({before} KiB before the 200 connections)");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB (before the flood: {before} KiB)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_prior_knowledge_is_not_served() {
+    // The bounds above count HTTP/1 connections and requests; one HTTP/2
+    // connection would carry many concurrent requests past the cap.
+    let (env, port) = env_with_http(&[]).await;
+    let mut s = connect(port).await;
+    // The preface, an empty SETTINGS frame, then HEADERS for GET /healthz.
+    let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    let block = [&b"\x82\x86\x44\x08/healthz\x41\x09localhost"[..]].concat();
+    h2.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+    h2.extend_from_slice(b"\x01\x05\x00\x00\x00\x01");
+    h2.extend_from_slice(&block);
+    s.write_all(&h2).await.unwrap();
+    let (read, closed) = until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "still open after 10 s");
+    assert!(
+        read.is_empty() || read.starts_with(b"HTTP/1.1 "),
+        "answered over HTTP/2: {read:?}"
+    );
+    let mut s = connect(port).await;
+    s.write_all(&request("/healthz", false)).await.unwrap();
+    assert_eq!(response(&mut s).await.0, 200);
+    assert_alive(&env);
 }

@@ -12,6 +12,7 @@ use std::process::Command;
 use serde_json::{Value as Json, json};
 use serde_yaml::Value;
 
+mod endpoint;
 mod schema;
 
 fn root() -> PathBuf {
@@ -189,6 +190,73 @@ fn monitors_are_optional() {
 }
 
 #[test]
+fn the_http_endpoint_binds_every_address_or_only_the_pod_ip() {
+    let limits = [
+        "--http-max-connections=16",
+        "--http-header-timeout=3s",
+        "--http-idle-timeout=30s",
+    ];
+    for (values, addr, pod_ip, host) in [
+        (json!({}), "0.0.0.0:8989", "127.0.0.1", "0.0.0.0"),
+        (
+            json!({"httpBindAddress": "0.0.0.0", "port": 9090}),
+            "0.0.0.0:9090",
+            "127.0.0.1",
+            "0.0.0.0",
+        ),
+        (json!({"httpBindAddress": "::"}), "[::]:8989", "::1", "[::]"),
+        (
+            // The endpoint's limits are extraArgs, like the other limits.
+            json!({"httpBindAddress": "pod-ip", "extraArgs": limits}),
+            "$(POD_IP):8989",
+            "127.0.0.1",
+            "127.0.0.1",
+        ),
+        (
+            json!({"httpBindAddress": "pod-ipv6", "port": 9090,
+                   "monitoring": {"podMonitor": {"enabled": true}, "serviceMonitor": {"enabled": true}}}),
+            "[$(POD_IP)]:9090",
+            "::1",
+            "[::1]",
+        ),
+    ] {
+        let (lint, docs) = render(values.clone()).unwrap();
+        assert_eq!(
+            lint["errors"],
+            json!(["chart directory is missing these dependencies: secrets-store-csi-driver"]),
+            "{values}: {lint}"
+        );
+        validate_strict(&docs);
+        let a = args(&docs);
+        assert!(a.contains(&format!("--http-addr={addr}")), "{values}: {a:?}");
+        let c = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0];
+        let pod_ip_env: Vec<&Value> = c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "POD_IP")
+            .collect();
+        if addr.contains("$(POD_IP)") {
+            assert_eq!(pod_ip_env.len(), 1, "{values}");
+            assert_eq!(pod_ip_env[0]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
+        } else {
+            assert!(pod_ip_env.is_empty(), "{values}: POD_IP only when bound to it");
+        }
+        // The probes have no host: the kubelet connects to the pod IP, which
+        // every bind address covers.
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert!(c[probe]["httpGet"]["host"].is_null(), "{probe}");
+            assert_eq!(c[probe]["httpGet"]["port"], "http");
+        }
+        if host.starts_with('[') && !endpoint::has_ipv6() {
+            eprintln!("no IPv6 loopback here: not starting the provider with {values}");
+            continue;
+        }
+        endpoint::assert_binds(c, pod_ip, host);
+    }
+}
+
+#[test]
 fn the_schema_rejects_unknown_keys_and_wrong_types() {
     for (values, needle) in [
         (json!({"awsRegoin": "eu-west-1"}), "awsRegoin"),
@@ -198,6 +266,8 @@ fn the_schema_rejects_unknown_keys_and_wrong_types() {
         (json!({"k8sThrottlingParams": {"qps": 0}}), "qps"),
         (json!({"podIdentityCacheScope": "node"}), "podIdentityCacheScope"),
         (json!({"image": {"repository": ""}}), "repository"),
+        (json!({"httpBindAddress": "127.0.0.1"}), "httpBindAddress"),
+        (json!({"httpBindAddress": "[::]"}), "httpBindAddress"),
     ] {
         let err = render(values.clone()).expect_err(&format!("{values} must be rejected"));
         assert!(err.contains(needle), "{values}: {err}");
@@ -347,6 +417,7 @@ fn eks_addon_schema_rejects_bad_configurations_and_maps_onto_chart_values() {
             "Additional properties are not allowed",
         ),
         (json!({"awsRegion": "Oregon"}), "does not match"),
+        (json!({"httpBindAddress": "10.0.0.1"}), "is not one of"),
     ] {
         let err = addon_valid(&config).expect_err(&config.to_string());
         assert!(err.contains(needle), "{config}: {err}");

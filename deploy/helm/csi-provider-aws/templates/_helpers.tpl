@@ -34,3 +34,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{- /*
+--http-addr from httpBindAddress and port. pod-ip and pod-ipv6 name the
+POD_IP variable (the downward API's status.podIP), which the kubelet expands
+in args; an IPv6 address takes brackets.
+*/}}
+{{- define "csi-provider-aws.httpAddr" -}}
+{{- $hosts := dict "0.0.0.0" "0.0.0.0" "::" "[::]" "pod-ip" "$(POD_IP)" "pod-ipv6" "[$(POD_IP)]" -}}
+{{- $host := get $hosts .Values.httpBindAddress -}}
+{{- required "httpBindAddress: one of 0.0.0.0, ::, pod-ip, pod-ipv6" $host }}:{{ .Values.port }}
+{{- end }}
+
+{{- define "csi-provider-aws.bindsPodIP" -}}
+{{- if hasPrefix "pod-ip" .Values.httpBindAddress }}true{{ end }}
+{{- end }}
