@@ -39,6 +39,8 @@ pub enum Command {
     Mount(crate::cli::mount::MountArgs),
     /// Check SecretProviderClass manifests offline, exactly as a Mount would.
     Validate(crate::cli::validate::ValidateArgs),
+    /// Liveness and readiness: call Version through the provider socket.
+    Probe(crate::cli::probe::ProbeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -215,6 +217,11 @@ impl ServeArgs {
             self.eks_addon_version.clone()
         }
     }
+}
+
+/// A positive duration argument (`2s`, `500ms`).
+pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    parse_positive_duration(s)
 }
 
 /// Parses a duration such as `2s`, `500ms`, `1m30s`.

@@ -54,6 +54,13 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+            Some(Command::Probe(args)) => match csi_provider_aws::cli::probe::run(&args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(reason) => {
+                    eprintln!("not ready: {reason}");
+                    ExitCode::FAILURE
+                }
+            },
             Some(Command::Serve(args)) => serve(args).await,
             None => serve(cli.serve).await,
         }

@@ -123,3 +123,25 @@ async fn a_missing_socket_is_reported() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to the provider at"));
 }
+
+#[tokio::test]
+async fn probe_succeeds_while_the_socket_serves_and_fails_without_it() {
+    let env = Env::start().await;
+    let dir = env.provider.socket.parent().unwrap().to_path_buf();
+    let probe = |dir: std::path::PathBuf| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"))
+            .arg("probe")
+            .arg(format!("--provider-volume={}", dir.display()))
+            .arg("--timeout=2s")
+            .output()
+            .await
+            .expect("run probe")
+    };
+    let out = probe(dir.clone()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(&env.provider.socket).unwrap();
+    let out = probe(dir).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("not ready: cannot connect to"), "{stderr}");
+}

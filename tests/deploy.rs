@@ -80,8 +80,13 @@ fn the_daemonset_runs_everywhere_hardened_and_probed() {
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
-    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            c[probe]["exec"]["command"],
+            probe_command(),
+            "{probe}: Version through the socket, not the network endpoint"
+        );
+    }
     assert_eq!(c["ports"][0]["containerPort"], 8989);
     assert_eq!(c["env"][0]["name"], "NODE_NAME");
     assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
@@ -140,11 +145,9 @@ fn the_http_endpoint_binds_every_address_or_only_the_pod_ip() {
         }
         let ds = documents(&file).into_iter().find(|d| d["kind"] == "DaemonSet").unwrap();
         let c = &ds["spec"]["template"]["spec"]["containers"][0];
-        // The probes have no host: the kubelet connects to the pod IP, which
-        // every bind address covers.
+        // The probes do not use the endpoint, whatever its bind address.
         for probe in ["livenessProbe", "readinessProbe"] {
-            assert!(c[probe]["httpGet"]["host"].is_null(), "{probe}");
-            assert_eq!(c[probe]["httpGet"]["port"], "http");
+            assert!(c[probe]["httpGet"].is_null(), "{probe}");
         }
         if host.starts_with('[') && !endpoint::has_ipv6() {
             eprintln!("no IPv6 loopback here: not starting the provider on {arg}");
@@ -214,4 +217,14 @@ fn the_dockerfile_is_lint_clean_multi_stage_and_minimal() {
             "pinned base image: {from}"
         );
     }
+}
+
+/// The probe the DaemonSet runs: `probe` through the provider socket.
+fn probe_command() -> Value {
+    serde_yaml::to_value([
+        "/bin/csi-provider-aws",
+        "probe",
+        "--provider-volume=/var/run/secrets-store-csi-providers",
+    ])
+    .unwrap()
 }

@@ -109,8 +109,13 @@ fn default_values_lint_and_render_valid_manifests() {
     assert_eq!(pod["tolerations"][0]["operator"], "Exists");
     assert_eq!(pod["priorityClassName"], "system-node-critical");
     let c = &pod["containers"][0];
-    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            c[probe]["exec"]["command"],
+            probe_command(),
+            "{probe}: Version through the socket, not the network endpoint"
+        );
+    }
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["env"][0]["name"], "NODE_NAME");
     assert_eq!(
@@ -242,11 +247,9 @@ fn the_http_endpoint_binds_every_address_or_only_the_pod_ip() {
         } else {
             assert!(pod_ip_env.is_empty(), "{values}: POD_IP only when bound to it");
         }
-        // The probes have no host: the kubelet connects to the pod IP, which
-        // every bind address covers.
+        // The probes do not use the endpoint, whatever its bind address.
         for probe in ["livenessProbe", "readinessProbe"] {
-            assert!(c[probe]["httpGet"]["host"].is_null(), "{probe}");
-            assert_eq!(c[probe]["httpGet"]["port"], "http");
+            assert!(c[probe]["httpGet"].is_null(), "{probe}");
         }
         if host.starts_with('[') && !endpoint::has_ipv6() {
             eprintln!("no IPv6 loopback here: not starting the provider with {values}");
@@ -434,4 +437,14 @@ fn eks_addon_schema_rejects_bad_configurations_and_maps_onto_chart_values() {
             "add-on key {key} is not a chart value"
         );
     }
+}
+
+/// The probe the DaemonSet runs: `probe` through the provider socket.
+fn probe_command() -> Value {
+    serde_yaml::to_value([
+        "/bin/csi-provider-aws",
+        "probe",
+        "--provider-volume=/var/run/secrets-store-csi-providers",
+    ])
+    .unwrap()
 }

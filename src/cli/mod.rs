@@ -1,6 +1,7 @@
 //! Operator commands beside the server.
 
 pub mod mount;
+pub mod probe;
 pub mod validate;
 
 use serde_yaml::Value;

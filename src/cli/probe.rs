@@ -1,0 +1,44 @@
+//! `csi-provider-aws probe`: the kubelet's liveness and readiness check,
+//! run inside the container. It calls `Version` through the provider socket
+//! (what the driver depends on) and exits 0 if it answers in time. Unlike an
+//! HTTP probe it does not go through the network endpoint, which every pod
+//! can reach and fill: a tenant holding all of that endpoint's connections
+//! cannot make the kubelet restart the provider.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::config::DEFAULT_PROVIDER_VOLUME;
+use crate::proto::v1alpha1::VersionRequest;
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Directory of the provider socket (as given to the server).
+    #[arg(long, default_value = DEFAULT_PROVIDER_VOLUME)]
+    pub provider_volume: PathBuf,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration_arg)]
+    pub timeout: Duration,
+}
+
+/// Calls `Version` through the socket; the reason when it does not answer.
+pub async fn run(args: &ProbeArgs) -> Result<(), String> {
+    let socket = args.provider_volume.join(crate::server::SOCKET_NAME);
+    let call = async {
+        let mut client = crate::client::connect(&socket)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+        client
+            .version(VersionRequest {
+                version: crate::server::API_VERSION.to_string(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("Version failed: {}", s.message()))
+    };
+    tokio::time::timeout(args.timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(args.timeout))))
+}
