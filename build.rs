@@ -2,6 +2,10 @@
 //! vendored `protoc`, so no system install is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Only the API and this script: without these lines any file added to
+    // the package would rebuild the crate.
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=build.rs");
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()

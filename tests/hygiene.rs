@@ -1,0 +1,211 @@
+//! Secret hygiene in memory: after 100 successful mounts, how many copies of
+//! each secret value are left in the provider process? The provider runs
+//! against the in-repo fake AWS and fake Kubernetes (value cache off, the
+//! default), once in driver-writes mode and once in provider-writes mode
+//! (target on tmpfs); then `gcore` dumps its memory and the core file is
+//! searched for three canaries: a Secrets Manager string, an SSM
+//! SecureString, and a password pulled out of a JSON secret by `jmesPath`.
+//!
+//! No copy may be left: values live in zeroizing buffers the provider owns,
+//! and the binary's allocator zeroes everything else it frees (HTTP bodies,
+//! the SDK's parsed responses, gRPC frames, the JSON parsed for JMESPath).
+//! Before that, 100 mounts left 1 to 14 copies of each canary. The counts
+//! are printed (run with `-- --nocapture`). Needs `gcore` (Debian: `apt-get
+//! install gdb`; `scripts/test` installs it) and ptrace rights over the
+//! provider (root, or a ptrace_scope that allows it).
+//! `HYGIENE_CORE_DIR=<dir>` keeps the core files there for inspection.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// The Secrets Manager secret's whole value.
+const CANARY_SM: &str = "CANARY-7f3a9c1e-hygiene-secret-value-000";
+/// The SSM SecureString parameter's value.
+const CANARY_SSM: &str = "CANARY-b5d20e47-hygiene-ssm-secure-p-111";
+/// The `password` field of a JSON secret, mounted through `jmesPath`.
+const CANARY_JMES: &str = "CANARY-91c6fa38-hygiene-jmes-passwd-2222";
+
+const MOUNTS: usize = 100;
+
+const OBJECTS: &str = "
+- objectName: hygiene-secret
+  objectType: secretsmanager
+- objectName: hygiene-param
+  objectType: ssmparameter
+- objectName: hygiene-json
+  objectType: secretsmanager
+  jmesPath:
+    - path: password
+      objectAlias: pw
+";
+
+/// The two measurements run one after the other, never at once: each dumps
+/// a whole process and the machine is small.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Non-overlapping occurrences of `needle` in `hay`.
+fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
+    let (first, rest) = needle.split_first().expect("non-empty needle");
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(p) = hay[i..].iter().position(|b| b == first) {
+        let at = i + p;
+        if hay[at + 1..].starts_with(rest) {
+            n += 1;
+            i = at + needle.len();
+        } else {
+            i = at + 1;
+        }
+    }
+    n
+}
+
+/// Dumps the memory of process `pid` with gcore into `dir`; returns the
+/// core file's path.
+fn gcore(pid: u32, dir: &Path) -> PathBuf {
+    let prefix = dir.join("core");
+    let out = match Command::new("gcore")
+        .arg("-o")
+        .arg(&prefix)
+        .arg(pid.to_string())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("gcore is missing: apt-get install gdb (it ships gcore)")
+        }
+        Err(e) => panic!("running gcore: {e} (apt-get install gdb)"),
+    };
+    let core = dir.join(format!("core.{pid}"));
+    assert!(
+        out.status.success() && core.is_file(),
+        "gcore -o {} {pid} failed ({}), no core file {}:\n{}\n{}",
+        prefix.display(),
+        out.status,
+        core.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    core
+}
+
+async fn measure(driver_writes: bool) {
+    let _serial = SERIAL.lock().await;
+    let mode = if driver_writes {
+        "driver-writes"
+    } else {
+        "provider-writes"
+    };
+    let env = Env::start_with(|mut o| {
+        if driver_writes {
+            o.args.push("--driver-writes-secrets".into());
+        }
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "hygiene-secret", CANARY_SM);
+    env.aws.put_param(REGION, "hygiene-param", "SecureString", CANARY_SSM);
+    env.aws.put_secret_string(
+        REGION,
+        "hygiene-json",
+        &format!(r#"{{"user":"app","password":"{CANARY_JMES}"}}"#),
+    );
+
+    for i in 0..MOUNTS {
+        // Pods alternate between two ServiceAccounts (two roles), each with a
+        // new projected token every 25 pods: 8 identities in all.
+        let sa = if i % 2 == 0 { "sa-a" } else { "sa-b" };
+        let token = format!("eyJ.hygiene-{sa}-{}.sig", i / 25);
+        let pod = format!("hygiene-pod-{i}");
+        let target = if driver_writes {
+            env.provider.target(&pod)
+        } else {
+            env.provider.tmpfs_target(&pod)
+        };
+        let req = Req::new(OBJECTS, &target).pod(&pod, sa, &token);
+        let resp = env
+            .provider
+            .mount(&req)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: mount {i} failed: {e}\n{}", env.provider.logs()));
+        let files: std::collections::BTreeMap<String, Vec<u8>> = if driver_writes {
+            file_map(&resp).into_iter().map(|(k, (_, v))| (k, v)).collect()
+        } else {
+            read_mount(&target)
+        };
+        assert_eq!(files["hygiene-secret"], CANARY_SM.as_bytes(), "{mode}: mount {i}");
+        assert_eq!(files["hygiene-param"], CANARY_SSM.as_bytes(), "{mode}: mount {i}");
+        assert_eq!(files["pw"], CANARY_JMES.as_bytes(), "{mode}: mount {i}");
+        if !driver_writes {
+            // Keep tmpfs small; the files are not in the process anyway.
+            let _ = std::fs::remove_dir_all(&target);
+        }
+    }
+
+    // Let in-flight work (connection teardown, background tasks) settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = std::env::var_os("HYGIENE_CORE_DIR")
+        .map(|d| PathBuf::from(d).join(mode))
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).expect("core dir");
+    let core = gcore(env.provider.pid(), &dir);
+    let bytes = std::fs::read(&core).expect("read core");
+    assert!(!bytes.is_empty(), "empty core file {}", core.display());
+    let log = env.provider.logs();
+
+    let mut found = Vec::new();
+    let mut report = format!(
+        "hygiene [{mode}]: {MOUNTS} mounts, provider pid {}, core {} bytes ({:.1} MiB) at {}\n",
+        env.provider.pid(),
+        bytes.len(),
+        bytes.len() as f64 / (1024.0 * 1024.0),
+        core.display(),
+    );
+    for (what, canary) in [
+        ("secretsmanager string", CANARY_SM),
+        ("ssm SecureString", CANARY_SSM),
+        ("jmesPath password", CANARY_JMES),
+    ] {
+        let (in_core, in_log) = (
+            occurrences(&bytes, canary.as_bytes()),
+            occurrences(log.as_bytes(), canary.as_bytes()),
+        );
+        report.push_str(&format!(
+            "hygiene [{mode}]:   {what:<22} {canary}: {in_core} in core, {in_log} in provider log\n"
+        ));
+        if in_core + in_log > 0 {
+            found.push(what);
+        }
+    }
+    eprint!("{report}");
+    assert!(found.is_empty(), "copies of {found:?} left in the provider:\n{report}");
+}
+
+#[tokio::test]
+async fn no_copy_of_a_secret_is_left_in_memory_after_100_mounts_in_driver_writes_mode() {
+    measure(true).await;
+}
+
+#[tokio::test]
+async fn no_copy_of_a_secret_is_left_in_memory_after_100_mounts_in_provider_writes_mode() {
+    measure(false).await;
+}
+
+#[test]
+fn occurrences_counts_non_overlapping_matches() {
+    assert_eq!(occurrences(b"", b"ab"), 0);
+    assert_eq!(occurrences(b"a", b"ab"), 0);
+    assert_eq!(occurrences(b"ab", b"ab"), 1);
+    assert_eq!(occurrences(b"xabyabab", b"ab"), 3);
+    assert_eq!(occurrences(b"aaaa", b"aa"), 2);
+    assert_eq!(occurrences(b"aaa", b"aa"), 1);
+}
