@@ -5,9 +5,13 @@
 //! neither aborts the fetch for the others nor leaves a stuck entry. A fetch
 //! has a deadline of its own: a later lookup that joins it never waits past
 //! it. A fetch that panics, or outlives its deadline, fails every lookup
-//! waiting for it and leaves no entry behind. Expired values are dropped
-//! by [`Cache::sweep`] (the provider runs it on a timer), and a cache never
-//! keeps more than its capacity.
+//! waiting for it and leaves no entry behind. A fetch that every lookup
+//! waiting for it has given up on (their mounts failed or ran out of time)
+//! is abandoned and its entry removed at once, so the next lookup starts a
+//! fetch of its own instead of joining one nobody waits for (and inheriting
+//! its hang or its failure). Expired values are dropped by [`Cache::sweep`]
+//! (the provider runs it on a timer), and a cache never keeps more than its
+//! capacity.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 /// How a lookup was answered.
@@ -77,8 +82,17 @@ impl<E> Clone for Ended<E> {
 type Pending<V, E> = Shared<BoxFuture<'static, Result<V, Ended<E>>>>;
 
 enum Entry<V, E> {
-    Ready { value: V, until: Instant },
-    Pending { generation: u64, fetch: Pending<V, E> },
+    Ready {
+        value: V,
+        until: Instant,
+    },
+    Pending {
+        generation: u64,
+        fetch: Pending<V, E>,
+        /// Lookups awaiting the fetch right now.
+        waiters: usize,
+        task: AbortHandle,
+    },
 }
 
 struct Inner<K, V, E> {
@@ -149,6 +163,52 @@ where
         }
         ours
     }
+
+    /// One lookup stopped waiting for the fetch of `generation` for `key`;
+    /// if it was the last, the fetch is abandoned and its entry removed.
+    fn leave(&mut self, key: &K, generation: u64) {
+        let Some(Entry::Pending {
+            generation: g,
+            waiters,
+            task,
+            ..
+        }) = self.entries.get_mut(key)
+        else {
+            return;
+        };
+        if *g != generation {
+            return;
+        }
+        *waiters = waiters.saturating_sub(1);
+        if *waiters == 0 {
+            task.abort();
+            self.entries.remove(key);
+            tracing::debug!("every lookup waiting for a shared fetch gave up; the fetch is abandoned");
+        }
+    }
+}
+
+/// A lookup waiting for a fetch: when it stops waiting (answered, or
+/// dropped because its caller gave up), it leaves the entry.
+struct Waiting<K, V, E>
+where
+    K: Hash + Eq,
+{
+    inner: Arc<Mutex<Inner<K, V, E>>>,
+    key: K,
+    generation: u64,
+}
+
+impl<K, V, E> Drop for Waiting<K, V, E>
+where
+    K: Hash + Eq,
+{
+    fn drop(&mut self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leave(&self.key, self.generation);
+    }
 }
 
 impl<K, V, E> Cache<K, V, E>
@@ -191,11 +251,18 @@ where
         let mut fetch = Some(fetch);
         let mut retried = false;
         loop {
-            let (pending, lookup) = match self.lookup(&key, &mut fetch) {
+            let (pending, lookup, generation) = match self.lookup(&key, &mut fetch) {
                 Ok(hit) => return (Ok(hit), Lookup::Hit),
                 Err(pending) => pending,
             };
-            match pending.await {
+            let waiting = Waiting {
+                inner: self.inner.clone(),
+                key: key.clone(),
+                generation,
+            };
+            let result = pending.await;
+            drop(waiting);
+            match result {
                 Ok(v) => return (Ok(v), lookup),
                 Err(Ended::Failed(e)) => return (Err(e), lookup),
                 Err(Ended::Abandoned(_)) if lookup == Lookup::Joined && !retried && fetch.is_some() => {
@@ -207,17 +274,25 @@ where
     }
 
     /// A kept value, or the fetch to await (joined, or started with the
-    /// `fetch` not used yet).
+    /// `fetch` not used yet) as one more waiter of its generation.
     #[allow(clippy::type_complexity)]
-    fn lookup<F, Fut>(&self, key: &K, fetch: &mut Option<F>) -> Result<V, (Pending<V, E>, Lookup)>
+    fn lookup<F, Fut>(&self, key: &K, fetch: &mut Option<F>) -> Result<V, (Pending<V, E>, Lookup, u64)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(V, Option<Instant>), E>> + Send + 'static,
     {
         let mut inner = self.lock();
-        match inner.entries.get(key) {
+        match inner.entries.get_mut(key) {
             Some(Entry::Ready { value, until }) if *until > Instant::now() => return Ok(value.clone()),
-            Some(Entry::Pending { fetch, .. }) => return Err((fetch.clone(), Lookup::Joined)),
+            Some(Entry::Pending {
+                fetch,
+                waiters,
+                generation,
+                ..
+            }) => {
+                *waiters += 1;
+                return Err((fetch.clone(), Lookup::Joined, *generation));
+            }
             _ => {}
         }
         let Some(f) = fetch.take() else {
@@ -226,24 +301,27 @@ where
             let abandoned: Pending<V, E> = futures::future::ready(Err(Ended::Abandoned(Abandoned::Panicked)))
                 .boxed()
                 .shared();
-            return Err((abandoned, Lookup::Miss));
+            // Generation 0 is no entry's: leaving it is a no-op.
+            return Err((abandoned, Lookup::Miss, 0));
         };
         inner.generation += 1;
         let generation = inner.generation;
-        let shared = self.spawn(key.clone(), generation, f());
+        let (shared, task) = self.spawn(key.clone(), generation, f());
         inner.entries.insert(
             key.clone(),
             Entry::Pending {
                 generation,
                 fetch: shared.clone(),
+                waiters: 1,
+                task,
             },
         );
-        Err((shared, Lookup::Miss))
+        Err((shared, Lookup::Miss, generation))
     }
 
     /// Runs one fetch on its own task and returns the future every lookup
-    /// of it awaits.
-    fn spawn<Fut>(&self, key: K, generation: u64, fut: Fut) -> Pending<V, E>
+    /// of it awaits, and the task's handle.
+    fn spawn<Fut>(&self, key: K, generation: u64, fut: Fut) -> (Pending<V, E>, AbortHandle)
     where
         Fut: Future<Output = Result<(V, Option<Instant>), E>> + Send + 'static,
     {
@@ -274,8 +352,9 @@ where
             }
             .instrument(tracing::Span::current()),
         );
+        let abort = task.abort_handle();
         let inner = self.inner.clone();
-        async move {
+        let shared = async move {
             match task.await {
                 Ok(r) => r,
                 // The task panicked or was aborted: its own code did not
@@ -290,7 +369,8 @@ where
             }
         }
         .boxed()
-        .shared()
+        .shared();
+        (shared, abort)
     }
 
     /// A kept, unexpired value, without fetching.
@@ -498,6 +578,46 @@ mod tests {
         let (v, _) = cache.get_or_fetch("k", std::future::pending).await;
         assert!(matches!(*v.unwrap_err(), TestError::Abandoned(Abandoned::TimedOut(_))));
         assert!(first.await.unwrap().0.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_fetch_every_lookup_gave_up_on_is_abandoned_and_the_next_lookup_fetches_anew() {
+        let cache = TestCache::new().with_deadline(Duration::from_secs(60));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        struct CountDrop(Arc<AtomicUsize>);
+        impl Drop for CountDrop {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let hung = |dropped: Arc<AtomicUsize>| {
+            move || async move {
+                let _guard = CountDrop(dropped);
+                std::future::pending::<Result<(u32, Option<Instant>), TestError>>().await
+            }
+        };
+        // Two lookups share the hung fetch; one gives up: it goes on.
+        let lookup = |cache: &TestCache| {
+            let (cache, fetch) = (cache.clone(), hung(dropped.clone()));
+            tokio::spawn(async move { cache.get_or_fetch("k", fetch).await })
+        };
+        let first = lookup(&cache);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = lookup(&cache);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first.abort();
+        assert!(first.await.is_err());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cache.len(), 1, "one lookup still waits: the fetch goes on");
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        // The last one gives up: the fetch is abandoned, its entry gone.
+        second.abort();
+        assert!(second.await.is_err());
+        assert!(cache.is_empty(), "no entry left for a fetch nobody waits for");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the abandoned fetch was dropped");
+        let (v, l) = cache.get_or_fetch("k", || async { Ok((8, None)) }).await;
+        assert_eq!((v.unwrap(), l), (8, Lookup::Miss), "the next lookup fetches anew");
     }
 
     #[tokio::test]

@@ -77,6 +77,13 @@ impl KubeClient {
         config.connect_timeout = Some(settings.timeout);
         config.read_timeout = Some(settings.timeout);
         config.write_timeout = Some(settings.timeout);
+        // One request per read, bounded by --kube-timeout and counted by the
+        // limiter. kube-client's default retry layer would repeat a 429, 503
+        // or 504 up to 15 times with growing backoff (minutes in all): past
+        // any mount deadline, hiding the real error behind it, and piling
+        // unlimited requests onto an API server that is already failing.
+        // The driver retries a failed mount.
+        config.default_retry = false;
         let client = kube::Client::try_from(config)?;
         Ok(Self::new(client, settings.qps, settings.burst, metrics))
     }

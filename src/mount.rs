@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::Span;
 
-use crate::aws::{AwsClients, Failure};
+use crate::aws::{AwsClients, Credentials, Failure};
 use crate::fetch::{FetchError, Fetched, Fetcher};
-use crate::identity::{IdentityError, IdentityResolver};
+use crate::identity::{IdentityError, IdentityKey, IdentityResolver};
 use crate::kube::KubeClient;
 use crate::limits::Limits;
 use crate::proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion};
@@ -196,7 +196,12 @@ impl Provider {
         let gate = (!self.settings.driver_writes).then(|| self.gates.enter(&spec.target_path));
 
         let regions = within(Stage::Region).run(self.regions(&spec)).await?;
-        let values = within(Stage::Fetch).run(self.fetch(&spec, &regions)).await?;
+        let credentials = within(Stage::Identity)
+            .run(self.identity.credentials(&spec, &regions))
+            .await?;
+        let values = within(Stage::Fetch)
+            .run(self.fetch(&spec, &regions, credentials, within(Stage::Identity)))
+            .await?;
         let objects = spec.objects;
         let rendered = within(Stage::Render)
             .cpu(&self.cpu, move || render::render(&objects, values, &limits))
@@ -249,14 +254,20 @@ impl Provider {
         Ok(spec::check_regions(spec, primary)?)
     }
 
-    /// The pod's credentials, then every object. If AWS refuses the cached
+    /// Every object, with the pod's `credentials`. If AWS refuses the cached
     /// credentials themselves (expired or invalid), they are dropped and the
-    /// objects fetched once more with new ones; an access denial is final.
-    async fn fetch(&self, spec: &MountSpec, regions: &Regions) -> Result<Vec<Fetched>, MountError> {
-        let (identity, creds) = self.identity.credentials(spec, regions).await?;
+    /// objects fetched once more with new ones (obtained within `renew`);
+    /// an access denial is final.
+    async fn fetch(
+        &self,
+        spec: &MountSpec,
+        regions: &Regions,
+        (identity, creds): (IdentityKey, Credentials),
+        renew: Step,
+    ) -> Result<Vec<Fetched>, MountError> {
         match self.fetcher.fetch_all(&identity, &creds, regions, &spec.objects).await {
             Err(e) if e.credentials_refused() && self.identity.forget(&identity, &creds) => {
-                let (identity, creds) = self.identity.credentials(spec, regions).await?;
+                let (identity, creds) = renew.run(self.identity.credentials(spec, regions)).await?;
                 Ok(self
                     .fetcher
                     .fetch_all(&identity, &creds, regions, &spec.objects)

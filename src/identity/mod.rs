@@ -241,15 +241,22 @@ impl IdentityResolver {
 
     /// Drops the cached credentials of `key` if they are still `refused`
     /// (AWS refused them as expired or invalid), so the next lookup fetches
-    /// new ones. Credentials fetched since are kept.
+    /// new ones. Credentials fetched since are kept. Returns whether asking
+    /// again gets other credentials: true whenever credentials are cached,
+    /// whether this call dropped the refused ones or a concurrent mount
+    /// refused the same ones first (its renewal is then joined or already
+    /// kept, so there is still one renewal per refusal).
     pub fn forget(&self, key: &IdentityKey, refused: &Credentials) -> bool {
+        if !self.settings.cache_credentials {
+            return false;
+        }
         let dropped = self
             .credentials
             .forget_if(key, |c| c.access_key_id == refused.access_key_id);
         if dropped {
             tracing::warn!("AWS refused this identity's cached credentials as expired or invalid; fetching new ones");
         }
-        dropped
+        true
     }
 
     /// Drops expired credentials and role annotations (credentials are

@@ -3,6 +3,12 @@
 //! (awsJson1.1) and STS `AssumeRoleWithWebIdentity` (query protocol). Every
 //! call is recorded with the access key that signed it and the region of
 //! its SigV4 scope.
+//!
+//! Faults: [`Fault`] answers matching calls with an AWS error; a [`Rule`]
+//! can also reset the connection, hang, or answer late ([`Effect`]), for
+//! one operation or all, in one region or all. [`FakeAws::recover`] clears
+//! every fault at once. Calls that got a fault are marked in the log
+//! ([`Call::injected`]), so a test can prove its fault fired.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +32,8 @@ pub struct Call {
     pub token: Option<String>,
     pub session: Option<String>,
     pub user_agent: String,
+    /// The fault this call got, if any (e.g. "reset", "hang", "503 ServiceUnavailable").
+    pub injected: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,15 +86,137 @@ impl Fault {
     }
 }
 
+/// What a faulted call gets instead of its normal answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// An AWS error with this HTTP status and error code (JSON for Secrets
+    /// Manager and SSM, XML for STS).
+    Error { status: u16, code: String },
+    /// No response: the TCP connection is reset.
+    Reset,
+    /// No response, ever: the request is held until the provider gives up
+    /// on it (closes the connection) or the test ends.
+    Hang,
+    /// The normal answer, this much later.
+    Delay(Duration),
+}
+
+impl Effect {
+    pub fn error(status: u16, code: &str) -> Self {
+        Effect::Error {
+            status,
+            code: code.to_string(),
+        }
+    }
+    /// 400 `ThrottlingException` (STS: `Throttling`).
+    pub fn throttling() -> Self {
+        Self::error(400, "ThrottlingException")
+    }
+    /// 429 `TooManyRequestsException`.
+    pub fn too_many_requests() -> Self {
+        Self::error(429, "TooManyRequestsException")
+    }
+    /// 500 `InternalServiceError`.
+    pub fn internal_error() -> Self {
+        Self::error(500, "InternalServiceError")
+    }
+    /// 503 `ServiceUnavailable`.
+    pub fn unavailable() -> Self {
+        Self::error(503, "ServiceUnavailable")
+    }
+    /// 400 `ExpiredTokenException`: the signing credentials expired.
+    pub fn expired_token() -> Self {
+        Self::error(400, "ExpiredTokenException")
+    }
+    /// 400 `AccessDeniedException`.
+    pub fn access_denied() -> Self {
+        Self::error(400, "AccessDeniedException")
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Effect::Error { status, code } => format!("{status} {code}"),
+            Effect::Reset => "reset".to_string(),
+            Effect::Hang => "hang".to_string(),
+            Effect::Delay(d) => format!("delay {d:?}"),
+        }
+    }
+}
+
+/// A fault: calls matching `op`, `region` and `name` get `effect`, `times`
+/// times (then the rule is spent). STS calls are unsigned, so their region
+/// is unknown: a rule with a region never matches them.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The operation (`GetSecretValue`, `BatchGetSecretValue`,
+    /// `GetParameters`, `AssumeRoleWithWebIdentity`); `None`: every one.
+    pub op: Option<String>,
+    /// Only calls signed for this region; `None`: any region, STS included.
+    pub region: Option<String>,
+    /// Only calls naming this object (SecretId, one of the ids or Names).
+    pub name: Option<String>,
+    pub times: usize,
+    pub effect: Effect,
+}
+
+impl Rule {
+    /// Every call of `op`, until recovered.
+    pub fn op(op: &str, effect: Effect) -> Self {
+        Self {
+            op: Some(op.to_string()),
+            region: None,
+            name: None,
+            times: usize::MAX,
+            effect,
+        }
+    }
+
+    /// Every call of every operation (STS included), until recovered.
+    pub fn every_call(effect: Effect) -> Self {
+        Self {
+            op: None,
+            ..Self::op("", effect)
+        }
+    }
+
+    pub fn in_region(mut self, region: &str) -> Self {
+        self.region = Some(region.to_string());
+        self
+    }
+
+    pub fn naming(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    pub fn times(mut self, times: usize) -> Self {
+        self.times = times;
+        self
+    }
+
+    fn matches(&self, call: &Call) -> bool {
+        self.times > 0
+            && self.op.as_ref().is_none_or(|op| *op == call.op)
+            && self
+                .region
+                .as_ref()
+                .is_none_or(|r| call.region.as_deref() == Some(r.as_str()))
+            && self.name.as_ref().is_none_or(|n| call.names.contains(n))
+    }
+}
+
 #[derive(Default)]
 struct State {
     secrets: HashMap<(String, String), Vec<SecretVersion>>,
     params: HashMap<(String, String), Vec<ParamVersion>>,
     calls: Vec<Call>,
     faults: Vec<Fault>,
+    rules: Vec<Rule>,
     denied_roles: Vec<String>,
     delay: Duration,
     sts_lifetime: Option<Duration>,
+    /// Issue a new access key on every STS call (counts the calls).
+    fresh_keys: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -226,8 +356,50 @@ impl FakeAws {
         self.lock().sts_lifetime = Some(d);
     }
 
+    /// Every STS answer carries a new access key, as real STS does (by
+    /// default a (role, token) always gets [`access_key_for`] it).
+    pub fn issue_fresh_keys(&self) {
+        self.lock().fresh_keys = Some(0);
+    }
+
     pub fn set_delay(&self, d: Duration) {
         self.lock().delay = d;
+    }
+
+    /// Adds a fault rule (checked before [`Fault`]s, in the order added).
+    pub fn add_rule(&self, rule: Rule) {
+        self.lock().rules.push(rule);
+    }
+
+    /// Every Secrets Manager and SSM call signed for `region` gets `effect`
+    /// (STS, unsigned, is not affected: see [`FakeAws::sts_outage`]).
+    pub fn region_outage(&self, region: &str, effect: Effect) {
+        self.add_rule(Rule::every_call(effect).in_region(region));
+    }
+
+    /// Every `AssumeRoleWithWebIdentity` call gets `effect`.
+    pub fn sts_outage(&self, effect: Effect) {
+        self.add_rule(Rule::op("AssumeRoleWithWebIdentity", effect));
+    }
+
+    /// AWS is healthy again: every [`Fault`] and [`Rule`] is cleared and the
+    /// delay reset. Requests already held by a hang stay unanswered (as
+    /// lost requests do): the provider must give up on them itself.
+    pub fn recover(&self) {
+        let mut st = self.lock();
+        st.faults.clear();
+        st.rules.clear();
+        st.delay = Duration::ZERO;
+    }
+
+    /// Requests held unanswered by a hang right now.
+    pub fn held(&self) -> usize {
+        self.concurrency.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Calls of `op` that got an injected fault (of any kind).
+    pub fn faulted(&self, op: &str) -> usize {
+        self.calls_of(op).iter().filter(|c| c.injected.is_some()).count()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -302,8 +474,15 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
             token: None,
             session: None,
             user_agent,
+            injected: None,
         });
         let region = region.unwrap_or_default();
+        let rule = take_rule(&mut st);
+        if let Some(Effect::Error { status, code }) = &rule {
+            let mut reply = aws_error(*status, code, "injected fault");
+            reply.delay = delay;
+            return reply;
+        }
         if let Some(i) = st.faults.iter().position(|f| {
             f.op == op
                 && f.times > 0
@@ -314,18 +493,46 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
         }) {
             st.faults[i].times -= 1;
             let f = st.faults[i].clone();
+            if let Some(c) = st.calls.last_mut() {
+                c.injected = Some(format!("{} {}", f.status, f.code));
+            }
             return aws_error(f.status, f.code, "injected fault");
         }
-        match op.as_str() {
+        let reply = match op.as_str() {
             "GetSecretValue" => get_secret_value(&st, &region, &body),
             "BatchGetSecretValue" => batch_get_secret_value(&st, &region, &body),
             "GetParameters" => get_parameters(&st, &region, &body),
             _ => aws_error(400, "UnknownOperationException", "unknown operation"),
         }
-        .caller(st.calls.last().and_then(|c| c.access_key.clone()))
+        .caller(st.calls.last().and_then(|c| c.access_key.clone()));
+        deliver(reply, rule)
     };
-    reply.delay = delay;
+    reply.delay += delay;
     reply
+}
+
+/// The first rule matching the call just logged, spent once and noted on
+/// the call.
+fn take_rule(st: &mut State) -> Option<Effect> {
+    let call = st.calls.last()?.clone();
+    let rule = st.rules.iter_mut().find(|r| r.matches(&call))?;
+    rule.times -= 1;
+    let effect = rule.effect.clone();
+    if let Some(c) = st.calls.last_mut() {
+        c.injected = Some(effect.label());
+    }
+    Some(effect)
+}
+
+/// The normal `reply`, delivered as a transport fault says (errors are
+/// answered by the caller, in its protocol).
+fn deliver(reply: Reply, effect: Option<Effect>) -> Reply {
+    match effect {
+        Some(Effect::Reset) => Reply::reset(),
+        Some(Effect::Hang) => Reply::hang(),
+        Some(Effect::Delay(d)) => Reply { delay: d, ..reply },
+        Some(Effect::Error { .. }) | None => reply,
+    }
 }
 
 /// A stored value of `{{caller}}` reads back as the access key that signed
@@ -510,23 +717,46 @@ fn sts(st: &mut State, req: &Incoming2, user_agent: String) -> Reply {
         token: Some(token.clone()),
         session: f.get("RoleSessionName").cloned(),
         user_agent,
+        injected: None,
     });
+    let rule = take_rule(st);
+    if let Some(Effect::Error { status, code }) = &rule {
+        let code: &str = if code == "ThrottlingException" {
+            "Throttling"
+        } else {
+            code
+        };
+        return sts_error(*status, code, "injected fault");
+    }
     if let Some(i) = st.faults.iter().position(|x| x.op == action && x.times > 0) {
         st.faults[i].times -= 1;
         let fault = st.faults[i].clone();
+        if let Some(c) = st.calls.last_mut() {
+            c.injected = Some(format!("{} {}", fault.status, fault.code));
+        }
         return sts_error(fault.status, fault.code, "injected fault");
     }
+    deliver(sts_answer(st, &action, &role, &token), rule)
+}
+
+fn sts_answer(st: &mut State, action: &str, role: &str, token: &str) -> Reply {
     if action != "AssumeRoleWithWebIdentity" {
         return sts_error(400, "InvalidAction", "unsupported action");
     }
-    if st.denied_roles.contains(&role) {
+    if st.denied_roles.iter().any(|r| r == role) {
         return sts_error(
             403,
             "AccessDenied",
             "Not authorized to perform sts:AssumeRoleWithWebIdentity",
         );
     }
-    let akid = access_key_for(&role, &token);
+    let akid = match st.fresh_keys.as_mut() {
+        Some(serial) => {
+            *serial += 1;
+            format!("ASIA{:012X}{:04X}", fnv(&format!("{role}|{token}")) >> 16, *serial)
+        }
+        None => access_key_for(role, token),
+    };
     let expiration = match st.sts_lifetime {
         Some(d) => humantime::format_rfc3339_seconds(std::time::SystemTime::now() + d).to_string(),
         None => "2099-01-01T00:00:00Z".to_string(),

@@ -1,5 +1,9 @@
 //! A fake Kubernetes API serving ServiceAccounts, Pods and Nodes over HTTP,
-//! with a kubeconfig pointing at it and a log of the calls made.
+//! with a kubeconfig pointing at it and a log of the calls made. Faults:
+//! 403 per resource ([`FakeKube::forbid`]), an outage answering every
+//! request with one status ([`FakeKube::fail_with`]), slow answers
+//! ([`FakeKube::set_delay`]) and requests never answered
+//! ([`FakeKube::hang`]); [`FakeKube::recover`] clears them all.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +22,10 @@ struct State {
     forbidden: Vec<String>,
     calls: Vec<String>,
     times: Vec<std::time::Instant>,
+    outage: Option<u16>,
+    delay: std::time::Duration,
+    hang: bool,
+    faulted: usize,
 }
 
 #[derive(Clone)]
@@ -80,6 +88,36 @@ impl FakeKube {
         self.lock().forbidden.push(resource.into());
     }
 
+    /// Every request is answered with `code` (e.g. 503) until recovered.
+    pub fn fail_with(&self, code: u16) {
+        self.lock().outage = Some(code);
+    }
+
+    /// Every answer comes this much later, until recovered.
+    pub fn set_delay(&self, d: std::time::Duration) {
+        self.lock().delay = d;
+    }
+
+    /// Every request is held unanswered, until recovered (requests already
+    /// held stay so until the client gives up on them).
+    pub fn hang(&self) {
+        self.lock().hang = true;
+    }
+
+    /// The API server is healthy again: no outage, delay, hang or 403.
+    pub fn recover(&self) {
+        let mut st = self.lock();
+        st.outage = None;
+        st.delay = std::time::Duration::ZERO;
+        st.hang = false;
+        st.forbidden.clear();
+    }
+
+    /// Requests that got a fault (403, outage, delay or hang).
+    pub fn faulted(&self) -> usize {
+        self.lock().faulted
+    }
+
     /// When each call arrived.
     pub fn call_times(&self) -> Vec<std::time::Instant> {
         self.lock().times.clone()
@@ -103,7 +141,28 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
     let path = req.path.split('?').next().unwrap_or_default().to_string();
     st.calls.push(format!("{} {}", req.method, path));
     st.times.push(std::time::Instant::now());
-    if st.forbidden.iter().any(|r| path.contains(r.as_str())) {
+    let forbidden = st.forbidden.iter().any(|r| path.contains(r.as_str()));
+    if forbidden || st.outage.is_some() || st.hang || !st.delay.is_zero() {
+        st.faulted += 1;
+    }
+    if st.hang {
+        return Reply::hang();
+    }
+    let mut reply = answer(&st, &path, forbidden);
+    reply.delay = st.delay;
+    reply
+}
+
+fn answer(st: &State, path: &str, forbidden: bool) -> Reply {
+    if let Some(code) = st.outage {
+        let reason = match code {
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            _ => "InternalError",
+        };
+        return status(code, reason, "injected outage");
+    }
+    if forbidden {
         return status(
             403,
             "Forbidden",
