@@ -304,6 +304,22 @@ impl AwsClients {
     }
 }
 
+/// An error and its causes, `: `-separated (no `Debug` output): what a user
+/// reads in a pod event.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// The error for a region no client is made for.
 pub fn no_client(region: &str) -> AwsError {
     AwsError {
@@ -465,17 +481,17 @@ where
         SdkError::DispatchFailure(d) if d.is_user() => AwsError {
             failure: Failure::Rejected,
             code: None,
-            message: DisplayErrorContext(err).to_string(),
+            message: error_chain(err),
         },
         SdkError::ConstructionFailure(_) => AwsError {
             failure: Failure::Rejected,
             code: None,
-            message: DisplayErrorContext(err).to_string(),
+            message: error_chain(err),
         },
         _ => AwsError {
             failure: Failure::Unavailable,
             code: None,
-            message: DisplayErrorContext(err).to_string(),
+            message: error_chain(err),
         },
     }
 }

@@ -24,8 +24,16 @@ pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 pub enum KubeError {
     #[error("no Kubernetes configuration: {0}")]
     Config(String),
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Api(#[from] kube::Error),
+}
+
+/// The API server's answer, or for a failure to get one, the causes.
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(_) => e.to_string(),
+        other => format!("the Kubernetes API did not answer: {}", crate::aws::error_chain(other)),
+    }
 }
 
 impl KubeError {

@@ -133,7 +133,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             refresh_margin: args.credential_refresh_margin,
             pod_identity_scope: args.pod_identity_cache_scope,
             service_account_ttl: args.service_account_cache_ttl,
-            shared_deadline: args.mount_timeout,
+            shared_deadline: shared_deadline(&args),
         },
         metrics.clone(),
     );
@@ -144,7 +144,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             concurrency: args.max_concurrent_fetches.max(1),
             value_ttl: (!args.cache_ttl.is_zero()).then_some(args.cache_ttl),
             single_flight: args.single_flight,
-            shared_deadline: args.mount_timeout,
+            shared_deadline: shared_deadline(&args),
         },
         metrics.clone(),
     );
@@ -195,6 +195,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long a fetch shared by concurrent mounts may run: a little longer
+/// than a mount, so a mount that waits for it fails at its own deadline,
+/// naming its step (a fetch every waiter gave up on is abandoned anyway).
+fn shared_deadline(args: &ServeArgs) -> std::time::Duration {
+    args.mount_timeout + std::time::Duration::from_secs(1)
 }
 
 /// This node's region, read once from its `topology.kubernetes.io/region`

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::IdentityError;
-use crate::aws::{Credentials, Failure};
+use crate::aws::{Credentials, Failure, error_chain};
 use crate::secret::SecretString;
 use crate::spec::AddressPreference;
 use crate::telemetry::{Family, Metrics, outcome};
@@ -178,11 +178,13 @@ impl PodIdentityClient {
                     self.config.timeout
                 )));
             }
-            Ok(Err(e)) if e.is_connect() => return Err(Attempt::Unreachable(format!("cannot connect: {e}"))),
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(Attempt::Unreachable(format!("cannot connect: {}", error_chain(&e))));
+            }
             Ok(Err(e)) => {
                 return Err(Attempt::Failed {
                     failure: Failure::Unavailable,
-                    message: format!("request failed: {e}"),
+                    message: format!("request failed: {}", error_chain(&e)),
                 });
             }
             Ok(Ok(r)) => r,
