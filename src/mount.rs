@@ -181,8 +181,9 @@ impl Provider {
         // to finish: it fails fast and the kubelet retries it.
         let _slot = self.admit(started + self.settings.timeout / 2).await?;
         let limits = self.settings.limits;
+        let heavy = (req.attributes.len() + req.secrets.len()) as u64 > INLINE_WORK;
         let spec = within(Stage::Parse)
-            .cpu(&self.cpu, move || {
+            .cpu(heavy.then_some(&self.cpu), move || {
                 spec::parse_request(
                     &req.attributes,
                     &req.secrets,
@@ -203,8 +204,9 @@ impl Provider {
             .run(self.fetch(&spec, &regions, credentials, within(Stage::Identity)))
             .await?;
         let objects = spec.objects;
+        let heavy = render_work(&objects, &values) > INLINE_WORK;
         let rendered = within(Stage::Render)
-            .cpu(&self.cpu, move || render::render(&objects, values, &limits))
+            .cpu(heavy.then_some(&self.cpu), move || render::render(&objects, values, &limits))
             .await?;
         match gate {
             None => Ok(respond(rendered)),
@@ -278,6 +280,28 @@ impl Provider {
     }
 }
 
+/// CPU work (bytes of a request to parse, bytes of values and bound of
+/// JMESPath work to render) up to which it runs inline on the async worker:
+/// ordinary mounts take well under a millisecond and do not pay for a
+/// thread hop; larger ones go to a blocking thread.
+const INLINE_WORK: u64 = 256 * 1024;
+
+/// An upper bound of the work of rendering `values`: their bytes, and the
+/// bound of each JMESPath evaluation on them.
+fn render_work(objects: &[spec::ObjectSpec], values: &[Fetched]) -> u64 {
+    objects
+        .iter()
+        .zip(values)
+        .map(|(o, v)| {
+            let len = v.value.len();
+            o.jmes
+                .iter()
+                .map(|j| j.path.work_bound(len))
+                .fold(len as u64, u64::saturating_add)
+        })
+        .fold(0, u64::saturating_add)
+}
+
 /// The pod's fields on the mount's span, once the request is parsed.
 fn record_pod(spec: &MountSpec) {
     let span = Span::current();
@@ -348,11 +372,12 @@ impl Step {
         }
     }
 
-    /// Runs CPU work on a blocking thread (one of `cpu`'s permits), in the
-    /// mount's span, until the deadline. A panic fails this mount only.
+    /// Runs CPU work: inline when `blocking` is `None`, else on a blocking
+    /// thread (one of its permits), in the mount's span, until the deadline.
+    /// A panic fails this mount only.
     async fn cpu<T, E>(
         &self,
-        cpu: &Arc<Semaphore>,
+        blocking: Option<&Arc<Semaphore>>,
         work: impl FnOnce() -> Result<T, E> + Send + 'static,
     ) -> Result<T, MountError>
     where
@@ -360,6 +385,15 @@ impl Step {
         E: Into<MountError> + Send + 'static,
     {
         let stage = self.stage;
+        let panicked = || MountError::Internal {
+            stage,
+            message: "the work failed unexpectedly".to_string(),
+        };
+        let Some(cpu) = blocking else {
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .map_err(|_| panicked())?
+                .map_err(Into::into);
+        };
         let span = Span::current();
         let cpu = cpu.clone();
         self.run(async move {
