@@ -217,6 +217,7 @@ async fn run_table(driver_writes: bool) -> Vec<String> {
         env.aws.clear_calls();
         let kube_before = env.kube.calls().len();
         reset_peak(pid);
+        let before = status_kib(pid, "VmRSS:");
         let started = Instant::now();
         let (hostile_result, benign_result) = tokio::join!(env.provider.mount(&hostile), async {
             // Sent while the hostile request is being handled.
@@ -226,9 +227,11 @@ async fn run_table(driver_writes: bool) -> Vec<String> {
         let elapsed = started.elapsed();
         let peak = status_kib(pid, "VmHWM:");
         report.push(format!(
-            "{:<48} peak RSS {:>6.1} MiB  ({} ms)",
+            "{:<48} RSS before {:>5.1} MiB, peak {:>5.1} MiB ({:+.1} MiB), {} ms",
             case.label,
+            before as f64 / 1024.0,
             peak as f64 / 1024.0,
+            (peak as f64 - before as f64) / 1024.0,
             elapsed.as_millis()
         ));
 
