@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         let text = format!("[{{\"objectName\": {quoted}, \"objectAlias\": \"a\"{object_type}}}]");
         match parse_objects(&text, &rules) {
             Ok(objects) => {
-                check_objects(&objects, rules.translation, rules.default_mode, &limits);
+                check_objects(&objects, rules.translation, &limits);
                 let o = &objects[0];
                 assert_eq!(o.name, name);
                 match arn::parse(name) {

@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         };
         match parse_objects(text, &rules) {
             Ok(objects) => {
-                check_objects(&objects, translation, rules.default_mode, &limits);
+                check_objects(&objects, translation, &limits);
                 if !has_failover_region {
                     assert!(objects.iter().all(|o| o.failover.is_none()));
                 }

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         ),
     ] {
         match parse_objects(&text, &rules) {
-            Ok(objects) => check_objects(&objects, rules.translation, rules.default_mode, &limits),
+            Ok(objects) => check_objects(&objects, rules.translation, &limits),
             Err(e) => check_message("filePermission", &e.to_string()),
         }
     }

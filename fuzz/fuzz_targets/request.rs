@@ -72,7 +72,6 @@ fn run(data: &[u8]) {
             version: format!("v{i}"),
         })
         .collect();
-    let sizes: Vec<usize> = fetched.iter().map(|f| f.value.len()).collect();
     match render(&spec.objects, fetched, &limits) {
         Ok(rendered) => {
             let expected: Vec<(&str, String)> = spec
@@ -100,7 +99,6 @@ fn run(data: &[u8]) {
             }
             assert_eq!(total, rendered.total_bytes);
             assert!(total <= limits.max_mount_bytes as u64);
-            let _ = sizes;
         }
         Err(e) => {
             let message = e.to_string();

@@ -58,7 +58,7 @@ pub fn check_safe_path(file: &str) {
 
 /// An accepted object list: within the limits, every file safe, distinct
 /// and never both a file and a directory, names and types consistent.
-pub fn check_objects(objects: &[ObjectSpec], translation: PathTranslation, default_mode: u32, limits: &Limits) {
+pub fn check_objects(objects: &[ObjectSpec], translation: PathTranslation, limits: &Limits) {
     assert!(!objects.is_empty());
     let files: usize = objects.iter().map(|o| 1 + o.jmes.len()).sum();
     assert!(files <= limits.max_files, "{files} files");
@@ -131,7 +131,6 @@ pub fn check_objects(objects: &[ObjectSpec], translation: PathTranslation, defau
             );
         }
     }
-    let _ = default_mode;
 }
 
 /// An accepted request.
@@ -142,7 +141,7 @@ pub fn check_spec(spec: &MountSpec, limits: &Limits) {
     for r in [&spec.region, &spec.failover_region].into_iter().flatten() {
         assert!(region::is_region_name(r), "{r:?}");
     }
-    check_objects(&spec.objects, spec.translation, spec.default_mode, limits);
+    check_objects(&spec.objects, spec.translation, limits);
 }
 
 /// Whether the token canary may show in what a request echoes: only if it
