@@ -39,6 +39,20 @@ impl PartialEq for JmesPath {
 
 impl Eq for JmesPath {}
 
+/// Deepest syntax tree accepted (levels from the root to a leaf). The
+/// evaluator recurses once per level, and operator chains (`a.b.c…`,
+/// `a | b | …`, `a || b || …`) deepen the tree without nesting anything
+/// ([`nesting`] does not count them). 140 levels fit a 2 MiB stack even in
+/// a debug build (about 200 do); the deepest nesting accepted
+/// ([`JMESPATH_DEPTH_CAP`](crate::limits::JMESPATH_DEPTH_CAP)) needs 129.
+pub const MAX_TREE_DEPTH: usize = 140;
+
+/// Largest slice step accepted: jmespath 0.5 steps through a slice with
+/// `i += step` in an `i32`, which overflows (then indexes out of bounds)
+/// for steps near `i32::MAX`. A larger step selects the same elements of
+/// any array a value can hold (fewer than 2^30).
+const MAX_SLICE_STEP: i32 = i32::MAX / 2;
+
 /// Why an expression was not compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CompileError {
@@ -68,8 +82,9 @@ pub enum EvalError {
     NotString,
 }
 
-/// Compiles `text` under `limits`: length, then nesting, then syntax, then
-/// the work an evaluation can do even on the smallest value.
+/// Compiles `text` under `limits`: length, then nesting, then syntax (and
+/// the syntax tree's depth and slice steps), then the work an evaluation
+/// can do even on the smallest value.
 pub fn compile(text: &str, limits: &Limits) -> Result<JmesPath, CompileError> {
     if text.len() > limits.max_jmespath_length {
         return Err(CompileError::Length(text.len()));
@@ -79,6 +94,7 @@ pub fn compile(text: &str, limits: &Limits) -> Result<JmesPath, CompileError> {
         return Err(CompileError::Depth(depth));
     }
     let expr = jmespath::compile(text).map_err(|_| CompileError::Syntax)?;
+    check_tree(expr.as_ast())?;
     let path = JmesPath {
         text: text.to_string(),
         expr: Arc::new(expr),
@@ -132,10 +148,43 @@ impl JmesPath {
     }
 }
 
+/// Refuses a syntax tree deeper than [`MAX_TREE_DEPTH`] (without
+/// recursing) or with a slice step above [`MAX_SLICE_STEP`].
+fn check_tree(root: &Ast) -> Result<(), CompileError> {
+    let mut deepest = 0;
+    let mut stack = vec![(root, 1usize)];
+    while let Some((node, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        let children: Vec<&Ast> = match node {
+            Ast::Slice { step, .. } if *step > MAX_SLICE_STEP => return Err(CompileError::Syntax),
+            Ast::Subexpr { lhs, rhs, .. }
+            | Ast::Or { lhs, rhs, .. }
+            | Ast::And { lhs, rhs, .. }
+            | Ast::Comparison { lhs, rhs, .. }
+            | Ast::Projection { lhs, rhs, .. } => vec![lhs, rhs],
+            Ast::Condition { predicate, then, .. } => vec![predicate, then],
+            Ast::Not { node, .. } | Ast::Flatten { node, .. } | Ast::ObjectValues { node, .. } => vec![node],
+            Ast::Expref { ast, .. } => vec![ast],
+            Ast::Function { args, .. } | Ast::MultiList { elements: args, .. } => args.iter().collect(),
+            Ast::MultiHash { elements, .. } => elements.iter().map(|kv| &kv.value).collect(),
+            Ast::Identity { .. } | Ast::Field { .. } | Ast::Index { .. } | Ast::Literal { .. } | Ast::Slice { .. } => {
+                vec![]
+            }
+        };
+        stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+    }
+    if deepest > MAX_TREE_DEPTH {
+        return Err(CompileError::Depth(deepest));
+    }
+    Ok(())
+}
+
 // === nesting ===
 
-/// An upper bound of how deeply the JMESPath parser recurses on `expr`, and
-/// so of the depth of its syntax tree (which the evaluator follows).
+/// An upper bound of how deeply the JMESPath parser recurses on `expr`.
+/// (Operator chains deepen the syntax tree, which the evaluator follows,
+/// without making the parser recurse: the tree's depth is checked once
+/// parsed, against [`MAX_TREE_DEPTH`].)
 ///
 /// The parser recurses into every bracket, into each unary operator (`!`,
 /// `&`), and into each projection (`[*]`, `.*`, `[]`, `[?...]`) until the
@@ -580,6 +629,74 @@ mod tests {
             let p = compile(path, &limits()).unwrap();
             let out = p.evaluate(value.as_bytes(), &limits()).unwrap();
             assert!((out.len() as u64) <= p.work_bound(value.len()), "{path}");
+        }
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/jmespath/crash-slice-step-overflow`):
+    /// jmespath 0.5 steps through a slice with `i += step` in an `i32`, so a
+    /// step near `i32::MAX` overflowed and then indexed out of bounds, a
+    /// panic whatever the build. Such steps are refused; smaller ones
+    /// (which select the same elements of any array a value can hold) work.
+    #[test]
+    fn slice_steps_that_overflow_are_refused() {
+        let value = br#"["a","b"]"#;
+        for path in [
+            "@[1::2147483647]",
+            "to_string(@[1::2147483647])",
+            "a[?b].c[1::1073741824]",
+        ] {
+            let compiled = compile(path, &limits());
+            if let Ok(p) = &compiled {
+                let _ = p.evaluate(value, &limits());
+            }
+            assert_eq!(compiled.map(|_| ()), Err(CompileError::Syntax), "{path}");
+        }
+        let p = compile("to_string(@[1::1073741823])", &limits()).unwrap();
+        assert_eq!(p.evaluate(value, &limits()).unwrap().expose(), br#"["b"]"#);
+        let p = compile("to_string(@[::-2147483647])", &limits()).unwrap();
+        assert_eq!(p.evaluate(value, &limits()).unwrap().expose(), br#"["b"]"#);
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/jmespath/crash-operator-chain`): an
+    /// operator chain (`a.a.a…`, `@|@|…`, `a||a||…`) nests nothing, yet the
+    /// evaluator recurses once per operator. Within the default length a
+    /// chain of 300 overflowed a 2 MiB stack in a debug build; with a raised
+    /// `--max-jmespath-length`, 4,100 overflowed it in a release build,
+    /// aborting the provider. The syntax tree's depth is capped, and a tree
+    /// at the cap evaluates on a 2 MiB stack.
+    #[test]
+    fn operator_chains_deeper_than_the_tree_cap_are_refused() {
+        let long = Limits {
+            max_jmespath_length: 1 << 16,
+            ..limits()
+        };
+        for (name, unit, end) in [
+            ("subexpression", "a.", "a"),
+            ("pipe", "@|", "@"),
+            ("or", "a||", "a"),
+            ("and", "a&&", "a"),
+        ] {
+            for (levels, limits) in [(300, limits()), (MAX_TREE_DEPTH + 1, limits()), (5000, long)] {
+                let expr = format!("{}{end}", unit.repeat(levels));
+                assert_eq!(nesting(&expr), 0, "{name}");
+                let depth = match compile(&expr, &limits) {
+                    Err(CompileError::Depth(d)) => d,
+                    other => panic!("{name} of {levels}: {:?}", other.map(|_| ())),
+                };
+                assert!(depth > MAX_TREE_DEPTH, "{name} of {levels}: {depth}");
+            }
+            let expr = format!("{}{end}", unit.repeat(MAX_TREE_DEPTH - 1));
+            let ok = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || {
+                    let p = compile(&expr, &limits()).map_err(|e| format!("{e:?}"))?;
+                    let _ = p.evaluate(br#"{"a":{"a":"b"}}"#, &limits());
+                    Ok::<_, String>(())
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(ok.is_ok(), "{name}: {ok:?}");
         }
     }
 

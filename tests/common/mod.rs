@@ -7,6 +7,7 @@ pub mod bad_cases;
 pub mod fake_agent;
 pub mod fake_aws;
 pub mod fake_kube;
+pub mod fuzz_seeds;
 pub mod http;
 pub mod moto;
 pub mod proxy;
