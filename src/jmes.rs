@@ -60,6 +60,8 @@ pub enum CompileError {
     Length(usize),
     /// Nested deeper than `--max-jmespath-depth`.
     Depth(usize),
+    /// A syntax tree deeper than [`MAX_TREE_DEPTH`] (long operator chains).
+    TreeDepth(usize),
     /// Not a JMESPath expression.
     Syntax,
     /// Can exceed `--max-jmespath-work` whatever the value (estimated bytes).
@@ -134,8 +136,10 @@ impl JmesPath {
         out
     }
 
-    /// An upper bound of the bytes an evaluation against a value of
-    /// `value_len` bytes can allocate, all intermediate values included.
+    /// An upper bound, in bytes, of the values an evaluation against a value
+    /// of `value_len` bytes produces, intermediate values included. Parsing
+    /// the value and copying the resulting string come on top; both are
+    /// linear in the value's size (which `--max-file-bytes` bounds).
     pub fn work_bound(&self, value_len: usize) -> u64 {
         let mut b = Bounds::default();
         let input = input_units(value_len);
@@ -174,7 +178,7 @@ fn check_tree(root: &Ast) -> Result<(), CompileError> {
         stack.extend(children.into_iter().map(|c| (c, depth + 1)));
     }
     if deepest > MAX_TREE_DEPTH {
-        return Err(CompileError::Depth(deepest));
+        return Err(CompileError::TreeDepth(deepest));
     }
     Ok(())
 }
@@ -680,7 +684,7 @@ mod tests {
                 let expr = format!("{}{end}", unit.repeat(levels));
                 assert_eq!(nesting(&expr), 0, "{name}");
                 let depth = match compile(&expr, &limits) {
-                    Err(CompileError::Depth(d)) => d,
+                    Err(CompileError::TreeDepth(d)) => d,
                     other => panic!("{name} of {levels}: {:?}", other.map(|_| ())),
                 };
                 assert!(depth > MAX_TREE_DEPTH, "{name} of {levels}: {depth}");

@@ -206,7 +206,9 @@ impl Provider {
         let objects = spec.objects;
         let heavy = render_work(&objects, &values) > INLINE_WORK;
         let rendered = within(Stage::Render)
-            .cpu(heavy.then_some(&self.cpu), move || render::render(&objects, values, &limits))
+            .cpu(heavy.then_some(&self.cpu), move || {
+                render::render(&objects, values, &limits)
+            })
             .await?;
         match gate {
             None => Ok(respond(rendered)),

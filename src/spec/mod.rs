@@ -205,6 +205,13 @@ pub enum ObjectError {
     JmesMissingAlias,
     #[error("Invalid JMES Path: {}.", Echo(.0))]
     JmesInvalidPath(String),
+    #[error(
+        "object {}, jmesPath {}: {depth} levels of operators, more than the {} the evaluator allows; split the expression",
+        Echo(.object),
+        Echo(.path),
+        crate::jmes::MAX_TREE_DEPTH
+    )]
+    JmesTreeDepth { object: String, path: String, depth: usize },
     #[error("object alias must be specified for objects with failover entries: {}", Echo(.0))]
     FailoverNeedsAlias(String),
     #[error("failover object allowed only when failover region is defined: {}", Echo(.0))]

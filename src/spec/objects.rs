@@ -354,6 +354,11 @@ fn compile_jmes(path: &str, name: &str, limits: &Limits) -> Result<JmesPath, Obj
         CompileError::Syntax => ObjectError::JmesInvalidPath(path.to_string()),
         CompileError::Length(n) => limit_error(limits, Limit::JmespathLength, n as u64, subject),
         CompileError::Depth(n) => limit_error(limits, Limit::JmespathDepth, n as u64, subject),
+        CompileError::TreeDepth(depth) => ObjectError::JmesTreeDepth {
+            object: name.to_string(),
+            path: path.to_string(),
+            depth,
+        },
         CompileError::Work(n) => limit_error(limits, Limit::JmespathWork, n, || {
             format!("{} (whatever the secret's value)", subject())
         }),
