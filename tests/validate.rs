@@ -158,3 +158,45 @@ fn unreadable_files_and_broken_yaml_are_problems() {
     assert!(stdout.contains("broken.yaml: document 1: not valid YAML"), "{stdout}");
     assert!(stdout.contains("missing.yaml: -: cannot read"), "{stdout}");
 }
+
+#[test]
+fn validate_applies_the_providers_limits_and_takes_the_same_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("limits.yaml");
+    let mut params = std::collections::BTreeMap::new();
+    params.insert("region".to_string(), "us-west-2".to_string());
+    params.insert(
+        "objects".to_string(),
+        "- objectName: a\n  objectType: secretsmanager\n- objectName: b\n  objectType: secretsmanager\n".to_string(),
+    );
+    let mut bomb = params.clone();
+    bomb.insert(
+        "objects".to_string(),
+        "- objectName: a\n  objectType: secretsmanager\n  x: &a [1, 2]\n  y: *a\n".to_string(),
+    );
+    std::fs::write(&file, manifest("two", &params) + &manifest("bomb", &bomb)).unwrap();
+
+    // Default limits: two objects pass, the alias is refused.
+    let out = validate(&[&file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(
+        lines[0].contains("shop/bomb") && lines[0].contains("YAML anchors"),
+        "{stdout}"
+    );
+
+    // The provider's own flag: one file per mount refuses the class of two.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"))
+        .arg("validate")
+        .arg("--max-files-per-mount=1")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("shop/two") && stdout.contains("2 files, more than the limit of 1 (--max-files-per-mount)"),
+        "{stdout}"
+    );
+}

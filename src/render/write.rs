@@ -343,22 +343,26 @@ fn is_unchanged(target: &Path, old: &str, payload: &BTreeMap<&str, &FileOut>, to
 }
 
 /// Regular files below `dir`, as relative paths; symlinks are not followed.
+/// Walks with an explicit stack (no recursion, however deep the tree).
 fn list_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            list_files(&entry.path(), &rel, out)?;
-        } else if ty.is_file() {
-            out.push(rel);
-        } else {
-            return Err(io::Error::other("unexpected entry"));
+    let mut pending = vec![(dir.to_path_buf(), prefix.to_string())];
+    while let Some((dir, prefix)) = pending.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                pending.push((entry.path(), rel));
+            } else if ty.is_file() {
+                out.push(rel);
+            } else {
+                return Err(io::Error::other("unexpected entry"));
+            }
         }
     }
     Ok(())

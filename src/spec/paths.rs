@@ -9,6 +9,10 @@ use std::fmt;
 pub const MAX_PATH_LEN: usize = 4096;
 /// The driver's (and Linux's) limit for one path component.
 pub const MAX_COMPONENT_LEN: usize = 255;
+/// Most directories a file may be nested in (`pathTranslation: False`):
+/// far more than any volume layout needs, few enough that nothing walking
+/// the volume goes deep.
+pub const MAX_PATH_DEPTH: usize = 32;
 
 /// How `/` in object names is handled (`pathTranslation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,7 @@ pub enum PathRule {
     Absolute,
     TooLong,
     ComponentTooLong,
+    TooDeep,
     Traversal,
     Dot,
     EmptyComponent,
@@ -56,6 +61,7 @@ impl fmt::Display for PathRule {
             PathRule::Absolute => "the file name is an absolute path",
             PathRule::TooLong => "the path is longer than 4096 characters",
             PathRule::ComponentTooLong => "a path component is longer than 255 characters",
+            PathRule::TooDeep => "the file is nested in more than 32 directories",
             PathRule::Traversal => "a path component is ..",
             PathRule::Dot => "a path component is .",
             PathRule::EmptyComponent => "the path has an empty component (a doubled or trailing slash)",
@@ -78,6 +84,9 @@ pub fn check_relative_path(path: &str) -> Result<(), PathRule> {
     }
     if path.len() > MAX_PATH_LEN {
         return Err(PathRule::TooLong);
+    }
+    if path.split('/').count() > MAX_PATH_DEPTH + 1 {
+        return Err(PathRule::TooDeep);
     }
     for (i, component) in path.split('/').enumerate() {
         match component {
@@ -122,6 +131,11 @@ mod tests {
         assert_eq!(check_relative_path("a/..b"), Ok(()));
         assert_eq!(check_relative_path(&"x".repeat(256)), Err(PathRule::ComponentTooLong));
         assert_eq!(check_relative_path(&"a/".repeat(2100)), Err(PathRule::TooLong));
+        assert_eq!(check_relative_path(&format!("{}f", "d/".repeat(32))), Ok(()));
+        assert_eq!(
+            check_relative_path(&format!("{}f", "d/".repeat(33))),
+            Err(PathRule::TooDeep)
+        );
         assert_eq!(check_relative_path("dir/file.json"), Ok(()));
         assert_eq!(check_relative_path(".hidden"), Ok(()));
     }

@@ -447,5 +447,34 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
             }),
             exact("invalid file name /abs for object /abs: the file name is an absolute path"),
         ),
+        (
+            "a file nested 1,000 directories deep",
+            Box::new(|r: Req| {
+                r.set("pathTranslation", "False").set(
+                    "objects",
+                    &format!(
+                        "- objectName: s\n  objectType: secretsmanager\n  objectAlias: {}f\n",
+                        "d/".repeat(1000)
+                    ),
+                )
+            }),
+            Expect::Prefix("invalid file name d/d/d/"),
+        ),
+        (
+            "a file nested 33 directories deep",
+            Box::new(|r: Req| {
+                r.set("pathTranslation", "False").set(
+                    "objects",
+                    &format!(
+                        "- objectName: s\n  objectType: secretsmanager\n  objectAlias: {}f\n",
+                        "d/".repeat(33)
+                    ),
+                )
+            }),
+            exact(&format!(
+                "invalid file name {}f for object s: the file is nested in more than 32 directories",
+                "d/".repeat(33)
+            )),
+        ),
     ]
 }
