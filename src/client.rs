@@ -8,6 +8,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::proto::v1alpha1::VersionRequest;
 use crate::proto::v1alpha1::csi_driver_provider_client::CsiDriverProviderClient;
 
 /// Connects to the provider listening on `socket`.
@@ -20,4 +21,24 @@ pub async fn connect(socket: &Path) -> Result<CsiDriverProviderClient<Channel>, 
         }))
         .await?;
     Ok(CsiDriverProviderClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// Whether the provider on `socket` answers `Version` within `timeout`
+/// (readiness, and the kubelet's probe); else the reason.
+pub async fn answers_version(socket: &Path, timeout: std::time::Duration) -> Result<(), String> {
+    let call = async {
+        let mut client = connect(socket)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+        client
+            .version(VersionRequest {
+                version: crate::server::API_VERSION.to_string(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("Version failed: {}", s.message()))
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(timeout))))
 }

@@ -36,7 +36,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-use crate::proto::v1alpha1::VersionRequest;
 use crate::telemetry::Metrics;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -97,7 +96,7 @@ pub async fn serve(listener: TcpListener, settings: HttpSettings, socket: PathBu
 }
 
 async fn readyz(State(ep): State<Endpoint>) -> Response {
-    match ready(&ep.socket).await {
+    match crate::client::answers_version(&ep.socket, READY_TIMEOUT).await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
     }
@@ -105,25 +104,6 @@ async fn readyz(State(ep): State<Endpoint>) -> Response {
 
 async fn metrics_text(State(ep): State<Endpoint>) -> Response {
     ([(header::CONTENT_TYPE, OPENMETRICS)], ep.metrics.encode()).into_response()
-}
-
-/// Ready when a `Version` call through the provider socket succeeds.
-async fn ready(socket: &std::path::Path) -> Result<(), String> {
-    let call = async {
-        let mut client = crate::client::connect(socket)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-        client
-            .version(VersionRequest {
-                version: crate::server::API_VERSION.to_string(),
-            })
-            .await
-            .map(|_| ())
-            .map_err(|s| format!("Version failed: {}", s.message()))
-    };
-    tokio::time::timeout(READY_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| Err("Version timed out".to_string()))
 }
 
 // === impl BoundedListener ===

@@ -498,6 +498,22 @@ mod tests {
         Limits::default()
     }
 
+    /// Compiles `expr` under `limits` and evaluates it against `value` on a
+    /// thread with a 2 MiB stack (the smallest the provider runs them on);
+    /// a stack overflow aborts the test.
+    fn on_a_small_stack(expr: String, limits: Limits, value: &'static [u8]) -> Result<(), String> {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let p = compile(&expr, &limits).map_err(|e| format!("{e:?}"))?;
+                let _ = p.evaluate(value, &limits);
+                Ok(())
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
     fn eval(path: &str, value: &str) -> Result<String, EvalError> {
         let p = compile(path, &limits()).unwrap();
         p.evaluate(value.as_bytes(), &limits())
@@ -573,16 +589,7 @@ mod tests {
         for (name, expr) in shapes {
             let depth = nesting(&expr);
             assert!(depth <= cap, "{name}: {depth}");
-            let ok = std::thread::Builder::new()
-                .stack_size(2 << 20)
-                .spawn(move || {
-                    let p = compile(&expr, &limits).map_err(|e| format!("{e:?}"))?;
-                    let _ = p.evaluate(br#"{"a":[{"a":"x","b":"y","c":"z"}],"b":"x"}"#, &limits);
-                    Ok::<_, String>(())
-                })
-                .unwrap()
-                .join()
-                .unwrap();
+            let ok = on_a_small_stack(expr, limits, br#"{"a":[{"a":"x","b":"y","c":"z"}],"b":"x"}"#);
             assert!(ok.is_ok(), "{name}: {ok:?}");
         }
     }
@@ -690,16 +697,7 @@ mod tests {
                 assert!(depth > MAX_TREE_DEPTH, "{name} of {levels}: {depth}");
             }
             let expr = format!("{}{end}", unit.repeat(MAX_TREE_DEPTH - 1));
-            let ok = std::thread::Builder::new()
-                .stack_size(2 << 20)
-                .spawn(move || {
-                    let p = compile(&expr, &limits()).map_err(|e| format!("{e:?}"))?;
-                    let _ = p.evaluate(br#"{"a":{"a":"b"}}"#, &limits());
-                    Ok::<_, String>(())
-                })
-                .unwrap()
-                .join()
-                .unwrap();
+            let ok = on_a_small_stack(expr, limits(), br#"{"a":{"a":"b"}}"#);
             assert!(ok.is_ok(), "{name}: {ok:?}");
         }
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::config::DEFAULT_PROVIDER_VOLUME;
-use crate::proto::v1alpha1::VersionRequest;
 
 #[derive(Debug, Clone, Args)]
 pub struct ProbeArgs {
@@ -26,19 +25,5 @@ pub struct ProbeArgs {
 /// Calls `Version` through the socket; the reason when it does not answer.
 pub async fn run(args: &ProbeArgs) -> Result<(), String> {
     let socket = args.provider_volume.join(crate::server::SOCKET_NAME);
-    let call = async {
-        let mut client = crate::client::connect(&socket)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-        client
-            .version(VersionRequest {
-                version: crate::server::API_VERSION.to_string(),
-            })
-            .await
-            .map(|_| ())
-            .map_err(|s| format!("Version failed: {}", s.message()))
-    };
-    tokio::time::timeout(args.timeout, call)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(args.timeout))))
+    crate::client::answers_version(&socket, args.timeout).await
 }
