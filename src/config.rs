@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// fail with RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = MountSettings::default().max_concurrent_mounts, help_heading = "Deadlines")]
     pub max_concurrent_mounts: usize,
+    /// Bytes of driver-writes responses being sent at once (each is encoded
+    /// into its own buffer until the driver has read it); more wait.
+    #[arg(long, default_value = "32MiB", value_parser = crate::limits::parse_bytes, help_heading = "Deadlines")]
+    pub max_inflight_response_bytes: usize,
     /// AWS calls in flight at once, all mounts together.
     #[arg(long, default_value_t = AwsSettings::default().max_concurrent_calls, help_heading = "Deadlines")]
     pub max_concurrent_aws_calls: usize,
@@ -266,6 +270,7 @@ const GO_FLAGS: &[&str] = &[
     "kube-timeout",
     "max-concurrent-mounts",
     "max-concurrent-aws-calls",
+    "max-inflight-response-bytes",
     "http-header-timeout",
     "http-idle-timeout",
     "http-max-connections",

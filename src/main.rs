@@ -159,6 +159,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             limits: args.limits(),
             timeout: args.mount_timeout,
             max_concurrent_mounts: args.max_concurrent_mounts.max(1),
+            max_inflight_response_bytes: args.max_inflight_response_bytes,
             ..MountSettings::default()
         },
         aws,

@@ -48,6 +48,10 @@ pub struct MountSettings {
     pub max_concurrent_mounts: usize,
     /// Parses and renders run at once (the CPUs).
     pub max_concurrent_cpu_work: usize,
+    /// Bytes of driver-writes responses being sent at once
+    /// (`--max-inflight-response-bytes`): each is encoded into a buffer of
+    /// its own, held until the driver has read it.
+    pub max_inflight_response_bytes: usize,
 }
 
 impl Default for MountSettings {
@@ -59,6 +63,7 @@ impl Default for MountSettings {
             timeout: Duration::from_secs(60),
             max_concurrent_mounts: 128,
             max_concurrent_cpu_work: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            max_inflight_response_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -74,12 +79,27 @@ pub struct Provider {
     pub gates: WriteGates,
     admission: Semaphore,
     cpu: Arc<Semaphore>,
+    /// Kibibytes of driver-writes responses in flight.
+    responses: Arc<Semaphore>,
 }
+
+/// A successful mount: the response, and the memory it holds until it has
+/// been sent (driver-writes).
+pub struct Mounted {
+    pub response: MountResponse,
+    pub reservation: Option<Reservation>,
+}
+
+/// A share of `--max-inflight-response-bytes`, released when dropped: the
+/// server keeps it with the response's body until the driver has read it.
+#[derive(Clone)]
+pub struct Reservation(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 /// The step a mount was in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     Admission,
+    Respond,
     Parse,
     Region,
     Identity,
@@ -92,6 +112,7 @@ impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Stage::Admission => "waiting for a free mount slot",
+            Stage::Respond => "waiting for other responses to be sent (--max-inflight-response-bytes)",
             Stage::Parse => "validating the request",
             Stage::Region => "resolving the region (Kubernetes API)",
             Stage::Identity => "getting the pod's credentials (Kubernetes API, STS or the EKS Pod Identity Agent)",
@@ -154,6 +175,7 @@ impl Provider {
     ) -> Arc<Self> {
         let admission = Semaphore::new(settings.max_concurrent_mounts.max(1));
         let cpu = Arc::new(Semaphore::new(settings.max_concurrent_cpu_work.max(1)));
+        let responses = Arc::new(Semaphore::new(kib(settings.max_inflight_response_bytes as u64).max(1)));
         Arc::new(Self {
             settings,
             aws,
@@ -164,11 +186,12 @@ impl Provider {
             gates: WriteGates::default(),
             admission,
             cpu,
+            responses,
         })
     }
 
     /// Serves one `Mount` request.
-    pub async fn mount(&self, req: MountRequest) -> Result<MountResponse, MountError> {
+    pub async fn mount(&self, req: MountRequest) -> Result<Mounted, MountError> {
         let started = Instant::now();
         let deadline = started + self.settings.timeout;
         let within = |stage| Step {
@@ -211,8 +234,20 @@ impl Provider {
             })
             .await?;
         match gate {
-            None => Ok(respond(rendered)),
-            Some(gate) => within(Stage::Write).write(gate, rendered).await,
+            None => {
+                let capacity = kib(self.settings.max_inflight_response_bytes as u64);
+                let reservation = within(Stage::Respond)
+                    .reserve(&self.responses, capacity, rendered.total_bytes)
+                    .await?;
+                Ok(Mounted {
+                    response: respond(rendered),
+                    reservation: Some(reservation),
+                })
+            }
+            Some(gate) => Ok(Mounted {
+                response: within(Stage::Write).write(gate, rendered).await?,
+                reservation: None,
+            }),
         }
     }
 
@@ -302,6 +337,11 @@ fn render_work(objects: &[spec::ObjectSpec], values: &[Fetched]) -> u64 {
                 .fold(len as u64, u64::saturating_add)
         })
         .fold(0, u64::saturating_add)
+}
+
+/// Bytes in whole kibibytes (rounded up), as semaphore permits.
+fn kib(bytes: u64) -> usize {
+    usize::try_from(bytes.div_ceil(1024)).unwrap_or(usize::MAX)
 }
 
 /// The pod's fields on the mount's span, once the request is parsed.
@@ -416,6 +456,31 @@ impl Step {
                 .map_err(Into::into)
         })
         .await
+    }
+
+    /// Reserves `bytes` of the responses in flight (all `capacity` if the
+    /// response alone is larger), waiting until the deadline.
+    async fn reserve(
+        &self,
+        responses: &Arc<Semaphore>,
+        capacity: usize,
+        bytes: u64,
+    ) -> Result<Reservation, MountError> {
+        let want = u32::try_from(kib(bytes).clamp(1, capacity.max(1))).unwrap_or(u32::MAX);
+        let stage = self.stage;
+        let permit = self
+            .run(async move {
+                responses
+                    .clone()
+                    .acquire_many_owned(want)
+                    .await
+                    .map_err(|_| MountError::Internal {
+                        stage,
+                        message: "the provider is shutting down".to_string(),
+                    })
+            })
+            .await?;
+        Ok(Reservation(Arc::new(permit)))
     }
 
     /// Writes the files through the target's gate. The write runs to

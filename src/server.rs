@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::aws::Failure;
 use crate::limits::cap_message;
-use crate::mount::{MountError, Provider};
+use crate::mount::{MountError, Provider, Reservation};
 use crate::proto::v1alpha1::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::v1alpha1::{MountRequest, MountResponse, VersionRequest, VersionResponse};
 
@@ -84,11 +84,15 @@ impl CsiDriverProvider for ProviderService {
             let elapsed = started.elapsed();
             let elapsed_ms = elapsed.as_millis() as u64;
             match result {
-                Ok(resp) => {
-                    let objects = resp.object_version.len();
+                Ok(mounted) => {
+                    let objects = mounted.response.object_version.len();
                     metrics.mount_finished(elapsed.as_secs_f64(), objects, None);
                     tracing::info!(objects, elapsed_ms, outcome = "success", "mount succeeded");
-                    Ok(Response::new(resp))
+                    let mut response = Response::new(mounted.response);
+                    if let Some(reservation) = mounted.reservation {
+                        response.extensions_mut().insert(reservation);
+                    }
+                    Ok(response)
                 }
                 Err(e) => {
                     let code = error_code(&e);
@@ -216,6 +220,7 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(streams)
+        .layer(tower::layer::layer_fn(HoldUntilSent))
         .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
@@ -224,4 +229,99 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
     tracing::info!("stopped");
     Ok(())
+}
+
+// === impl HoldUntilSent ===
+
+/// Keeps a response's [`Reservation`] (a share of
+/// `--max-inflight-response-bytes`) until its body has been sent or dropped:
+/// the encoded message lives that long.
+#[derive(Clone)]
+struct HoldUntilSent<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for HoldUntilSent<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut response = fut.await?;
+            Ok(match response.extensions_mut().remove::<Reservation>() {
+                Some(reservation) => response.map(|body| {
+                    tonic::body::Body::new(Held {
+                        body,
+                        rest: bytes::Bytes::new(),
+                        _reservation: reservation,
+                    })
+                }),
+                None => response,
+            })
+        })
+    }
+}
+
+/// What a response body hands to HTTP/2 at once: the transport takes the
+/// next slice only once it has room to send it, so the body (and its
+/// reservation) lasts until the response has nearly all been sent, instead
+/// of ending as soon as the whole encoded message is queued.
+const SLICE: usize = 64 * 1024;
+
+/// A response body with the reservation it holds, sliced.
+struct Held {
+    body: tonic::body::Body,
+    /// The rest of the data frame being sliced (the same allocation).
+    rest: bytes::Bytes,
+    _reservation: Reservation,
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if !self.rest.is_empty() {
+            let n = self.rest.len().min(SLICE);
+            let slice = self.rest.split_to(n);
+            return Poll::Ready(Some(Ok(http_body::Frame::data(slice))));
+        }
+        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) if data.len() > SLICE => {
+                    self.rest = data.split_off(SLICE);
+                    Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+                }
+                Ok(data) => Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut hint = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        hint.set_lower(hint.lower() + rest);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
+    }
 }

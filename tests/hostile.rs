@@ -338,3 +338,68 @@ async fn an_invalid_region_is_refused_before_any_client_or_call() {
     }
     assert!(env.aws.calls().is_empty() && env.kube.calls().is_empty());
 }
+
+/// Peak RSS increase of a storm of large driver-writes mounts with
+/// `--max-inflight-response-bytes=<budget>`, and the files each pod got.
+async fn large_storm(budget: &str) -> (u64, usize) {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--driver-writes-secrets".into());
+        o.args.push(format!("--max-inflight-response-bytes={budget}"));
+        o
+    })
+    .await;
+    // 40 secrets of 60 KB: a 2.4 MB response per mount.
+    let mut objects = String::new();
+    for i in 0..40 {
+        env.aws
+            .put_secret_string(REGION, &format!("big-{i}"), &format!("{i:02}").repeat(30_000));
+        objects.push_str(&format!("- objectName: big-{i}\n  objectType: secretsmanager\n"));
+    }
+    let pid = env.provider.pid();
+    // Warm the identity, then measure the storm alone.
+    env.provider
+        .mount(&Req::new(&objects, &env.provider.target("warm")))
+        .await
+        .expect("warm-up");
+    reset_peak(pid);
+    let before = status_kib(pid, "VmRSS:");
+    let mounts = (0..30).map(|p| {
+        let req =
+            Req::new(&objects, &env.provider.target(&format!("large-{p}"))).pod(&format!("pod-{p}"), "sa-a", TOKEN_A);
+        let provider = &env.provider;
+        async move { provider.mount(&req).await }
+    });
+    let mut complete = 0;
+    for r in futures::future::join_all(mounts).await {
+        let resp = r.expect("large mount");
+        let files = file_map(&resp);
+        let all = (0..40).all(|i| {
+            files
+                .get(&format!("big-{i}"))
+                .is_some_and(|(_, v)| *v == format!("{i:02}").repeat(30_000).into_bytes())
+        });
+        complete += usize::from(all);
+    }
+    (status_kib(pid, "VmHWM:").saturating_sub(before), complete)
+}
+
+#[tokio::test]
+async fn a_storm_of_large_driver_writes_mounts_stays_within_the_response_budget() {
+    // 30 mounts of 2.4 MB at once: with a 4 MiB budget at most one response
+    // (and the one waiting) is encoded at a time; every pod still gets all
+    // of its files.
+    let (bounded, complete) = large_storm("4MiB").await;
+    assert_eq!(complete, 30);
+    let (unbounded, complete) = large_storm("1024MiB").await;
+    assert_eq!(complete, 30);
+    eprintln!(
+        "30 x 2.4 MB driver-writes mounts at once: peak RSS +{:.1} MiB with a 4 MiB response budget, +{:.1} MiB without",
+        bounded as f64 / 1024.0,
+        unbounded as f64 / 1024.0
+    );
+    assert!(bounded < 32 * 1024, "peak RSS +{bounded} KiB with the budget");
+    assert!(
+        unbounded > 2 * bounded,
+        "the budget is what bounds it: +{unbounded} KiB without, +{bounded} KiB with"
+    );
+}
