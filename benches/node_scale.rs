@@ -310,13 +310,27 @@ async fn main() {
         return;
     }
     let ours: &[&str] = &[];
-    latency_and_calls("csi-provider-aws (defaults)", ours).await;
-    latency_and_calls("Go call pattern", GO_PATTERN).await;
+    let only_storm = std::env::var("NODE_SCALE_ONLY").is_ok_and(|v| v == "storm");
+    if !only_storm {
+        latency_and_calls("csi-provider-aws (defaults)", ours).await;
+        latency_and_calls("Go call pattern", GO_PATTERN).await;
+    }
 
     println!("\n### Mount storm: {PODS} pods ({SERVICE_ACCOUNTS} ServiceAccounts) x 10 objects, all at once\n");
     println!("| configuration | succeeded | p50 | p99 | max | calls AWS / STS / K8s | peak RSS | idle RSS |");
     println!("|---|---|---|---|---|---|---|---|");
-    storm("csi-provider-aws (defaults)", ours).await;
+    // NODE_SCALE_STORMS repeats the storm (a fresh provider each time) to
+    // see its spread; NODE_SCALE_ONLY=storm stops after it.
+    let storms = std::env::var("NODE_SCALE_STORMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    for _ in 0..storms {
+        storm("csi-provider-aws (defaults)", ours).await;
+    }
+    if only_storm {
+        return;
+    }
     storm("Go call pattern", GO_PATTERN).await;
 
     let ttl = format!("--cache-ttl={}ms", ROUND.as_millis() * 5 / 2);

@@ -59,7 +59,12 @@ impl Provider {
         let log = dir.path().join("provider.log");
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).expect("home");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"));
+        // CSI_PROVIDER_BIN runs another build of the provider under the same
+        // harness (benchmarks compare builds with it).
+        let bin = std::env::var_os("CSI_PROVIDER_BIN")
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_csi-provider-aws").into());
+        let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &home)
