@@ -530,38 +530,32 @@ fn assert_failed_over(env: &Env) {
     }
 }
 
-#[tokio::test]
-async fn a_region_outage_with_5xx_fails_over_and_the_pod_gets_the_failover_values() {
+/// With the primary region failing as `effect`, the mount fails over and
+/// the pod reads the failover region's values.
+async fn fails_over(effect: Effect, target: &str) {
     let env = start(&[]).await;
     seed(&env, REGION, 1);
     seed(&env, FAILOVER, 1);
-    env.aws.region_outage(REGION, Effect::unavailable());
-    let req = with_failover(Req::new(CLASS, &env.provider.target("fo-5xx")));
+    env.aws.region_outage(REGION, effect);
+    let req = with_failover(Req::new(CLASS, &env.provider.target(target)));
     env.provider.mount(&req).await.expect("the failover region answers");
     assert_eq!(read_mount(&req.target), files(FAILOVER, 1));
     assert_failed_over(&env);
+}
+
+#[tokio::test]
+async fn a_region_outage_with_5xx_fails_over_and_the_pod_gets_the_failover_values() {
+    fails_over(Effect::unavailable(), "fo-5xx").await;
 }
 
 #[tokio::test]
 async fn a_region_outage_with_connection_resets_fails_over() {
-    let env = start(&[]).await;
-    seed(&env, FAILOVER, 1);
-    env.aws.region_outage(REGION, Effect::Reset);
-    let req = with_failover(Req::new(CLASS, &env.provider.target("fo-reset")));
-    env.provider.mount(&req).await.expect("the failover region answers");
-    assert_eq!(read_mount(&req.target), files(FAILOVER, 1));
-    assert_failed_over(&env);
+    fails_over(Effect::Reset, "fo-reset").await;
 }
 
 #[tokio::test]
 async fn a_hung_region_fails_over_within_the_mount_deadline() {
-    let env = start(&[]).await;
-    seed(&env, FAILOVER, 1);
-    env.aws.region_outage(REGION, Effect::Hang);
-    let req = with_failover(Req::new(CLASS, &env.provider.target("fo-hang")));
-    env.provider.mount(&req).await.expect("the failover region answers");
-    assert_eq!(read_mount(&req.target), files(FAILOVER, 1));
-    assert_failed_over(&env);
+    fails_over(Effect::Hang, "fo-hang").await;
 }
 
 #[tokio::test]
