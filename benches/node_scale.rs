@@ -25,12 +25,16 @@ const GO_PATTERN: &[&str] = &[
     "--single-flight=false",
     "--max-concurrent-fetches=1",
 ];
+/// The Go provider's client limiter (its defaults), for the storms.
+const GO_LIMITER: &[&str] = &["--qps=5", "--burst=10"];
 const SERVICE_ACCOUNTS: usize = 10;
 const PODS: usize = 110;
 /// The rotation hour: a re-mount every 2 minutes for 60 minutes, with 2
 /// simulated minutes compressed into this much real time.
 const ROUND: Duration = Duration::from_millis(600);
 const ROUNDS: usize = 30;
+/// Pods of new ServiceAccounts joining the node in the hour, one a minute.
+const JOINING: usize = 60;
 
 struct Bench {
     aws: FakeAws,
@@ -77,6 +81,14 @@ async fn start(args: &[&str]) -> Bench {
     }
     for i in 0..200 {
         kube.add_service_account("default", &format!("cold-{i}"), Some(&role(&format!("cold-{i}"))));
+    }
+    // A node replacement: every pod of its own ServiceAccount; and the
+    // ServiceAccounts that join a node one a minute.
+    for i in 0..PODS {
+        kube.add_service_account("default", &format!("own-{i}"), Some(&role(&format!("own-{i}"))));
+    }
+    for i in 0..JOINING {
+        kube.add_service_account("default", &format!("new-{i}"), Some(&role(&format!("new-{i}"))));
     }
     aws.set_delay(RTT);
     let provider = Provider::start(Options {
@@ -222,10 +234,22 @@ async fn latency_and_calls(name: &str, args: &[&str]) {
     );
 }
 
-/// Pod `p` of the node: ServiceAccount `sa-<p mod 10>`, its own token and
-/// volume, 10 objects.
-fn node_pod(b: &Bench, p: usize, volume: &str) -> Req {
-    let sa = format!("sa-{}", p % SERVICE_ACCOUNTS);
+/// How the node's pods map to ServiceAccounts.
+#[derive(Clone, Copy)]
+enum Accounts {
+    /// Pod `p` runs as `sa-<p mod 10>`.
+    Shared,
+    /// Pod `p` runs as `own-<p>` (a ServiceAccount per service).
+    OwnEach,
+}
+
+/// Pod `p` of the node: its ServiceAccount, its own token and volume, 10
+/// objects.
+fn node_pod(b: &Bench, p: usize, volume: &str, accounts: Accounts) -> Req {
+    let sa = match accounts {
+        Accounts::Shared => format!("sa-{}", p % SERVICE_ACCOUNTS),
+        Accounts::OwnEach => format!("own-{p}"),
+    };
     Req::new(&objects(10), &b.provider.tmpfs_target(&format!("{volume}-{p}"))).pod(
         &format!("pod-{p}"),
         &sa,
@@ -233,12 +257,14 @@ fn node_pod(b: &Bench, p: usize, volume: &str) -> Req {
     )
 }
 
-async fn storm(name: &str, args: &[&str]) {
+async fn storm(name: &str, args: &[&str], accounts: Accounts) {
     let b = start(args).await;
+    // The Kubernetes API answers in 10 ms too.
+    b.kube.set_delay(RTT);
     let idle = status_kib(b.provider.pid(), "VmRSS:");
     let mut tasks = Vec::new();
     for p in 0..PODS {
-        let req = node_pod(&b, p, "storm");
+        let req = node_pod(&b, p, "storm", accounts);
         let mut client = b.provider.client().await;
         tasks.push(tokio::spawn(async move {
             let start = Instant::now();
@@ -280,7 +306,7 @@ async fn rotation_hour(name: &str, args: &[&str]) {
     for round in 0..ROUNDS {
         let mut tasks = Vec::new();
         for p in 0..PODS {
-            let req = node_pod(&b, p, "hour");
+            let req = node_pod(&b, p, "hour", Accounts::Shared);
             let mut client = b.provider.client().await;
             tasks.push(tokio::spawn(async move { client.mount(req.build()).await.is_ok() }));
         }
@@ -303,6 +329,51 @@ async fn rotation_hour(name: &str, args: &[&str]) {
     );
 }
 
+/// Kubernetes reads of a node in an hour of rotation, with pods re-mounting
+/// every 2 minutes each at its own moment, as the driver's rotation does,
+/// and `joining` pods of new ServiceAccounts arriving one a minute. Time is
+/// compressed as in the rotation hour, `--service-account-cache-ttl` with it.
+async fn kubernetes_hour(name: &str, args: &[&str], accounts: Accounts, joining: usize) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--qps=1000", "--burst=1000"]);
+    let b = start(&all).await;
+    let hour = ROUND * ROUNDS as u32;
+    let begin = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    let pods = (0..PODS).map(|p| (ROUND * p as u32 / PODS as u32, node_pod(&b, p, "kube-hour", accounts)));
+    let joiners = (0..joining).map(|j| {
+        let sa = format!("new-{j}");
+        let req = Req::new(&objects(10), &b.provider.tmpfs_target(&format!("kube-hour-new-{j}"))).pod(
+            &format!("new-pod-{j}"),
+            &sa,
+            &format!("token-new-pod-{j}"),
+        );
+        (ROUND / 2 * j as u32, req)
+    });
+    for (first, req) in pods.chain(joiners).collect::<Vec<_>>() {
+        let mut client = b.provider.client().await;
+        tasks.push(tokio::spawn(async move {
+            let (mut mounts, mut failed) = (0, 0);
+            let mut at = first;
+            while at < hour {
+                tokio::time::sleep_until(begin + at).await;
+                mounts += 1;
+                failed += usize::from(client.mount(req.build()).await.is_err());
+                at += ROUND;
+            }
+            (mounts, failed)
+        }));
+    }
+    let (mut mounts, mut failed) = (0, 0);
+    for t in tasks {
+        let (m, f) = t.await.unwrap();
+        mounts += m;
+        failed += f;
+    }
+    let c = calls(&b);
+    println!("| {name} | {mounts} | **{}** | {} | {failed} |", c.kube, c.sts);
+}
+
 #[tokio::main]
 async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -310,7 +381,13 @@ async fn main() {
         return;
     }
     let ours: &[&str] = &[];
-    let only_storm = std::env::var("NODE_SCALE_ONLY").is_ok_and(|v| v == "storm");
+    // NODE_SCALE_ONLY=storm or =kubernetes runs one part.
+    let only = std::env::var("NODE_SCALE_ONLY").unwrap_or_default();
+    let only_storm = only == "storm";
+    if only == "kubernetes" {
+        kubernetes_hours(ours).await;
+        return;
+    }
     if !only_storm {
         latency_and_calls("csi-provider-aws (defaults)", ours).await;
         latency_and_calls("Go call pattern", GO_PATTERN).await;
@@ -326,12 +403,22 @@ async fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     for _ in 0..storms {
-        storm("csi-provider-aws (defaults)", ours).await;
+        storm("csi-provider-aws (defaults)", ours, Accounts::Shared).await;
+    }
+    let go_storm: Vec<&str> = GO_PATTERN.iter().chain(GO_LIMITER).copied().collect();
+    if !only_storm {
+        storm("Go call pattern", &go_storm, Accounts::Shared).await;
+    }
+    println!("\n### Node replacement: {PODS} pods of {PODS} ServiceAccounts x 10 objects, all at once\n");
+    println!("| configuration | succeeded | p50 | p99 | max | calls AWS / STS / K8s | peak RSS | idle RSS |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for _ in 0..storms {
+        storm("csi-provider-aws (defaults)", ours, Accounts::OwnEach).await;
     }
     if only_storm {
         return;
     }
-    storm("Go call pattern", GO_PATTERN).await;
+    storm("Go call pattern", &go_storm, Accounts::OwnEach).await;
 
     let ttl = format!("--cache-ttl={}ms", ROUND.as_millis() * 5 / 2);
     println!(
@@ -343,4 +430,29 @@ async fn main() {
     rotation_hour("Go call pattern", GO_PATTERN).await;
     rotation_hour("csi-provider-aws, value cache off", ours).await;
     rotation_hour("csi-provider-aws, --cache-ttl 5 min (scaled)", &[&ttl]).await;
+    kubernetes_hours(ours).await;
+}
+
+async fn kubernetes_hours(ours: &[&str]) {
+    // --service-account-cache-ttl's default (30 s), compressed like the hour.
+    let sa_ttl = format!("--service-account-cache-ttl={}ms", ROUND.as_millis() / 4);
+    let ours_scaled: Vec<&str> = ours.iter().copied().chain([sa_ttl.as_str()]).collect();
+    println!(
+        "\n### Kubernetes reads of a node in an hour of rotation (each pod every 2 minutes at its own moment; 2 minutes = {} ms)\n",
+        ROUND.as_millis()
+    );
+    println!("| configuration | mounts | Kubernetes reads | STS | failed mounts |");
+    println!("|---|---|---|---|---|");
+    for (what, accounts, joining) in [
+        ("110 pods of 10 ServiceAccounts", Accounts::Shared, 0),
+        ("110 pods of 110 ServiceAccounts", Accounts::OwnEach, 0),
+        (
+            "110 pods of 10, and a new ServiceAccount every minute",
+            Accounts::Shared,
+            JOINING,
+        ),
+    ] {
+        kubernetes_hour(&format!("Go call pattern: {what}"), GO_PATTERN, accounts, joining).await;
+        kubernetes_hour(&format!("csi-provider-aws: {what}"), &ours_scaled, accounts, joining).await;
+    }
 }

@@ -55,8 +55,10 @@ pub struct ServeArgs {
     /// Kubernetes API queries per second.
     #[arg(long, default_value_t = 5.0)]
     pub qps: f32,
-    /// Kubernetes API burst.
-    #[arg(long, default_value_t = 10)]
+    /// Kubernetes API burst: the reads a node may make at once before
+    /// `--qps` spaces them. One per distinct ServiceAccount at most, so it
+    /// fits a node full of new pods (EKS runs at most 250 per node).
+    #[arg(long, default_value_t = 250)]
     pub burst: u32,
     /// Version reported in the AWS User-Agent instead of ours.
     #[arg(long, default_value = "")]
@@ -307,7 +309,7 @@ mod tests {
         assert_eq!(c.serve.provider_volume, PathBuf::from(DEFAULT_PROVIDER_VOLUME));
         assert!(!c.serve.driver_writes_secrets);
         assert_eq!(c.serve.qps, 5.0);
-        assert_eq!(c.serve.burst, 10);
+        assert_eq!(c.serve.burst, 250);
         assert_eq!(c.serve.pod_identity_timeout(), None);
         assert_eq!(c.serve.pod_identity_endpoint_ipv4, DEFAULT_IPV4_ENDPOINT);
         assert_eq!(c.serve.cache_ttl, Duration::ZERO, "the value cache is off by default");

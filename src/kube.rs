@@ -10,6 +10,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::Api;
+use kube::api::GetParams;
 
 use crate::aws::Failure;
 use crate::telemetry::{Family, Metrics, outcome};
@@ -127,9 +128,16 @@ impl KubeClient {
     }
 
     /// The `eks.amazonaws.com/role-arn` annotation of a ServiceAccount.
+    ///
+    /// Read as metadata only (the annotation is all the provider needs) and
+    /// at `resourceVersion=0`, so the API server answers from its watch
+    /// cache instead of a quorum read from etcd; the cache lags etcd by
+    /// milliseconds, far less than `--service-account-cache-ttl`.
     pub async fn service_account_role(&self, namespace: &str, name: &str) -> Result<Option<String>, KubeError> {
         let api = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace);
-        let sa = self.read("serviceaccounts", api.get(name)).await?;
+        let sa = self
+            .read("serviceaccounts", api.get_metadata_with(name, &GetParams::any()))
+            .await?;
         Ok(sa
             .metadata
             .annotations

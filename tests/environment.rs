@@ -122,6 +122,41 @@ async fn kubernetes_calls_are_rate_limited_by_qps_and_burst() {
     assert!(span >= Duration::from_millis(450), "6 calls within {span:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_full_of_new_service_accounts_is_not_held_by_the_limiter() {
+    // Default flags: a node replacement brings pods of 40 ServiceAccounts at
+    // once. The burst covers one read per ServiceAccount; with the Go
+    // provider's burst of 10 at 5 per second they would span 6 seconds.
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let sa = format!("own-{i}");
+        env.kube
+            .add_service_account("default", &sa, Some(&format!("arn:aws:iam::123456789012:role/{sa}")));
+        let req = Req::new(SM_OBJECT, &env.provider.target(&format!("own-{i}"))).pod(
+            &format!("pod-{i}"),
+            &sa,
+            &format!("token-{i}"),
+        );
+        let mut client = env.provider.client().await;
+        tasks.push(tokio::spawn(async move { client.mount(req.build()).await.map(|_| ()) }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("mount");
+    }
+    let times = env.kube.call_times();
+    assert_eq!(times.len(), 40, "one read per ServiceAccount");
+    let span = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    assert!(span < Duration::from_secs(3), "40 reads spread over {span:?}");
+    // Each read asks for metadata only, from the API server's watch cache.
+    for (path, accept) in env.kube.requests() {
+        assert!(path.contains("/serviceaccounts/own-"), "{path}");
+        assert!(path.contains("resourceVersion=0"), "{path}");
+        assert!(accept.contains("as=PartialObjectMetadata"), "{accept}");
+    }
+}
+
 #[tokio::test]
 async fn current_object_version_is_tolerated_and_never_echoed() {
     let env = Env::start().await;

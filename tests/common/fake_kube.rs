@@ -21,6 +21,8 @@ struct State {
     nodes: HashMap<String, Option<String>>,
     forbidden: Vec<String>,
     calls: Vec<String>,
+    /// Each request's path with its query, and its `Accept` header.
+    requests: Vec<(String, String)>,
     times: Vec<std::time::Instant>,
     outage: Option<u16>,
     delay: std::time::Duration,
@@ -126,6 +128,11 @@ impl FakeKube {
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
     }
+
+    /// Each request's path with its query, and its `Accept` header.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.lock().requests.clone()
+    }
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Reply {
@@ -140,6 +147,13 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     let path = req.path.split('?').next().unwrap_or_default().to_string();
     st.calls.push(format!("{} {}", req.method, path));
+    let accept = req
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    st.requests.push((req.path.clone(), accept.clone()));
     st.times.push(std::time::Instant::now());
     let forbidden = st.forbidden.iter().any(|r| path.contains(r.as_str()));
     if forbidden || st.outage.is_some() || st.hang || !st.delay.is_zero() {
@@ -148,12 +162,15 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
     if st.hang {
         return Reply::hang();
     }
-    let mut reply = answer(&st, &path, forbidden);
+    // `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`
+    // asks for the object's metadata only, as the API server serves it.
+    let metadata_only = accept.contains("as=PartialObjectMetadata");
+    let mut reply = answer(&st, &path, forbidden, metadata_only);
     reply.delay = st.delay;
     reply
 }
 
-fn answer(st: &State, path: &str, forbidden: bool) -> Reply {
+fn answer(st: &State, path: &str, forbidden: bool, metadata_only: bool) -> Reply {
     if let Some(code) = st.outage {
         let reason = match code {
             429 => "TooManyRequests",
@@ -178,11 +195,19 @@ fn answer(st: &State, path: &str, forbidden: bool) -> Reply {
                         Some(r) => json!({"eks.amazonaws.com/role-arn": r}),
                         None => json!({}),
                     };
-                    Reply::json(
-                        200,
-                        json!({"apiVersion": "v1", "kind": "ServiceAccount",
-                               "metadata": {"name": name, "namespace": ns, "annotations": annotations}}),
-                    )
+                    let metadata = json!({"name": name, "namespace": ns, "annotations": annotations});
+                    if metadata_only {
+                        Reply::json(
+                            200,
+                            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata}),
+                        )
+                    } else {
+                        Reply::json(
+                            200,
+                            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata,
+                                   "secrets": [{"name": format!("{name}-token")}]}),
+                        )
+                    }
                 }
                 None => status(404, "NotFound", &format!("serviceaccounts \"{name}\" not found")),
             }
