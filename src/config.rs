@@ -94,6 +94,11 @@ pub struct ServeArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "true", action = ArgAction::Set)]
     pub batch_get_secret_value: bool,
+    /// After BatchGetSecretValue is throttled, fetch with GetSecretValue on
+    /// this node for this long (its account-wide quota is 100 calls per
+    /// second, GetSecretValue's 10,000).
+    #[arg(long, default_value = "60s", value_parser = parse_flag_duration)]
+    pub batch_throttle_backoff: Duration,
     /// Concurrent AWS calls per mount (1 = one after another).
     #[arg(long, default_value_t = crate::fetch::CONCURRENCY)]
     pub max_concurrent_fetches: usize,
@@ -251,6 +256,7 @@ const GO_FLAGS: &[&str] = &[
     "pod-identity-cache-scope",
     "service-account-cache-ttl",
     "batch-get-secret-value",
+    "batch-throttle-backoff",
     "max-concurrent-fetches",
     "single-flight",
     "http-addr",
@@ -315,6 +321,7 @@ mod tests {
         assert_eq!(c.serve.cache_ttl, Duration::ZERO, "the value cache is off by default");
         assert!(c.serve.credential_cache && c.serve.batch_get_secret_value && c.serve.single_flight);
         assert_eq!(c.serve.service_account_cache_ttl, Duration::from_secs(30));
+        assert_eq!(c.serve.batch_throttle_backoff, Duration::from_secs(60));
         assert_eq!(c.serve.credential_refresh_margin, Duration::from_secs(300));
         assert_eq!(c.serve.pod_identity_cache_scope, PodIdentityScope::Pod);
         assert_eq!(

@@ -141,6 +141,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         aws.clone(),
         FetchSettings {
             batch_get_secret_value: args.batch_get_secret_value,
+            batch_throttle_backoff: args.batch_throttle_backoff,
             concurrency: args.max_concurrent_fetches.max(1),
             value_ttl: (!args.cache_ttl.is_zero()).then_some(args.cache_ttl),
             single_flight: args.single_flight,

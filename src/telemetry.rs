@@ -73,6 +73,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -87,6 +92,7 @@ pub struct Metrics {
     credentials: MetricFamily<CredentialLabels, Counter>,
     kubernetes: MetricFamily<KubeLabels, Counter>,
     cache: MetricFamily<CacheLabels, Counter>,
+    batch_fallbacks: MetricFamily<ReasonLabels, Counter>,
     mounts: MetricFamily<MountLabels, Counter>,
     mount_duration: HistogramFamily<OutcomeLabels>,
     mount_objects: Histogram,
@@ -127,6 +133,12 @@ impl Default for Metrics {
             "Cache lookups by cache and result (hit, miss, joined)",
             cache.clone(),
         );
+        let batch_fallbacks = MetricFamily::<ReasonLabels, Counter>::default();
+        registry.register(
+            "batch_fallbacks",
+            "BatchGetSecretValue calls replaced by GetSecretValue, by reason (throttled, denied)",
+            batch_fallbacks.clone(),
+        );
         let mounts = MetricFamily::<MountLabels, Counter>::default();
         registry.register("mounts", "Mount requests by outcome and error code", mounts.clone());
         let mount_duration: HistogramFamily<OutcomeLabels> =
@@ -157,6 +169,7 @@ impl Default for Metrics {
             credentials,
             kubernetes,
             cache,
+            batch_fallbacks,
             mounts,
             mount_duration,
             mount_objects,
@@ -208,6 +221,16 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// A batch whose objects were fetched one by one: `throttled` or
+    /// `denied`.
+    pub fn batch_fallback(&self, reason: &'static str) {
+        self.batch_fallbacks
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// A mount started; the guard records its end.

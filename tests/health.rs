@@ -75,6 +75,40 @@ async fn healthz_and_readyz_follow_the_process_and_the_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_batch_shows_as_throttled_calls_and_a_fallback() {
+    let (env, port) = env_with_http(&[]).await;
+    env.aws.put_secret_string(REGION, "t1", "v");
+    env.aws.put_secret_string(REGION, "t2", "v");
+    env.aws.add_rule(common::fake_aws::Rule::op(
+        "BatchGetSecretValue",
+        common::fake_aws::Effect::throttling(),
+    ));
+    let objects = "- objectName: t1\n  objectType: secretsmanager\n- objectName: t2\n  objectType: secretsmanager\n";
+    let target = env.provider.target("throttled");
+    env.provider.mount(&Req::new(objects, &target)).await.expect("mount");
+    let (_, body) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
+        .await
+        .unwrap();
+    let m = |p: &str| metric(&body, p);
+    assert_eq!(
+        m(r#"csi_provider_aws_batch_fallbacks_total{reason="throttled"}"#),
+        1.0,
+        "{body}"
+    );
+    assert!(
+        m(
+            r#"csi_provider_aws_aws_calls_total{service="secretsmanager",operation="BatchGetSecretValue",outcome="throttled"}"#
+        ) >= 1.0,
+        "{body}"
+    );
+    assert_eq!(
+        m(r#"csi_provider_aws_aws_calls_total{service="secretsmanager",operation="GetSecretValue",outcome="success"}"#),
+        2.0,
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn metrics_move_with_real_mounts() {
     let (env, port) = env_with_http(&[]).await;
     let (_, before) = tokio::task::spawn_blocking(move || get(port, "/metrics"))

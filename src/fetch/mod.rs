@@ -45,6 +45,9 @@ pub struct Fetched {
 pub struct FetchSettings {
     /// Use `BatchGetSecretValue` for objects without a version field.
     pub batch_get_secret_value: bool,
+    /// After `BatchGetSecretValue` is throttled, use `GetSecretValue` on this
+    /// node for this long (`--batch-throttle-backoff`).
+    pub batch_throttle_backoff: Duration,
     /// Concurrent AWS calls per mount.
     pub concurrency: usize,
     /// Keep values this long per identity (`None`: values are not kept).
@@ -59,6 +62,7 @@ impl Default for FetchSettings {
     fn default() -> Self {
         Self {
             batch_get_secret_value: true,
+            batch_throttle_backoff: Duration::from_secs(60),
             concurrency: CONCURRENCY,
             value_ttl: None,
             single_flight: true,
@@ -216,6 +220,8 @@ pub struct Fetcher {
     units: Cache<UnitKey, Arc<Vec<Fetched>>, FetchError>,
     values: Cache<ValueKey, Fetched, FetchError>,
     batch_denied: Cache<IdentityKey, (), FetchError>,
+    /// Set while batching backs off on this node after a throttled batch.
+    batch_throttled: Cache<(), (), FetchError>,
 }
 
 /// What one unit needs to run on its own task.
@@ -247,17 +253,20 @@ impl Fetcher {
             units: Cache::new().with_deadline(deadline),
             values: Cache::new(),
             batch_denied: Cache::new(),
+            batch_throttled: Cache::new(),
         }
     }
 
     fn batch_allowed(&self, identity: &IdentityKey) -> bool {
-        self.settings.batch_get_secret_value && self.batch_denied.get(identity).is_none()
+        self.settings.batch_get_secret_value
+            && self.batch_denied.get(identity).is_none()
+            && self.batch_throttled.get(&()).is_none()
     }
 
     /// Drops expired values and expired batch denials (values are zeroized
     /// as they drop).
     pub fn sweep(&self) -> usize {
-        self.values.sweep() + self.batch_denied.sweep() + self.units.sweep()
+        self.values.sweep() + self.batch_denied.sweep() + self.batch_throttled.sweep() + self.units.sweep()
     }
 
     /// Fetches every object for `identity`, returning values in object order.
@@ -361,28 +370,33 @@ impl Fetcher {
         objects: Vec<ObjectSpec>,
     ) -> Result<Vec<Fetched>, FetchError> {
         let batch_denied = self.batch_denied.clone();
+        let batch_throttled = self.batch_throttled.clone();
+        let backoff = self.settings.batch_throttle_backoff;
+        let concurrency = self.settings.concurrency;
+        let metrics = self.metrics.clone();
         let identity = key.identity.clone();
         let run = move || async move {
             let result: UnitResult = match kind {
-                UnitKind::Secret => {
-                    let mut out = Vec::with_capacity(objects.len());
-                    for o in &objects {
-                        out.push(secrets_manager::fetch(&ctx, o).await?);
-                    }
-                    Ok(out)
-                }
+                UnitKind::Secret => one_by_one(&ctx, &objects, concurrency).await,
                 UnitKind::SecretBatch => match secrets_manager::fetch_batch(&ctx, &objects).await {
                     Err(secrets_manager::BatchError::Denied) => {
                         batch_denied.insert(identity, (), Instant::now() + BATCH_DENIED_FOR);
+                        metrics.batch_fallback("denied");
                         tracing::info!(
                             "BatchGetSecretValue is denied for this identity; using GetSecretValue for {:?}",
                             BATCH_DENIED_FOR
                         );
-                        let mut out = Vec::with_capacity(objects.len());
-                        for o in &objects {
-                            out.push(secrets_manager::fetch(&ctx, o).await?);
-                        }
-                        Ok(out)
+                        one_by_one(&ctx, &objects, concurrency).await
+                    }
+                    Err(secrets_manager::BatchError::Throttled) => {
+                        batch_throttled.insert((), (), Instant::now() + backoff);
+                        metrics.batch_fallback("throttled");
+                        tracing::warn!(
+                            "BatchGetSecretValue is throttled (its quota is 100 calls per second per account and \
+                             region); this node uses GetSecretValue for {:?} (--batch-throttle-backoff)",
+                            backoff
+                        );
+                        one_by_one(&ctx, &objects, concurrency).await
                     }
                     Err(secrets_manager::BatchError::Fetch(e)) => Err(e),
                     Ok(v) => Ok(v),
@@ -406,4 +420,12 @@ impl Fetcher {
         }
         result.map(|v| v.as_ref().clone()).map_err(FetchError::Shared)
     }
+}
+
+/// Secrets Manager objects with one `GetSecretValue` each, up to
+/// `concurrency` at once, in object order; the first error fails them all.
+async fn one_by_one(ctx: &UnitContext, objects: &[ObjectSpec], concurrency: usize) -> UnitResult {
+    let fetches: Vec<BoxFuture<'_, Result<Fetched, FetchError>>> =
+        objects.iter().map(|o| secrets_manager::fetch(ctx, o).boxed()).collect();
+    stream::iter(fetches).buffered(concurrency.max(1)).try_collect().await
 }

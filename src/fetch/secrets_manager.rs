@@ -124,6 +124,11 @@ async fn get(
 pub(crate) enum BatchError {
     /// The identity may not call `BatchGetSecretValue`: use `GetSecretValue`.
     Denied,
+    /// `BatchGetSecretValue` is throttled (after the SDK's retries): its
+    /// account-wide quota is 100 calls per second, `GetSecretValue`'s
+    /// 10,000, so the same objects are fetched one by one. Not a reason to
+    /// fail over to another region.
+    Throttled,
     Fetch(FetchError),
 }
 
@@ -135,6 +140,7 @@ pub(crate) async fn fetch_batch(ctx: &UnitContext, objects: &[ObjectSpec]) -> Re
     let ids: Vec<String> = objects.iter().map(|o| o.name.clone()).collect();
     let mut results = match batch_get(ctx, &ctx.regions.primary, &ids).await {
         Err(error) if error.failure == Failure::AccessDenied => return Err(BatchError::Denied),
+        Err(error) if error.failure == Failure::Throttled => return Err(BatchError::Throttled),
         Err(error) => {
             // The call itself failed: every object fails over on its own.
             let mut out = Vec::with_capacity(objects.len());
