@@ -251,6 +251,19 @@ async fn the_grafana_dashboard_queries_only_exported_metrics_and_labels() {
         ))
         .await
         .expect("mount");
+    // A throttled batch, for the throttling panel.
+    env.aws.put_secret_string(REGION, "e", "v");
+    env.aws.add_rule(common::fake_aws::Rule::op(
+        "BatchGetSecretValue",
+        common::fake_aws::Effect::throttling(),
+    ));
+    env.provider
+        .mount(&Req::new(
+            "- objectName: d\n  objectType: secretsmanager\n- objectName: e\n  objectType: secretsmanager\n",
+            &env.provider.target("dash-throttled"),
+        ))
+        .await
+        .expect("mount through the fallback");
     let (_, metrics) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
         .await
         .unwrap();
