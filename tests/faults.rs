@@ -240,6 +240,39 @@ async fn a_throttled_batch_is_fetched_one_by_one_in_that_mount_and_batching_back
     assert_eq!((count(&env, BATCH), count(&env, GET)), (1, 1));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_of_many_identities_over_the_batch_quota_all_mount_through_the_fallback() {
+    // An account's BatchGetSecretValue quota is shared by every node; here
+    // 1 call a second, against 8 pods of 8 identities mounting at once.
+    let env = start(&[]).await;
+    seed(&env, REGION, 1);
+    env.aws.set_quota(BATCH, REGION, 1.0);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let sa = format!("quota-{i}");
+        env.kube
+            .add_service_account("default", &sa, Some(&format!("arn:aws:iam::123456789012:role/{sa}")));
+        let req = Req::new(CLASS, &env.provider.target(&sa)).pod(&format!("pod-{i}"), &sa, &format!("token-{i}"));
+        let mut client = env.provider.client().await;
+        tasks.push(tokio::spawn(async move {
+            let result = client.mount(req.build()).await;
+            (result.map(|_| ()), req.target)
+        }));
+    }
+    for t in tasks {
+        let (result, target) = t.await.unwrap();
+        result.expect("every pod mounts");
+        assert_eq!(read_mount(&target), files(REGION, 1));
+    }
+    let throttled = env.aws.calls_of(BATCH).iter().filter(|c| c.injected.is_some()).count();
+    assert!(throttled >= 1, "the quota fired: {:?}", env.aws.calls_of(BATCH));
+    // The throttled batches' secrets were read one by one; the identities
+    // whose batch got through read them in it.
+    let by_name = |n: &str| env.aws.calls_of(GET).iter().filter(|c| c.names == [n]).count();
+    assert_eq!(by_name("api-key"), 8, "the versioned secret, once per identity");
+    assert!(by_name("db-user") >= 1 && by_name("db-user") == by_name("db-pass"));
+}
+
 #[tokio::test]
 async fn a_throttling_storm_fails_the_mount_whole_naming_secrets_manager_and_recovery_is_immediate() {
     let env = start(&[]).await;

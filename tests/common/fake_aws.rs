@@ -6,8 +6,10 @@
 //!
 //! Faults: [`Fault`] answers matching calls with an AWS error; a [`Rule`]
 //! can also reset the connection, hang, or answer late ([`Effect`]), for
-//! one operation or all, in one region or all. [`FakeAws::recover`] clears
-//! every fault at once. Calls that got a fault are marked in the log
+//! one operation or all, in one region or all. [`FakeAws::set_quota`]
+//! enforces an account-wide rate on an operation (a token bucket shared by
+//! every client, answering `ThrottlingException` beyond it, as AWS does).
+//! [`FakeAws::recover`] clears every fault and quota at once. Calls that got a fault are marked in the log
 //! ([`Call::injected`]), so a test can prove its fault fired.
 
 use std::collections::HashMap;
@@ -217,6 +219,33 @@ struct State {
     sts_lifetime: Option<Duration>,
     /// Issue a new access key on every STS call (counts the calls).
     fresh_keys: Option<u64>,
+    /// Account-wide quotas: a token bucket per (operation, region), shared
+    /// by every client, as AWS enforces them.
+    quotas: HashMap<(String, String), Bucket>,
+}
+
+/// A token bucket of `rate` calls per second holding at most `burst`.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    /// Takes a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -366,6 +395,23 @@ impl FakeAws {
         self.lock().delay = d;
     }
 
+    /// An account-wide quota on `op` in `region`: `per_second` calls a
+    /// second from all clients together (a bucket of as many), beyond which
+    /// calls are answered `ThrottlingException` as AWS does. Stays until
+    /// [`FakeAws::recover`].
+    pub fn set_quota(&self, op: &str, region: &str, per_second: f64) {
+        let burst = per_second.max(1.0);
+        self.lock().quotas.insert(
+            (op.to_string(), region.to_string()),
+            Bucket {
+                rate: per_second,
+                burst,
+                tokens: burst,
+                last: std::time::Instant::now(),
+            },
+        );
+    }
+
     /// Adds a fault rule (checked before [`Fault`]s, in the order added).
     pub fn add_rule(&self, rule: Rule) {
         self.lock().rules.push(rule);
@@ -389,6 +435,7 @@ impl FakeAws {
         let mut st = self.lock();
         st.faults.clear();
         st.rules.clear();
+        st.quotas.clear();
         st.delay = Duration::ZERO;
     }
 
@@ -480,6 +527,16 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
         let rule = take_rule(&mut st);
         if let Some(Effect::Error { status, code }) = &rule {
             let mut reply = aws_error(*status, code, "injected fault");
+            reply.delay = delay;
+            return reply;
+        }
+        if let Some(bucket) = st.quotas.get_mut(&(op.clone(), region.clone()))
+            && !bucket.take()
+        {
+            if let Some(c) = st.calls.last_mut() {
+                c.injected = Some("quota: 400 ThrottlingException".to_string());
+            }
+            let mut reply = aws_error(400, "ThrottlingException", "Rate exceeded");
             reply.delay = delay;
             return reply;
         }
