@@ -42,6 +42,9 @@ pub struct Options {
     pub env_region: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Another build of the provider to run (else `CSI_PROVIDER_BIN`, else
+    /// this one).
+    pub binary: Option<PathBuf>,
 }
 
 /// The provider binary running on a temporary socket.
@@ -61,9 +64,11 @@ impl Provider {
         std::fs::create_dir_all(&home).expect("home");
         // CSI_PROVIDER_BIN runs another build of the provider under the same
         // harness (benchmarks compare builds with it).
-        let bin = std::env::var_os("CSI_PROVIDER_BIN")
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_csi-provider-aws").into());
+        let bin = opts.binary.clone().map(Into::into).unwrap_or_else(|| {
+            std::env::var_os("CSI_PROVIDER_BIN")
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_csi-provider-aws").into())
+        });
         let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
