@@ -30,11 +30,17 @@ const ACCOUNTS: usize = 5;
 const INTERVAL: Duration = Duration::from_secs(2);
 /// How long the rotation runs (8 republish rounds).
 const RUN: Duration = Duration::from_secs(16);
-/// The real cluster the run stands for: 1,000 nodes of 30 volumes
-/// re-mounted every 80 s make 375 remounts a second; this run makes
-/// NODES * VOLUMES / INTERVAL of them, so every quota is scaled by the same
-/// factor to keep demand against quota as it is on the real cluster.
-const REAL_REMOUNTS_PER_SECOND: f64 = 1000.0 * 30.0 / 80.0;
+/// The real cluster the run stands for (`SIM_REAL_NODES`, default 1,000
+/// nodes) of 30 volumes re-mounted every 80 s: 1,000 nodes make 375
+/// remounts a second. This run makes NODES * VOLUMES / INTERVAL of them, so
+/// every quota is scaled by the same factor to keep demand against quota as
+/// it is on the real cluster.
+fn real_nodes() -> f64 {
+    std::env::var("SIM_REAL_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000.0)
+}
 /// AWS's account-wide quotas per region (calls per second).
 const QUOTAS: &[(&str, f64)] = &[("BatchGetSecretValue", 100.0), ("GetSecretValue", 10_000.0)];
 
@@ -47,7 +53,7 @@ const GO_PATTERN: &[&str] = &[
 ];
 
 fn scale() -> f64 {
-    (NODES * VOLUMES) as f64 / INTERVAL.as_secs_f64() / REAL_REMOUNTS_PER_SECOND
+    (NODES * VOLUMES) as f64 / INTERVAL.as_secs_f64() / (real_nodes() * 30.0 / 80.0)
 }
 
 fn role(sa: &str) -> String {
@@ -149,10 +155,11 @@ async fn main() {
         return;
     }
     println!(
-        "### {NODES} nodes x {VOLUMES} volumes x {SECRETS} secrets, re-mounted every {} ms for {} s; quotas x {:.2}: \
-         BatchGetSecretValue {:.0}/s, GetSecretValue {:.0}/s\n",
+        "### {NODES} nodes x {VOLUMES} volumes x {SECRETS} secrets, re-mounted every {} ms for {} s, standing for {} nodes; \
+         quotas x {:.2}: BatchGetSecretValue {:.0}/s, GetSecretValue {:.0}/s\n",
         INTERVAL.as_millis(),
         RUN.as_secs(),
+        real_nodes(),
         scale(),
         100.0 * scale(),
         10_000.0 * scale()
