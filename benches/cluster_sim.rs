@@ -44,14 +44,6 @@ fn real_nodes() -> f64 {
 /// AWS's account-wide quotas per region (calls per second).
 const QUOTAS: &[(&str, f64)] = &[("BatchGetSecretValue", 100.0), ("GetSecretValue", 10_000.0)];
 
-const GO_PATTERN: &[&str] = &[
-    "--credential-cache=false",
-    "--service-account-cache-ttl=0",
-    "--batch-get-secret-value=false",
-    "--single-flight=false",
-    "--max-concurrent-fetches=1",
-];
-
 fn scale() -> f64 {
     (NODES * VOLUMES) as f64 / INTERVAL.as_secs_f64() / (real_nodes() * 30.0 / 80.0)
 }

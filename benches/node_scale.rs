@@ -18,13 +18,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const RTT: Duration = Duration::from_millis(10);
-const GO_PATTERN: &[&str] = &[
-    "--credential-cache=false",
-    "--service-account-cache-ttl=0",
-    "--batch-get-secret-value=false",
-    "--single-flight=false",
-    "--max-concurrent-fetches=1",
-];
 /// The Go provider's client limiter (its defaults), for the storms.
 const GO_LIMITER: &[&str] = &["--qps=5", "--burst=10"];
 const SERVICE_ACCOUNTS: usize = 10;

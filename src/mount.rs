@@ -79,8 +79,9 @@ pub struct Provider {
     pub gates: WriteGates,
     admission: Semaphore,
     cpu: Arc<Semaphore>,
-    /// Kibibytes of driver-writes responses in flight.
+    /// Kibibytes of driver-writes responses in flight, of `response_kib`.
     responses: Arc<Semaphore>,
+    response_kib: usize,
 }
 
 /// A successful mount: the response, and the memory it holds until it has
@@ -175,7 +176,8 @@ impl Provider {
     ) -> Arc<Self> {
         let admission = Semaphore::new(settings.max_concurrent_mounts.max(1));
         let cpu = Arc::new(Semaphore::new(settings.max_concurrent_cpu_work.max(1)));
-        let responses = Arc::new(Semaphore::new(kib(settings.max_inflight_response_bytes as u64).max(1)));
+        let response_kib = kib(settings.max_inflight_response_bytes as u64).clamp(1, Semaphore::MAX_PERMITS);
+        let responses = Arc::new(Semaphore::new(response_kib));
         Arc::new(Self {
             settings,
             aws,
@@ -187,6 +189,7 @@ impl Provider {
             admission,
             cpu,
             responses,
+            response_kib,
         })
     }
 
@@ -235,9 +238,8 @@ impl Provider {
             .await?;
         match gate {
             None => {
-                let capacity = kib(self.settings.max_inflight_response_bytes as u64);
                 let reservation = within(Stage::Respond)
-                    .reserve(&self.responses, capacity, rendered.total_bytes)
+                    .reserve(&self.responses, self.response_kib, rendered.total_bytes)
                     .await?;
                 Ok(Mounted {
                     response: respond(rendered),
@@ -466,7 +468,7 @@ impl Step {
         capacity: usize,
         bytes: u64,
     ) -> Result<Reservation, MountError> {
-        let want = u32::try_from(kib(bytes).clamp(1, capacity.max(1))).unwrap_or(u32::MAX);
+        let want = u32::try_from(kib(bytes).clamp(1, capacity)).unwrap_or(u32::MAX);
         let stage = self.stage;
         let permit = self
             .run(async move {

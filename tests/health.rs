@@ -74,9 +74,9 @@ async fn healthz_and_readyz_follow_the_process_and_the_socket() {
     assert_eq!(status, 200, "the process is still alive");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_throttled_batch_shows_as_throttled_calls_and_a_fallback() {
-    let (env, port) = env_with_http(&[]).await;
+/// Mounts two Secrets Manager secrets while `BatchGetSecretValue` is
+/// throttled: the mount succeeds through `GetSecretValue`.
+async fn mount_through_a_throttled_batch(env: &Env, volume: &str) {
     env.aws.put_secret_string(REGION, "t1", "v");
     env.aws.put_secret_string(REGION, "t2", "v");
     env.aws.add_rule(common::fake_aws::Rule::op(
@@ -84,8 +84,16 @@ async fn a_throttled_batch_shows_as_throttled_calls_and_a_fallback() {
         common::fake_aws::Effect::throttling(),
     ));
     let objects = "- objectName: t1\n  objectType: secretsmanager\n- objectName: t2\n  objectType: secretsmanager\n";
-    let target = env.provider.target("throttled");
-    env.provider.mount(&Req::new(objects, &target)).await.expect("mount");
+    env.provider
+        .mount(&Req::new(objects, &env.provider.target(volume)))
+        .await
+        .expect("mount through the fallback");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_batch_shows_as_throttled_calls_and_a_fallback() {
+    let (env, port) = env_with_http(&[]).await;
+    mount_through_a_throttled_batch(&env, "throttled").await;
     let (_, body) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
         .await
         .unwrap();
@@ -243,27 +251,9 @@ fn an_occupied_http_address_stops_the_provider_at_start() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_grafana_dashboard_queries_only_exported_metrics_and_labels() {
     let (env, port) = env_with_http(&[]).await;
-    env.aws.put_secret_string(REGION, "d", "v");
-    env.provider
-        .mount(&Req::new(
-            "- objectName: d\n  objectType: secretsmanager\n",
-            &env.provider.target("dash"),
-        ))
-        .await
-        .expect("mount");
-    // A throttled batch, for the throttling panel.
-    env.aws.put_secret_string(REGION, "e", "v");
-    env.aws.add_rule(common::fake_aws::Rule::op(
-        "BatchGetSecretValue",
-        common::fake_aws::Effect::throttling(),
-    ));
-    env.provider
-        .mount(&Req::new(
-            "- objectName: d\n  objectType: secretsmanager\n- objectName: e\n  objectType: secretsmanager\n",
-            &env.provider.target("dash-throttled"),
-        ))
-        .await
-        .expect("mount through the fallback");
+    // A mount through a throttled batch feeds every panel, the throttling
+    // one included.
+    mount_through_a_throttled_batch(&env, "dash").await;
     let (_, metrics) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
         .await
         .unwrap();

@@ -3,9 +3,8 @@
 
 #![no_main]
 
-use csi_provider_aws::limits::Limits;
 use csi_provider_aws::spec::objects::{ObjectRules, check_arn_regions, parse_objects};
-use csi_provider_aws::spec::{ObjectKind, PathTranslation, arn};
+use csi_provider_aws::spec::{ObjectKind, arn};
 use csi_provider_aws_fuzz::{check_message, check_objects};
 use libfuzzer_sys::fuzz_target;
 
@@ -35,13 +34,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The name as an objectName, with and without an objectType.
     let quoted = serde_json::to_string(name).unwrap_or_default();
-    let limits = Limits::default();
-    let rules = ObjectRules {
-        translation: PathTranslation::default(),
-        default_mode: 0o644,
-        has_failover_region: false,
-        limits,
-    };
+    let rules = ObjectRules::default();
     for object_type in [
         "",
         ", \"objectType\": \"secretsmanager\"",
@@ -50,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         let text = format!("[{{\"objectName\": {quoted}, \"objectAlias\": \"a\"{object_type}}}]");
         match parse_objects(&text, &rules) {
             Ok(objects) => {
-                check_objects(&objects, rules.translation, &limits);
+                check_objects(&objects, rules.translation, &rules.limits);
                 let o = &objects[0];
                 assert_eq!(o.name, name);
                 match arn::parse(name) {

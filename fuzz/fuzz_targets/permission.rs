@@ -5,9 +5,8 @@
 
 #![no_main]
 
-use csi_provider_aws::limits::Limits;
 use csi_provider_aws::spec::objects::{ObjectRules, parse_objects};
-use csi_provider_aws::spec::{PathTranslation, parse_request};
+use csi_provider_aws::spec::parse_request;
 use csi_provider_aws_fuzz::{TARGET_PATH, check_file_permission, check_message, check_objects, check_spec};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,13 +18,7 @@ fuzz_target!(|data: &[u8]| {
     };
     check_file_permission(p);
 
-    let limits = Limits::default();
-    let rules = ObjectRules {
-        translation: PathTranslation::default(),
-        default_mode: 0o644,
-        has_failover_region: false,
-        limits,
-    };
+    let rules = ObjectRules::default();
     let quoted = serde_json::to_string(p).unwrap_or_default();
     for text in [
         format!("- objectName: s\n  objectType: secretsmanager\n  filePermission: {quoted}\n"),
@@ -35,14 +28,14 @@ fuzz_target!(|data: &[u8]| {
         ),
     ] {
         match parse_objects(&text, &rules) {
-            Ok(objects) => check_objects(&objects, rules.translation, &limits),
+            Ok(objects) => check_objects(&objects, rules.translation, &rules.limits),
             Err(e) => check_message("filePermission", &e.to_string()),
         }
     }
 
-    match parse_request(ATTRIBUTES, "null", TARGET_PATH, p, &limits) {
+    match parse_request(ATTRIBUTES, "null", TARGET_PATH, p, &rules.limits) {
         Ok(spec) => {
-            check_spec(&spec, &limits);
+            check_spec(&spec, &rules.limits);
             let mode: u32 = serde_json::from_str(p).unwrap_or_else(|e| panic!("accepted {p:?}: {e}"));
             assert_eq!(spec.default_mode, mode);
             assert!(

@@ -307,7 +307,7 @@ fn fill(target: &Path, dir: &Path, payload: &BTreeMap<&str, &FileOut>) -> Result
 fn is_unchanged(target: &Path, old: &str, payload: &BTreeMap<&str, &FileOut>, tops: &BTreeSet<&str>) -> bool {
     let old_dir = target.join(old);
     let mut existing = Vec::new();
-    if list_files(&old_dir, "", &mut existing).is_err() {
+    if list_files(&old_dir, &mut existing).is_err() {
         return false;
     }
     if existing.len() != payload.len() {
@@ -344,8 +344,8 @@ fn is_unchanged(target: &Path, old: &str, payload: &BTreeMap<&str, &FileOut>, to
 
 /// Regular files below `dir`, as relative paths; symlinks are not followed.
 /// Walks with an explicit stack (no recursion, however deep the tree).
-fn list_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
-    let mut pending = vec![(dir.to_path_buf(), prefix.to_string())];
+fn list_files(dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
+    let mut pending = vec![(dir.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = pending.pop() {
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;

@@ -83,6 +83,19 @@ pub struct ObjectRules {
     pub limits: Limits,
 }
 
+impl Default for ObjectRules {
+    /// The driver's defaults: file mode 0644, `pathTranslation` `_`, no
+    /// failover region, the default limits.
+    fn default() -> Self {
+        Self {
+            translation: PathTranslation::default(),
+            default_mode: 0o644,
+            has_failover_region: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// Raw descriptor fields, all optional strings.
 #[derive(Debug, Default)]
 struct RawObject {
@@ -562,10 +575,8 @@ mod tests {
 
     fn rules() -> ObjectRules {
         ObjectRules {
-            translation: PathTranslation::default(),
-            default_mode: 0o644,
             has_failover_region: true,
-            limits: Limits::default(),
+            ..ObjectRules::default()
         }
     }
 

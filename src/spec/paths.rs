@@ -85,10 +85,10 @@ pub fn check_relative_path(path: &str) -> Result<(), PathRule> {
     if path.len() > MAX_PATH_LEN {
         return Err(PathRule::TooLong);
     }
-    if path.split('/').count() > MAX_PATH_DEPTH + 1 {
-        return Err(PathRule::TooDeep);
-    }
     for (i, component) in path.split('/').enumerate() {
+        if i > MAX_PATH_DEPTH {
+            return Err(PathRule::TooDeep);
+        }
         match component {
             "" => return Err(PathRule::EmptyComponent),
             "." => return Err(PathRule::Dot),

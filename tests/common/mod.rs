@@ -28,6 +28,15 @@ pub use fake_kube::FakeKube;
 
 pub const REGION: &str = "us-west-2";
 pub const FAILOVER: &str = "us-east-2";
+/// Flags that make the provider call AWS and Kubernetes as the Go provider
+/// does: no caches, no batching, no single-flight, one call at a time.
+pub const GO_PATTERN: &[&str] = &[
+    "--credential-cache=false",
+    "--service-account-cache-ttl=0",
+    "--batch-get-secret-value=false",
+    "--single-flight=false",
+    "--max-concurrent-fetches=1",
+];
 pub const ROLE_A: &str = "arn:aws:iam::123456789012:role/role-a";
 pub const ROLE_B: &str = "arn:aws:iam::123456789012:role/role-b";
 pub const TOKEN_A: &str = "eyJ.token-of-pod-a.sig";
