@@ -15,8 +15,12 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_secretsmanager::config::Region;
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::retries::classifiers::{
+    ClassifyRetry, RetryAction, RetryClassifierPriority, RetryReason,
+};
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -50,6 +54,12 @@ impl Credentials {
     pub fn for_secrets_manager(&self) -> aws_sdk_secretsmanager::config::Builder {
         aws_sdk_secretsmanager::config::Builder::default()
             .credentials_provider(SharedCredentialsProvider::new(self.to_sdk()))
+    }
+
+    /// [`Self::for_secrets_manager`] for a call whose throttling is answered
+    /// by another API rather than by retrying (see [`NoRetryWhenThrottled`]).
+    pub fn for_secrets_manager_no_throttle_retry(&self) -> aws_sdk_secretsmanager::config::Builder {
+        self.for_secrets_manager().retry_classifier(NoRetryWhenThrottled)
     }
 
     /// A per-call configuration override that signs with these credentials.
@@ -326,6 +336,40 @@ pub fn no_client(region: &str) -> AwsError {
         failure: Failure::Rejected,
         code: None,
         message: format!("{} is not a region name", crate::limits::Echo(region)),
+    }
+}
+
+/// Forbids the SDK's retry of a throttled call, leaving every other retry
+/// (5xx, timeouts, connection errors) as the SDK's standard mode decides.
+/// For `BatchGetSecretValue`, whose account-wide quota is 100 calls a second
+/// and fixed, a retry adds load to the one quota that is exhausted and holds
+/// the mount for the SDK's backoff, while `GetSecretValue` (10,000 a second)
+/// serves the same objects at once.
+#[derive(Debug)]
+pub struct NoRetryWhenThrottled;
+
+impl ClassifyRetry for NoRetryWhenThrottled {
+    fn classify_retry(&self, _ctx: &InterceptorContext) -> RetryAction {
+        RetryAction::NoActionIndicated
+    }
+
+    fn classify_retry_v2(&self, _ctx: &InterceptorContext, previous: &RetryAction) -> RetryAction {
+        match previous {
+            RetryAction::RetryIndicated(RetryReason::RetryableError {
+                kind: aws_smithy_types::retry::ErrorKind::ThrottlingError,
+                ..
+            }) => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "NoRetryWhenThrottled"
+    }
+
+    /// After the SDK's classifiers, whose verdict it refines.
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
     }
 }
 

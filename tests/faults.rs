@@ -185,7 +185,6 @@ fn count(env: &Env, op: &str) -> usize {
 async fn calls_throttled_once_are_retried_by_the_sdk_and_the_mount_succeeds() {
     let env = start(&[]).await;
     seed(&env, REGION, 1);
-    env.aws.add_rule(Rule::op(BATCH, Effect::throttling()).times(1));
     env.aws.add_rule(Rule::op(GET, Effect::throttling()).times(1));
     env.aws.add_rule(Rule::op(PARAMS, Effect::too_many_requests()).times(1));
     let req = Req::new(CLASS, &env.provider.target("throttled-once"));
@@ -194,13 +193,39 @@ async fn calls_throttled_once_are_retried_by_the_sdk_and_the_mount_succeeds() {
         .await
         .expect("the retry absorbs the throttling");
     assert_eq!(read_mount(&req.target), files(REGION, 1));
-    for op in [BATCH, GET, PARAMS] {
+    for op in [GET, PARAMS] {
         assert_eq!(
             (env.aws.faulted(op), count(&env, op)),
             (1, 2),
             "{op}: one throttled, one retried"
         );
     }
+    assert_eq!((env.aws.faulted(BATCH), count(&env, BATCH)), (0, 1));
+}
+
+#[tokio::test]
+async fn a_throttled_batch_is_not_retried_but_a_failed_one_is() {
+    // Retrying a throttled batch adds load to the exhausted 100/s quota and
+    // holds the mount for the backoff; GetSecretValue serves it at once.
+    let env = start(&[]).await;
+    seed(&env, REGION, 1);
+    env.aws.add_rule(Rule::op(BATCH, Effect::throttling()).times(1));
+    let req = Req::new(CLASS, &env.provider.target("batch-throttled-once"));
+    env.provider.mount(&req).await.expect("the fallback serves it");
+    assert_eq!(read_mount(&req.target), files(REGION, 1));
+    assert_eq!((env.aws.faulted(BATCH), count(&env, BATCH)), (1, 1), "no retry");
+    let gets: Vec<_> = env.aws.calls_of(GET).iter().map(|c| c.names.join(",")).collect();
+    assert_eq!(gets.len(), 3, "db-user, db-pass one by one and api-key: {gets:?}");
+
+    // A 5xx is still retried by the SDK, and the batch is used.
+    let env = start(&[]).await;
+    seed(&env, REGION, 1);
+    env.aws.add_rule(Rule::op(BATCH, Effect::unavailable()).times(1));
+    let req = Req::new(CLASS, &env.provider.target("batch-5xx-once"));
+    env.provider.mount(&req).await.expect("the retry serves it");
+    assert_eq!(read_mount(&req.target), files(REGION, 1));
+    assert_eq!((env.aws.faulted(BATCH), count(&env, BATCH)), (1, 2), "one retry");
+    assert_eq!(count(&env, GET), 1, "only the versioned api-key");
 }
 
 #[tokio::test]
@@ -218,7 +243,7 @@ async fn a_throttled_batch_is_fetched_one_by_one_in_that_mount_and_batching_back
         .await
         .expect("GetSecretValue serves the batch's objects");
     assert_eq!(read_mount(&req.target), files(REGION, 1));
-    assert_eq!(count(&env, BATCH), 2, "AWS_MAX_ATTEMPTS=2: one call and one retry");
+    assert_eq!(count(&env, BATCH), 1, "a throttled batch is not retried");
     let gets: Vec<_> = env.aws.calls_of(GET).iter().map(|c| c.names.join(",")).collect();
     assert_eq!(gets.len(), 3, "db-user, db-pass one by one and api-key: {gets:?}");
     assert!(
@@ -288,12 +313,10 @@ async fn a_throttling_storm_fails_the_mount_whole_naming_secrets_manager_and_rec
         Code::ResourceExhausted,
         &["Secrets Manager", "ThrottlingException"],
     );
-    // AWS_MAX_ATTEMPTS=2: at most one call and one retry of each, all
-    // throttled (the mount fails whole at the first object that fails, so
-    // the batch may not reach its retry); a throttled batch's objects are
+    // AWS_MAX_ATTEMPTS=2: one call and one retry of each GetSecretValue,
+    // all throttled; the throttled batch is not retried, its objects are
     // asked one by one.
-    let batches = count(&env, BATCH);
-    assert!((1..=2).contains(&batches) && env.aws.faulted(BATCH) == batches);
+    assert_eq!((count(&env, BATCH), env.aws.faulted(BATCH)), (1, 1));
     let gets = env.aws.calls_of(GET);
     assert!(gets.len() >= 2 && gets.iter().all(|c| c.injected.is_some()), "{gets:?}");
     for name in SECRETS {

@@ -199,7 +199,9 @@ async fn batch_get(
             .set_secret_id_list(Some(distinct.clone()))
             .set_next_token(next_token.take())
             .customize()
-            .config_override(ctx.creds.for_secrets_manager())
+            // A throttled batch is not retried: its objects go to
+            // GetSecretValue at once (fetch_batch).
+            .config_override(ctx.creds.for_secrets_manager_no_throttle_retry())
             .send();
         let out = ctx
             .aws
