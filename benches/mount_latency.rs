@@ -1,8 +1,9 @@
 //! Mount latency of the provider binary over its Unix socket, as the driver
 //! calls it, against moto (the local AWS emulator): 20 objects (10 Secrets
 //! Manager secrets, 10 SSM parameters), IRSA through moto's STS, in both
-//! write modes, with the pod volume on tmpfs as in a pod. Also reports the
-//! size of the release binary.
+//! write modes, with the pod volume on tmpfs as in a pod; and the same 20
+//! objects in another account read through role chaining (`assumeRoleArn`).
+//! Also reports the size of the release binary.
 //!
 //! Run: `scripts/venv && cargo bench --bench mount_latency`
 //! (Without `--bench` it only prints this hint.)
@@ -29,12 +30,19 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn seed() -> String {
+const CENTRAL: &str = "arn:aws:iam::111111111111:role/central-secrets";
+
+/// 10 secrets and 10 parameters, in the default account or (with `role`) in
+/// that role's account.
+async fn seed(role: Option<&str>) -> String {
+    let (sm, ssm) = match role {
+        Some(r) => moto::in_account(r, REGION).await,
+        None => (moto::secrets_manager(REGION), moto::ssm(REGION)),
+    };
     let mut objects = String::new();
     for i in 0..10 {
         let n = unique(&format!("bench/secret-{i}"));
-        moto::secrets_manager(REGION)
-            .create_secret()
+        sm.create_secret()
             .name(&n)
             .secret_string(format!("{{\"user\":\"u{i}\",\"password\":\"p{i}\"}}"))
             .send()
@@ -44,8 +52,7 @@ async fn seed() -> String {
     }
     for i in 0..10 {
         let n = unique(&format!("/bench/param-{i}"));
-        moto::ssm(REGION)
-            .put_parameter()
+        ssm.put_parameter()
             .name(&n)
             .value(format!("value-{i}"))
             .r#type(ParameterType::SecureString)
@@ -57,7 +64,7 @@ async fn seed() -> String {
     objects
 }
 
-async fn run(mode: &str, args: &[&str], objects: &str) {
+async fn run(mode: &str, args: &[&str], objects: &str, params: &[(&str, &str)]) {
     let kube = FakeKube::start().await;
     kube.add_service_account("default", "sa-a", Some(ROLE_A));
     let provider = Provider::start(Options {
@@ -69,7 +76,7 @@ async fn run(mode: &str, args: &[&str], objects: &str) {
     })
     .await;
     let target = provider.tmpfs_target(mode);
-    let req = Req::new(objects, &target);
+    let req = params.iter().fold(Req::new(objects, &target), |r, (k, v)| r.set(k, v));
     let mut client = provider.client().await;
 
     let start = Instant::now();
@@ -100,26 +107,39 @@ async fn main() {
         println!("mount_latency: run with `cargo bench --bench mount_latency`");
         return;
     }
-    let objects = seed().await;
+    let objects = seed(None).await;
+    let central = seed(Some(CENTRAL)).await;
     println!(
         "20 objects (10 Secrets Manager + 10 SSM SecureString), IRSA via moto STS, {ROUNDS} re-mounts after the first"
     );
     println!();
     println!("| write mode, flags | first mount | re-mount p50 | re-mount p99 | re-mount max |");
     println!("|---|---|---|---|---|");
-    // Every IRSA mount reads the pod's ServiceAccount, so with the default
-    // --qps 5 --burst 10 back-to-back re-mounts settle at one per 200 ms.
-    run("provider writes, default --qps 5 --burst 10", &[], &objects).await;
-    run(
-        "provider writes, --qps 1000 --burst 1000",
-        &["--qps=1000", "--burst=1000"],
-        &objects,
-    )
-    .await;
+    // Every IRSA mount reads the pod's ServiceAccount (through a 30 s cache).
+    run("provider writes, default --qps 5 --burst 250", &[], &objects, &[]).await;
+    let fast = ["--qps=1000", "--burst=1000"];
+    run("provider writes, --qps 1000 --burst 1000", &fast, &objects, &[]).await;
     run(
         "driver writes, --qps 1000 --burst 1000",
         &["--driver-writes-secrets", "--qps=1000", "--burst=1000"],
         &objects,
+        &[],
+    )
+    .await;
+    // Role chaining: the objects live in account 111111111111.
+    let chain = [("assumeRoleArn", CENTRAL)];
+    run(
+        "provider writes, --qps 1000 --burst 1000, assumeRoleArn (another account)",
+        &fast,
+        &central,
+        &chain,
+    )
+    .await;
+    run(
+        "same, --credential-cache=false (both STS calls on every mount)",
+        &["--qps=1000", "--burst=1000", "--credential-cache=false"],
+        &central,
+        &chain,
     )
     .await;
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_csi-provider-aws"));

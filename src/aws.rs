@@ -62,6 +62,12 @@ impl Credentials {
         self.for_secrets_manager().retry_classifier(NoRetryWhenThrottled)
     }
 
+    /// A per-call configuration override that signs with these credentials
+    /// (STS `AssumeRole`: role chaining).
+    pub fn for_sts(&self) -> aws_sdk_sts::config::Builder {
+        aws_sdk_sts::config::Builder::default().credentials_provider(SharedCredentialsProvider::new(self.to_sdk()))
+    }
+
     /// A per-call configuration override that signs with these credentials.
     pub fn for_ssm(&self) -> aws_sdk_ssm::config::Builder {
         aws_sdk_ssm::config::Builder::default().credentials_provider(SharedCredentialsProvider::new(self.to_sdk()))
@@ -265,6 +271,9 @@ impl AwsClients {
         self.lock().sts.get(region, || {
             let conf = aws_sdk_sts::config::Builder::from(&self.config)
                 .region(Region::new(region.to_string()))
+                // AssumeRole is signed with each pod's own credentials,
+                // passed per call: nothing to cache across calls.
+                .identity_cache(aws_sdk_sts::config::IdentityCache::no_cache())
                 .build();
             aws_sdk_sts::Client::from_conf(conf)
         })

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::Span;
 
-use crate::aws::{AwsClients, Credentials, Failure};
+use crate::aws::{AwsClients, Failure};
 use crate::fetch::{FetchError, Fetched, Fetcher};
-use crate::identity::{IdentityError, IdentityKey, IdentityResolver};
+use crate::identity::{IdentityError, IdentityResolver, Signer, Signers};
 use crate::kube::KubeClient;
 use crate::limits::Limits;
 use crate::proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion};
@@ -223,11 +223,11 @@ impl Provider {
         let gate = (!self.settings.driver_writes).then(|| self.gates.enter(&spec.target_path));
 
         let regions = within(Stage::Region).run(self.regions(&spec)).await?;
-        let credentials = within(Stage::Identity)
-            .run(self.identity.credentials(&spec, &regions))
+        let signers = within(Stage::Identity)
+            .run(self.identity.signers(&spec, &regions))
             .await?;
         let values = within(Stage::Fetch)
-            .run(self.fetch(&spec, &regions, credentials, within(Stage::Identity)))
+            .run(self.fetch(&spec, &regions, signers, within(Stage::Identity)))
             .await?;
         let objects = spec.objects;
         let heavy = render_work(&objects, &values) > INLINE_WORK;
@@ -295,24 +295,68 @@ impl Provider {
         Ok(spec::check_regions(spec, primary)?)
     }
 
-    /// Every object, with the pod's `credentials`. If AWS refuses the cached
-    /// credentials themselves (expired or invalid), they are dropped and the
-    /// objects fetched once more with new ones (obtained within `renew`);
-    /// an access denial is final.
+    /// Every object, each with the credentials of its identity: the pod's
+    /// own, or those of the role it assumes. Objects of one identity are
+    /// fetched together (batches, single-flight), identities concurrently.
     async fn fetch(
         &self,
         spec: &MountSpec,
         regions: &Regions,
-        (identity, creds): (IdentityKey, Credentials),
+        signers: Signers,
         renew: Step,
     ) -> Result<Vec<Fetched>, MountError> {
-        match self.fetcher.fetch_all(&identity, &creds, regions, &spec.objects).await {
+        let mut groups: Vec<(Option<&spec::AssumeRole>, Vec<usize>)> = Vec::new();
+        for (i, o) in spec.objects.iter().enumerate() {
+            let role = o.assume_role.as_ref();
+            match groups.iter_mut().find(|(r, _)| *r == role) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((role, vec![i])),
+            }
+        }
+        if let [(role, _)] = groups.as_slice() {
+            let signer = signers.get(*role).clone();
+            return self.fetch_as(spec, regions, *role, signer, &spec.objects, &renew).await;
+        }
+        let fetches = groups.iter().map(|(role, members)| {
+            let objects: Vec<spec::ObjectSpec> = members.iter().map(|&i| spec.objects[i].clone()).collect();
+            let signer = signers.get(*role).clone();
+            let renew = &renew;
+            async move { self.fetch_as(spec, regions, *role, signer, &objects, renew).await }
+        });
+        let fetched = futures::future::try_join_all(fetches).await?;
+        let mut out: Vec<Option<Fetched>> = std::iter::repeat_with(|| None).take(spec.objects.len()).collect();
+        for ((_, members), values) in groups.iter().zip(fetched) {
+            for (&i, value) in members.iter().zip(values) {
+                out[i] = Some(value);
+            }
+        }
+        out.into_iter()
+            .map(|v| {
+                v.ok_or_else(|| MountError::Internal {
+                    stage: Stage::Fetch,
+                    message: "an object was not fetched".to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// `objects` with one identity's credentials. If AWS refuses the cached
+    /// credentials themselves (expired or invalid), they are dropped and the
+    /// objects fetched once more with new ones (obtained within `renew`);
+    /// an access denial is final.
+    async fn fetch_as(
+        &self,
+        spec: &MountSpec,
+        regions: &Regions,
+        role: Option<&spec::AssumeRole>,
+        (identity, creds): Signer,
+        objects: &[spec::ObjectSpec],
+        renew: &Step,
+    ) -> Result<Vec<Fetched>, MountError> {
+        match self.fetcher.fetch_all(&identity, &creds, regions, objects).await {
             Err(e) if e.credentials_refused() && self.identity.forget(&identity, &creds) => {
-                let (identity, creds) = renew.run(self.identity.credentials(spec, regions)).await?;
-                Ok(self
-                    .fetcher
-                    .fetch_all(&identity, &creds, regions, &spec.objects)
-                    .await?)
+                let (identity, creds) = renew.run(self.identity.signer(spec, regions, role)).await?;
+                Ok(self.fetcher.fetch_all(&identity, &creds, regions, objects).await?)
             }
             result => Ok(result?),
         }

@@ -22,6 +22,8 @@ pub enum Family {
     Sts,
     /// EKS Pod Identity Agent requests (Pod Identity credential fetches).
     PodIdentity,
+    /// STS `AssumeRole` with the pod's credentials (role chaining).
+    Chain,
     /// Kubernetes API reads (operation = resource).
     Kubernetes,
     /// Cache lookups (operation = cache name; outcome hit, miss or joined).
@@ -195,8 +197,12 @@ impl Metrics {
                     })
                     .inc();
             }
-            Family::Sts | Family::PodIdentity => {
-                let mode = if family == Family::Sts { "irsa" } else { "pod_identity" };
+            Family::Sts | Family::PodIdentity | Family::Chain => {
+                let mode = match family {
+                    Family::Sts => "irsa",
+                    Family::PodIdentity => "pod_identity",
+                    _ => "assume_role",
+                };
                 self.credentials
                     .get_or_create(&CredentialLabels {
                         mode: mode.to_string(),

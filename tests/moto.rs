@@ -433,3 +433,96 @@ async fn integration_pod_identity_variant_against_moto() {
     assert_eq!(agent.tokens(), vec![PI_TOKEN_A.to_string()]);
     assert!(kube.calls().is_empty());
 }
+
+const CENTRAL: &str = "arn:aws:iam::111111111111:role/central-secrets";
+
+/// A secret and a parameter in account 111111111111, which the pod's own
+/// role (account 123456789012) cannot read.
+async fn seed_central_account() -> (String, String) {
+    let (sm, ssm) = moto::in_account(CENTRAL, REGION).await;
+    let secret = unique("central-secret");
+    let param = unique("central-param");
+    sm.create_secret()
+        .name(&secret)
+        .secret_string("central-secret-value")
+        .send()
+        .await
+        .expect("create secret in 111111111111");
+    ssm.put_parameter()
+        .name(&param)
+        .value("central-param-value")
+        .r#type(ParameterType::SecureString)
+        .send()
+        .await
+        .expect("put parameter in 111111111111");
+    (secret, param)
+}
+
+#[tokio::test]
+async fn cross_account_secrets_are_read_through_the_chained_role_with_irsa_and_not_without() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let (secret, param) = seed_central_account().await;
+    let objects = format!(
+        "- objectName: {secret}\n  objectType: secretsmanager\n- objectName: {param}\n  objectType: ssmparameter\n"
+    );
+
+    // The pod's own identity lives in another account: not found there.
+    let target = provider.target("no-chain");
+    let err = provider
+        .mount(&Req::new(&objects, &target))
+        .await
+        .expect_err("the pod's own account has no such secret");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+    assert!(err.message().contains(&secret), "{}", err.message());
+    assert!(all_entries(&target).is_empty());
+
+    let target = provider.target("chained");
+    provider
+        .mount(&Req::new(&objects, &target).set("assumeRoleArn", CENTRAL))
+        .await
+        .expect("mount through the chained role");
+    let files = read_mount(&target);
+    assert_eq!(files[&secret], b"central-secret-value");
+    assert_eq!(files[&param], b"central-param-value");
+
+    // As an object field, with an external id, next to an object of the
+    // pod's own account.
+    let own = unique("own-secret");
+    create_secret(REGION, &own, "own-value").await;
+    let objects = format!(
+        "- objectName: {secret}\n  objectType: secretsmanager\n  assumeRoleArn: {CENTRAL}\n  assumeRoleExternalId: tenant-42\n\
+         - objectName: {own}\n  objectType: secretsmanager\n"
+    );
+    let target = provider.target("per-object");
+    provider
+        .mount(&Req::new(&objects, &target))
+        .await
+        .expect("objects of two accounts in one class");
+    let files = read_mount(&target);
+    assert_eq!(files[&secret], b"central-secret-value");
+    assert_eq!(files[&own], b"own-value");
+}
+
+#[tokio::test]
+async fn cross_account_secrets_are_read_through_the_chained_role_with_pod_identity() {
+    let agent = FakeAgent::start("127.0.0.1:0").await;
+    let url = agent.url();
+    let (_kube, provider) = moto_env(&[&format!("--pod-identity-endpoint-ipv4={url}")]).await;
+    let (secret, _) = seed_central_account().await;
+    let objects = format!("- objectName: {secret}\n  objectType: secretsmanager\n");
+    let req = |target| Req::new(&objects, target).set("usePodIdentity", "true");
+
+    let target = provider.target("pi-no-chain");
+    let err = provider
+        .mount(&req(&target))
+        .await
+        .expect_err("not in the pod's account");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+
+    let target = provider.target("pi-chained");
+    provider
+        .mount(&req(&target).set("assumeRoleArn", CENTRAL))
+        .await
+        .expect("mount through the chained role");
+    assert_eq!(read_mount(&target)[&secret], b"central-secret-value");
+}

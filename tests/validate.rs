@@ -17,6 +17,9 @@ const SPC_PARAMETERS: &[&str] = &[
     "pathTranslation",
     "usePodIdentity",
     "preferredAddressType",
+    "assumeRoleArn",
+    "assumeRoleExternalId",
+    "assumeRoleDurationSeconds",
 ];
 
 fn validate(files: &[&std::path::Path]) -> Output {

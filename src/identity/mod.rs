@@ -4,6 +4,7 @@
 //! are signed only with the credentials obtained here for that pod; there
 //! is no fallback to the provider's own credentials.
 
+pub mod chain;
 pub mod irsa;
 pub mod pod_identity;
 
@@ -18,7 +19,7 @@ use crate::cache::{Abandoned, Cache};
 use crate::kube::{KubeClient, KubeError};
 use crate::limits::Echo;
 use crate::region::{Failed, Regions, with_failover};
-use crate::spec::{AuthMode, MountSpec};
+use crate::spec::{AssumeRole, AuthMode, MountSpec};
 use crate::telemetry::{Family, Metrics};
 
 pub use pod_identity::{PodIdentityClient, PodIdentityConfig};
@@ -47,6 +48,8 @@ pub enum IdentityError {
     Abandoned(Abandoned),
     #[error(transparent)]
     Shared(Arc<IdentityError>),
+    #[error("{0}")]
+    Chain(Box<chain::ChainError>),
     #[error("failed to get credentials from the EKS Pod Identity Agent at {url}: {message}")]
     PodIdentity {
         url: String,
@@ -67,6 +70,7 @@ impl IdentityError {
             IdentityError::MissingPodAttribute(_) | IdentityError::NoRole { .. } => Failure::Rejected,
             IdentityError::ServiceAccount { source, .. } => source.failure(),
             IdentityError::Sts { error, .. } => error.failure,
+            IdentityError::Chain(e) => e.error.failure,
             IdentityError::PodIdentity { failure, .. } => *failure,
             IdentityError::Abandoned(_) => Failure::Unavailable,
             IdentityError::Shared(e) => e.failure(),
@@ -92,6 +96,61 @@ pub enum IdentityKey {
         service_account: String,
         pod_uid: Option<String>,
     },
+    /// A role assumed with the credentials of `source` (role chaining):
+    /// never shared between pod identities, whatever the role.
+    Chained {
+        source: Box<IdentityKey>,
+        role: String,
+        external_id: Option<String>,
+    },
+}
+
+impl IdentityKey {
+    /// Who these credentials are, for error messages (no pod UID, no
+    /// external id).
+    pub fn describe(&self) -> String {
+        match self {
+            IdentityKey::Irsa {
+                role,
+                namespace,
+                service_account,
+            } => format!(
+                "role {} (IRSA of ServiceAccount {}/{})",
+                Echo(role),
+                Echo(namespace),
+                Echo(service_account)
+            ),
+            IdentityKey::PodIdentity {
+                namespace,
+                service_account,
+                ..
+            } => format!(
+                "the EKS Pod Identity role of ServiceAccount {}/{}",
+                Echo(namespace),
+                Echo(service_account)
+            ),
+            IdentityKey::Chained { role, .. } => format!("role {}", Echo(role)),
+        }
+    }
+}
+
+/// Credentials and the identity they belong to (the key of every cache
+/// their values are kept in).
+pub type Signer = (IdentityKey, Credentials);
+
+/// The credentials of one mount: the pod's own, and those of every role its
+/// objects assume.
+pub struct Signers {
+    pub pod: Signer,
+    pub chained: Vec<(AssumeRole, Signer)>,
+}
+
+impl Signers {
+    /// The credentials that fetch objects assuming `role` (none: the pod's).
+    pub fn get(&self, role: Option<&AssumeRole>) -> &Signer {
+        role.and_then(|r| self.chained.iter().find(|(c, _)| c == r))
+            .map_or(&self.pod, |(_, s)| s)
+    }
 }
 
 /// How Pod Identity credentials are shared.
@@ -219,6 +278,85 @@ impl IdentityResolver {
                 (key, fetch)
             }
         };
+        self.cached(key, fetch, "credentials").await
+    }
+
+    /// The credentials of the pod of `spec` and of every role its objects
+    /// assume (each role once, concurrently).
+    pub async fn signers(&self, spec: &MountSpec, regions: &Regions) -> Result<Signers, IdentityError> {
+        let pod = self.credentials(spec, regions).await?;
+        let mut roles: Vec<&AssumeRole> = Vec::new();
+        for r in spec.objects.iter().filter_map(|o| o.assume_role.as_ref()) {
+            if !roles.contains(&r) {
+                roles.push(r);
+            }
+        }
+        let chained = futures::future::try_join_all(roles.into_iter().map(|r| {
+            let pod = &pod;
+            async move { Ok::<_, IdentityError>((r.clone(), self.assume(spec, regions, pod, r).await?)) }
+        }))
+        .await?;
+        Ok(Signers { pod, chained })
+    }
+
+    /// The credentials that fetch objects assuming `role` (none: the pod's
+    /// own), obtained anew where the cache no longer holds them.
+    pub async fn signer(
+        &self,
+        spec: &MountSpec,
+        regions: &Regions,
+        role: Option<&AssumeRole>,
+    ) -> Result<Signer, IdentityError> {
+        let pod = self.credentials(spec, regions).await?;
+        match role {
+            None => Ok(pod),
+            Some(r) => self.assume(spec, regions, &pod, r).await,
+        }
+    }
+
+    /// STS `AssumeRole` into `role` with the `source` credentials, in the
+    /// primary region's STS and in the failover region's after a retryable
+    /// failure; cached per (source identity, role, external id).
+    async fn assume(
+        &self,
+        spec: &MountSpec,
+        regions: &Regions,
+        (source, creds): &Signer,
+        role: &AssumeRole,
+    ) -> Result<Signer, IdentityError> {
+        let session = irsa::session_name(
+            spec.pod.namespace.as_deref().unwrap_or_default(),
+            spec.pod.service_account.as_deref().unwrap_or_default(),
+        );
+        let (aws, regions, creds, r) = (self.aws.clone(), regions.clone(), creds.clone(), role.clone());
+        let source_identity = source.describe();
+        let fetch = async move {
+            let result = with_failover(&regions, IdentityError::failure, |region, _| {
+                chain::assume_role(&aws, region, &creds, &r, &session, &source_identity)
+            })
+            .await;
+            result.map_err(|f| match f {
+                Failed::Primary(e) | Failed::Both { failover: e, .. } => e,
+            })
+        }
+        .boxed();
+        let key = IdentityKey::Chained {
+            source: Box::new(source.clone()),
+            role: role.arn.clone(),
+            external_id: role.external_id.clone(),
+        };
+        self.cached(key, fetch, "chained_credentials").await
+    }
+
+    /// `fetch` through the credential cache (single-flight, kept until the
+    /// expiration minus the refresh margin), or directly when credentials
+    /// are not cached.
+    async fn cached(
+        &self,
+        key: IdentityKey,
+        fetch: BoxFuture<'static, Result<Credentials, IdentityError>>,
+        metric: &'static str,
+    ) -> Result<Signer, IdentityError> {
         if !self.settings.cache_credentials {
             return fetch.await.map(|c| (key, c));
         }
@@ -235,7 +373,7 @@ impl IdentityResolver {
                 Ok((creds, until))
             })
             .await;
-        self.metrics.count(Family::Cache, "credentials", lookup.as_str());
+        self.metrics.count(Family::Cache, metric, lookup.as_str());
         result.map(|c| (key, c)).map_err(IdentityError::Shared)
     }
 

@@ -5,6 +5,7 @@
 pub mod arn;
 pub mod objects;
 pub mod paths;
+pub mod role;
 pub mod yaml;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use crate::region::{self, RegionError, Regions};
 use crate::secret::SecretString;
 pub use objects::{FailoverSpec, JmesSpec, ObjectRules, ObjectSpec};
 pub use paths::{PathRule, PathTranslation};
+pub use role::{AssumeRole, RoleError};
 pub use yaml::YamlError;
 
 /// Attribute keys set by the kubelet and the driver.
@@ -165,6 +167,8 @@ pub enum SpecError {
     Region(#[from] RegionError),
     #[error(transparent)]
     Object(#[from] ObjectError),
+    #[error(transparent)]
+    Role(#[from] RoleError),
 }
 
 /// An invalid entry of the `objects` parameter. User input is echoed
@@ -183,6 +187,8 @@ pub enum ObjectError {
     EmptyEntry,
     #[error("Object name must be specified")]
     MissingName,
+    #[error(transparent)]
+    Role(#[from] RoleError),
     #[error("Invalid ARN format in object name: {}", Echo(.0))]
     InvalidArn(String),
     #[error("ARN region must match region {}: {}", Echo(.region), Echo(.name))]
@@ -338,7 +344,18 @@ pub fn parse_request(
         has_failover_region: failover_region.is_some(),
         limits: *limits,
     };
-    let objects = objects::parse_objects(attrs.get(keys::OBJECTS).map(String::as_str).unwrap_or(""), &rules)?;
+    let class_role = role::parse(
+        role::Owner::Class,
+        attrs.get(role::keys::ARN).map(String::as_str),
+        attrs.get(role::keys::EXTERNAL_ID).map(String::as_str),
+        attrs.get(role::keys::DURATION).map(String::as_str),
+    )?;
+    let mut objects = objects::parse_objects(attrs.get(keys::OBJECTS).map(String::as_str).unwrap_or(""), &rules)?;
+    if let Some(class_role) = &class_role {
+        for o in objects.iter_mut().filter(|o| o.assume_role.is_none()) {
+            o.assume_role = Some(class_role.clone());
+        }
+    }
 
     let token = match tokens.remove(auth.audience()) {
         None => {

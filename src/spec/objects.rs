@@ -9,6 +9,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::arn;
 use super::paths::{self, PathRule, PathTranslation};
+use super::role::{self, AssumeRole, Owner};
 use super::yaml;
 use super::{ObjectError, ObjectKind};
 use crate::jmes::{self, CompileError, JmesPath};
@@ -34,6 +35,9 @@ pub struct ObjectSpec {
     pub jmes: Vec<JmesSpec>,
     /// What to fetch in the failover region, when it differs.
     pub failover: Option<FailoverSpec>,
+    /// The role the pod's credentials assume to fetch this object: the
+    /// object's own `assumeRoleArn`, else the class's.
+    pub assume_role: Option<AssumeRole>,
 }
 
 /// One `jmesPath` entry.
@@ -107,6 +111,9 @@ struct RawObject {
     file_permission: Option<String>,
     jmes: Vec<RawJmes>,
     failover: Option<RawFailover>,
+    assume_role_arn: Option<String>,
+    assume_role_external_id: Option<String>,
+    assume_role_duration: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -241,6 +248,13 @@ fn validate_object(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, Ob
         _ => None,
     };
 
+    let assume_role = role::parse(
+        Owner::Object(name.clone()),
+        raw.assume_role_arn.as_deref(),
+        raw.assume_role_external_id.as_deref(),
+        raw.assume_role_duration.as_deref(),
+    )?;
+
     let base = raw.alias.as_deref().unwrap_or(&name);
     let file = rules.translation.file_name(base);
     check_file_name(&file, &name)?;
@@ -255,6 +269,7 @@ fn validate_object(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, Ob
         file,
         jmes,
         failover,
+        assume_role,
     })
 }
 
@@ -448,6 +463,9 @@ fn read_object(m: &Mapping, index: usize, limits: &Limits) -> Result<RawObject, 
             "filepermission" => raw.file_permission = permission_scalar(v, &field("filePermission"), limits)?,
             "jmespath" => raw.jmes = read_jmes(v, &field("jmesPath"), limits)?,
             "failoverobject" => raw.failover = read_failover(v, &field("failoverObject"), limits)?,
+            "assumerolearn" => raw.assume_role_arn = name(role::keys::ARN)?,
+            "assumeroleexternalid" => raw.assume_role_external_id = name(role::keys::EXTERNAL_ID)?,
+            "assumeroledurationseconds" => raw.assume_role_duration = name(role::keys::DURATION)?,
             _ => {}
         }
     }

@@ -19,6 +19,13 @@ fn objects_owned(yaml: String) -> Edit {
     Box::new(move |r: Req| r.set("objects", &yaml))
 }
 
+const CENTRAL_ROLE: &str = "arn:aws:iam::111111111111:role/central-secrets";
+const ROLE_ARN_RULE: &str = "assumeRoleArn of the SecretProviderClass must be an IAM role ARN (arn:<partition>:iam::<12-digit account>:role/<name>)";
+const DURATION_RULE: &str =
+    "assumeRoleDurationSeconds of the SecretProviderClass must be a whole number of seconds from 900 to 43200";
+const EXTERNAL_ID_RULE: &str =
+    "assumeRoleExternalId of the SecretProviderClass must be 2 to 1224 characters of letters, digits and +=,.@:/-";
+
 fn exact(s: &str) -> Expect {
     Expect::Exact(s.to_string())
 }
@@ -475,6 +482,100 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                 "invalid file name {}f for object s: the file is nested in more than 32 directories",
                 "d/".repeat(33)
             )),
+        ),
+        (
+            "assumeRoleArn not an ARN",
+            Box::new(|r: Req| r.set("assumeRoleArn", "central-secrets")),
+            exact(&format!("{ROLE_ARN_RULE}: central-secrets")),
+        ),
+        (
+            "assumeRoleArn of a user",
+            Box::new(|r: Req| r.set("assumeRoleArn", "arn:aws:iam::111111111111:user/ci")),
+            exact(&format!("{ROLE_ARN_RULE}: arn:aws:iam::111111111111:user/ci")),
+        ),
+        (
+            "assumeRoleArn with an 11-digit account",
+            Box::new(|r: Req| r.set("assumeRoleArn", "arn:aws:iam::11111111111:role/x")),
+            exact(&format!("{ROLE_ARN_RULE}: arn:aws:iam::11111111111:role/x")),
+        ),
+        (
+            "assumeRoleDurationSeconds below 900",
+            Box::new(|r: Req| {
+                r.set("assumeRoleArn", CENTRAL_ROLE)
+                    .set("assumeRoleDurationSeconds", "899")
+            }),
+            exact(&format!("{DURATION_RULE}: 899")),
+        ),
+        (
+            "assumeRoleDurationSeconds above 43200",
+            Box::new(|r: Req| {
+                r.set("assumeRoleArn", CENTRAL_ROLE)
+                    .set("assumeRoleDurationSeconds", "43201")
+            }),
+            exact(&format!("{DURATION_RULE}: 43201")),
+        ),
+        (
+            "assumeRoleDurationSeconds with a unit",
+            Box::new(|r: Req| {
+                r.set("assumeRoleArn", CENTRAL_ROLE)
+                    .set("assumeRoleDurationSeconds", "1h")
+            }),
+            exact(&format!("{DURATION_RULE}: 1h")),
+        ),
+        (
+            "assumeRoleExternalId of one character",
+            Box::new(|r: Req| r.set("assumeRoleArn", CENTRAL_ROLE).set("assumeRoleExternalId", "x")),
+            exact(EXTERNAL_ID_RULE),
+        ),
+        (
+            "assumeRoleExternalId with a space",
+            Box::new(|r: Req| {
+                r.set("assumeRoleArn", CENTRAL_ROLE)
+                    .set("assumeRoleExternalId", "tenant 42")
+            }),
+            exact(EXTERNAL_ID_RULE),
+        ),
+        (
+            "assumeRoleExternalId without assumeRoleArn",
+            Box::new(|r: Req| r.set("assumeRoleExternalId", "tenant-42")),
+            exact(
+                "assumeRoleExternalId of the SecretProviderClass needs assumeRoleArn on the same class: an external id or a duration belongs to the role it is used with",
+            ),
+        ),
+        (
+            "object assumeRoleDurationSeconds without its own assumeRoleArn",
+            Box::new(|r: Req| {
+                r.set("assumeRoleArn", CENTRAL_ROLE).set(
+                    "objects",
+                    "- objectName: s\n  objectType: secretsmanager\n  assumeRoleDurationSeconds: 1800\n",
+                )
+            }),
+            exact(
+                "assumeRoleDurationSeconds of object s needs assumeRoleArn on the same object: an external id or a duration belongs to the role it is used with",
+            ),
+        ),
+        (
+            "object assumeRoleArn not a role",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  assumeRoleArn: arn:aws:iam::111111111111:group/g\n",
+            ),
+            exact(
+                "assumeRoleArn of object s must be an IAM role ARN (arn:<partition>:iam::<12-digit account>:role/<name>): arn:aws:iam::111111111111:group/g",
+            ),
+        ),
+        (
+            "object assumeRoleExternalId with a quote",
+            objects_owned(format!(
+                "- objectName: s\n  objectType: secretsmanager\n  assumeRoleArn: {CENTRAL_ROLE}\n  assumeRoleExternalId: \"a'b\"\n"
+            )),
+            exact("assumeRoleExternalId of object s must be 2 to 1224 characters of letters, digits and +=,.@:/-"),
+        ),
+        (
+            "object assumeRoleDurationSeconds negative",
+            objects_owned(format!(
+                "- objectName: s\n  objectType: secretsmanager\n  assumeRoleArn: {CENTRAL_ROLE}\n  assumeRoleDurationSeconds: -900\n"
+            )),
+            exact("assumeRoleDurationSeconds of object s must be a whole number of seconds from 900 to 43200: -900"),
         ),
     ]
 }

@@ -1,6 +1,6 @@
 //! An in-repo fake of the AWS APIs the provider calls, for fault injection
 //! and call counting: Secrets Manager `GetSecretValue`, SSM `GetParameters`
-//! (awsJson1.1) and STS `AssumeRoleWithWebIdentity` (query protocol). Every
+//! (awsJson1.1) and STS `AssumeRoleWithWebIdentity` and `AssumeRole` (query protocol). Every
 //! call is recorded with the access key that signed it and the region of
 //! its SigV4 scope.
 //!
@@ -33,6 +33,9 @@ pub struct Call {
     pub names: Vec<String>,
     pub token: Option<String>,
     pub session: Option<String>,
+    /// `AssumeRole`'s `ExternalId` and `DurationSeconds`.
+    pub external_id: Option<String>,
+    pub duration_seconds: Option<String>,
     pub user_agent: String,
     /// The fault this call got, if any (e.g. "reset", "hang", "503 ServiceUnavailable").
     pub injected: Option<String>,
@@ -215,6 +218,8 @@ struct State {
     faults: Vec<Fault>,
     rules: Vec<Rule>,
     denied_roles: Vec<String>,
+    /// Roles whose trust policy requires an `sts:ExternalId`.
+    external_ids: HashMap<String, String>,
     delay: Duration,
     sts_lifetime: Option<Duration>,
     /// Issue a new access key on every STS call (counts the calls).
@@ -380,6 +385,12 @@ impl FakeAws {
         self.lock().denied_roles.push(role.into());
     }
 
+    /// `AssumeRole` into `role` needs `ExternalId` `id` (a trust policy
+    /// condition on `sts:ExternalId`).
+    pub fn require_external_id(&self, role: &str, id: &str) {
+        self.lock().external_ids.insert(role.into(), id.into());
+    }
+
     /// Credentials from STS expire this long after issue (default: 2099).
     pub fn set_sts_lifetime(&self, d: Duration) {
         self.lock().sts_lifetime = Some(d);
@@ -497,7 +508,7 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
         .unwrap_or_default()
         .to_string();
     let mut reply = if target.is_empty() {
-        sts(&mut st, &req, user_agent)
+        sts(&mut st, &req, user_agent, access_key, region)
     } else {
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let op = target.split('.').nth(1).unwrap_or_default().to_string();
@@ -520,6 +531,8 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
             names,
             token: None,
             session: None,
+            external_id: None,
+            duration_seconds: None,
             user_agent,
             injected: None,
         });
@@ -761,18 +774,26 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn sts(st: &mut State, req: &Incoming2, user_agent: String) -> Reply {
+fn sts(
+    st: &mut State,
+    req: &Incoming2,
+    user_agent: String,
+    access_key: Option<String>,
+    region: Option<String>,
+) -> Reply {
     let f = form(&req.body);
     let action = f.get("Action").cloned().unwrap_or_default();
     let role = f.get("RoleArn").cloned().unwrap_or_default();
     let token = f.get("WebIdentityToken").cloned().unwrap_or_default();
     st.calls.push(Call {
         op: action.clone(),
-        region: None,
-        access_key: None,
+        region,
+        access_key: access_key.clone(),
         names: vec![role.clone()],
         token: Some(token.clone()),
         session: f.get("RoleSessionName").cloned(),
+        external_id: f.get("ExternalId").cloned(),
+        duration_seconds: f.get("DurationSeconds").cloned(),
         user_agent,
         injected: None,
     });
@@ -793,18 +814,38 @@ fn sts(st: &mut State, req: &Incoming2, user_agent: String) -> Reply {
         }
         return sts_error(fault.status, fault.code, "injected fault");
     }
-    deliver(sts_answer(st, &action, &role, &token), rule)
+    let answer = match action.as_str() {
+        "AssumeRoleWithWebIdentity" => sts_answer(st, &action, &role, &token),
+        "AssumeRole" => {
+            let Some(source) = access_key else {
+                return sts_error(
+                    403,
+                    "MissingAuthenticationToken",
+                    "Request is missing Authentication Token",
+                );
+            };
+            let required = st.external_ids.get(&role);
+            if required.is_some() && required != f.get("ExternalId") {
+                return sts_error(
+                    403,
+                    "AccessDenied",
+                    &format!("User: {source} is not authorized to perform: sts:AssumeRole on resource: {role}"),
+                );
+            }
+            // The chained key tells tests which source signed for which role.
+            sts_answer(st, &action, &role, &format!("via:{source}"))
+        }
+        _ => return sts_error(400, "InvalidAction", "unsupported action"),
+    };
+    deliver(answer, rule)
 }
 
 fn sts_answer(st: &mut State, action: &str, role: &str, token: &str) -> Reply {
-    if action != "AssumeRoleWithWebIdentity" {
-        return sts_error(400, "InvalidAction", "unsupported action");
-    }
     if st.denied_roles.iter().any(|r| r == role) {
         return sts_error(
             403,
             "AccessDenied",
-            "Not authorized to perform sts:AssumeRoleWithWebIdentity",
+            &format!("Not authorized to perform sts:{action} on resource: {role}"),
         );
     }
     let akid = match st.fresh_keys.as_mut() {
@@ -818,24 +859,35 @@ fn sts_answer(st: &mut State, action: &str, role: &str, token: &str) -> Reply {
         Some(d) => humantime::format_rfc3339_seconds(std::time::SystemTime::now() + d).to_string(),
         None => "2099-01-01T00:00:00Z".to_string(),
     };
+    let subject = if action == "AssumeRoleWithWebIdentity" {
+        "<SubjectFromWebIdentityToken>system:serviceaccount:test</SubjectFromWebIdentityToken>"
+    } else {
+        ""
+    };
     Reply::xml(
         200,
         format!(
-            r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
-  <AssumeRoleWithWebIdentityResult>
+            r#"<{action}Response xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <{action}Result>
     <Credentials>
       <AccessKeyId>{akid}</AccessKeyId>
       <SecretAccessKey>secret-{akid}</SecretAccessKey>
       <SessionToken>session-{akid}</SessionToken>
       <Expiration>{expiration}</Expiration>
     </Credentials>
-    <SubjectFromWebIdentityToken>system:serviceaccount:test</SubjectFromWebIdentityToken>
+    {subject}
     <AssumedRoleUser><Arn>{role}/session</Arn><AssumedRoleId>AROA:session</AssumedRoleId></AssumedRoleUser>
-  </AssumeRoleWithWebIdentityResult>
+  </{action}Result>
   <ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ResponseMetadata>
-</AssumeRoleWithWebIdentityResponse>"#
+</{action}Response>"#
         ),
     )
+}
+
+/// The access key `AssumeRole` into `role` returns to credentials
+/// `source_key` (chained credentials of one source and role).
+pub fn chained_key_for(role: &str, source_key: &str) -> String {
+    access_key_for(role, &format!("via:{source_key}"))
 }
 
 fn sts_error(status: u16, code: &str, message: &str) -> Reply {

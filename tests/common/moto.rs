@@ -83,3 +83,52 @@ pub fn unique(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
+
+/// Secrets Manager and SSM clients of another moto account: signed with
+/// credentials from STS `AssumeRole` into `role` (moto isolates accounts
+/// by the account id of the role).
+pub async fn in_account(role: &str, region: &str) -> (aws_sdk_secretsmanager::Client, aws_sdk_ssm::Client) {
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::new()
+            .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+            .region(aws_sdk_sts::config::Region::new(region.to_string()))
+            .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .endpoint_url(endpoint())
+            .build(),
+    );
+    let c = sts
+        .assume_role()
+        .role_arn(role)
+        .role_session_name("seed")
+        .send()
+        .await
+        .expect("assume role")
+        .credentials
+        .expect("credentials");
+    let creds = Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "seed",
+    );
+    let sm = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::new()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .credentials_provider(creds.clone())
+            .endpoint_url(endpoint())
+            .build(),
+    );
+    let ssm = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::config::Builder::new()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new(region.to_string()))
+            .credentials_provider(creds)
+            .endpoint_url(endpoint())
+            .build(),
+    );
+    (sm, ssm)
+}
