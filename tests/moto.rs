@@ -526,3 +526,88 @@ async fn cross_account_secrets_are_read_through_the_chained_role_with_pod_identi
         .expect("mount through the chained role");
     assert_eq!(read_mount(&target)[&secret], b"central-secret-value");
 }
+
+#[tokio::test]
+async fn every_json_key_becomes_a_file_under_the_alias_in_both_write_modes() {
+    let secret = unique("json-keys");
+    let (_, version) = create_secret(
+        REGION,
+        &secret,
+        r#"{"username": "orders", "password": "s3cr3t", "port": 5432, "tls": {"ca": "pem", "verify": true}}"#,
+    )
+    .await;
+    let objects = format!(
+        "- objectName: {secret}\n  objectType: secretsmanager\n  objectAlias: db\n  jsonKeysAsFiles: true\n  filePermission: \"0640\"\n  jmesPath:\n    - path: username\n      objectAlias: db-user\n"
+    );
+    for driver_writes in [false, true] {
+        let args: &[&str] = if driver_writes {
+            &["--driver-writes-secrets"]
+        } else {
+            &[]
+        };
+        let (_kube, provider) = moto_env(args).await;
+        let target = provider.target(&format!("keys-{driver_writes}"));
+        let resp = provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+        let files: std::collections::BTreeMap<String, Vec<u8>> = if driver_writes {
+            file_map(&resp).into_iter().map(|(k, (_, v))| (k, v)).collect()
+        } else {
+            read_mount(&target)
+        };
+        let expected: std::collections::BTreeMap<String, Vec<u8>> = [
+            ("db/username", "orders"),
+            ("db/password", "s3cr3t"),
+            ("db/port", "5432"),
+            ("db/tls", r#"{"ca":"pem","verify":true}"#),
+            ("db-user", "orders"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        assert_eq!(files, expected, "driver writes: {driver_writes}");
+        let versions = versions(&resp);
+        assert_eq!(versions.len(), 5);
+        assert!(versions.values().all(|v| *v == version), "{versions:?}");
+        if driver_writes {
+            assert!(file_map(&resp).values().filter(|(m, _)| *m == 0o640).count() == 5);
+        } else {
+            assert_eq!(mode_of(&target.join("db/password")), 0o640);
+        }
+    }
+
+    // A key removed from the secret disappears at the next remount; a key
+    // that is not a file name fails the mount naming the object and the
+    // rule, and leaves the files as they were.
+    let (_kube, provider) = moto_env(&[]).await;
+    let target = provider.target("keys-rotation");
+    provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    put_secret(REGION, &secret, r#"{"username": "orders", "password": "rotated"}"#).await;
+    provider.mount(&Req::new(&objects, &target)).await.expect("remount");
+    let files = read_mount(&target);
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["db-user", "db/password", "db/username"],
+        "port and tls are gone"
+    );
+    assert_eq!(files["db/password"], b"rotated");
+    put_secret(REGION, &secret, r#"{"username": "orders", "../escape": "x"}"#).await;
+    let err = provider.mount(&Req::new(&objects, &target)).await.expect_err("bad key");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+    assert_eq!(
+        err.message(),
+        format!(
+            "jsonKeysAsFiles of object {secret}: key ../escape is not a file name: a key containing / would make a subdirectory"
+        )
+    );
+    assert_eq!(read_mount(&target), files, "nothing changed");
+    put_secret(REGION, &secret, "plain text").await;
+    let only_keys = format!("- objectName: {secret}\n  objectType: secretsmanager\n  jsonKeysAsFiles: true\n");
+    let err = provider
+        .mount(&Req::new(&only_keys, &target))
+        .await
+        .expect_err("not JSON");
+    assert_eq!(
+        err.message(),
+        format!("jsonKeysAsFiles of object {secret}: the value is not a JSON object")
+    );
+    assert!(!err.message().contains("plain text"));
+}

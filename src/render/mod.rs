@@ -1,11 +1,13 @@
 //! Turning fetched values into the files of a mount and their versions:
-//! one file per object (alias or translated name), plus one per JMESPath
-//! entry, each with its own mode; `object_version` ids are the file names.
+//! one file per object (alias or translated name), or one per top-level key
+//! of its JSON value (`jsonKeysAsFiles`), plus one per JMESPath entry, each
+//! with its own mode; `object_version` ids are the file names.
 //! Every file, and the mount as a whole, stays within the size limits: the
 //! check is made as each file is added, so an oversized mount is refused
 //! before it is built, and nothing is written. A value in several files is
 //! one shared buffer, not copies.
 
+pub mod json_keys;
 pub mod write;
 
 use crate::fetch::Fetched;
@@ -26,6 +28,11 @@ pub enum RenderError {
     NoMatch { path: String, alias: String },
     #[error("Invalid JMES search result type for path:{}. Only string is allowed.", Echo(.0))]
     NotString(String),
+    #[error("jsonKeysAsFiles of object {}: {error}", Echo(.object))]
+    JsonKeys {
+        object: String,
+        error: json_keys::SplitError,
+    },
     #[error(transparent)]
     Limit(#[from] LimitError),
 }
@@ -57,6 +64,11 @@ pub struct Rendered {
 impl Rendered {
     /// Adds a file, within the per-file and per-mount limits.
     fn add(&mut self, limits: &Limits, file: FileOut, version: &str) -> Result<(), RenderError> {
+        // Objects whose files are known only from their values
+        // (jsonKeysAsFiles) count here.
+        limits.check(Limit::Files, self.files.len() as u64 + 1, || {
+            format!("the files of this mount (up to {})", echo(&file.path))
+        })?;
         let len = file.contents.len() as u64;
         limits.check(Limit::FileBytes, len, || format!("file {}", echo(&file.path)))?;
         self.total_bytes += len;
@@ -107,6 +119,22 @@ pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>, limits: &Limits) -> 
                 },
                 &fetched.version,
             )?;
+        }
+        if object.json_keys {
+            let files =
+                json_keys::split(&object.file, fetched.value.expose()).map_err(|error| RenderError::JsonKeys {
+                    object: object.name.clone(),
+                    error,
+                })?;
+            for (path, contents) in files {
+                let file = FileOut {
+                    path,
+                    mode: object.mode,
+                    contents,
+                };
+                out.add(limits, file, &fetched.version)?;
+            }
+            continue;
         }
         out.add(
             limits,

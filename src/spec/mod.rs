@@ -187,6 +187,8 @@ pub enum ObjectError {
     EmptyEntry,
     #[error("Object name must be specified")]
     MissingName,
+    #[error("jsonKeysAsFiles of object {} must be true or false: {}", Echo(.object), Echo(.value))]
+    JsonKeysBool { object: String, value: String },
     #[error(transparent)]
     Role(#[from] RoleError),
     #[error("Invalid ARN format in object name: {}", Echo(.0))]
@@ -435,7 +437,7 @@ fn parse_permission(permission: &str) -> Result<u32, SpecError> {
 }
 
 /// Go's `strconv.ParseBool`.
-fn parse_go_bool(v: &str) -> Option<bool> {
+pub(crate) fn parse_go_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),

@@ -38,6 +38,9 @@ pub struct ObjectSpec {
     /// The role the pod's credentials assume to fetch this object: the
     /// object's own `assumeRoleArn`, else the class's.
     pub assume_role: Option<AssumeRole>,
+    /// `jsonKeysAsFiles`: every top-level key of the JSON value becomes a
+    /// file under `file` (a directory then), instead of the value's own file.
+    pub json_keys: bool,
 }
 
 /// One `jmesPath` entry.
@@ -114,6 +117,7 @@ struct RawObject {
     assume_role_arn: Option<String>,
     assume_role_external_id: Option<String>,
     assume_role_duration: Option<String>,
+    json_keys: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -255,6 +259,14 @@ fn validate_object(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, Ob
         raw.assume_role_duration.as_deref(),
     )?;
 
+    let json_keys = match raw.json_keys.as_deref() {
+        None | Some("") => false,
+        Some(v) => super::parse_go_bool(v).ok_or_else(|| ObjectError::JsonKeysBool {
+            object: name.clone(),
+            value: v.to_string(),
+        })?,
+    };
+
     let base = raw.alias.as_deref().unwrap_or(&name);
     let file = rules.translation.file_name(base);
     check_file_name(&file, &name)?;
@@ -270,6 +282,7 @@ fn validate_object(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, Ob
         jmes,
         failover,
         assume_role,
+        json_keys,
     })
 }
 
@@ -466,6 +479,7 @@ fn read_object(m: &Mapping, index: usize, limits: &Limits) -> Result<RawObject, 
             "assumerolearn" => raw.assume_role_arn = name(role::keys::ARN)?,
             "assumeroleexternalid" => raw.assume_role_external_id = name(role::keys::EXTERNAL_ID)?,
             "assumeroledurationseconds" => raw.assume_role_duration = name(role::keys::DURATION)?,
+            "jsonkeysasfiles" => raw.json_keys = name("jsonKeysAsFiles")?,
             _ => {}
         }
     }

@@ -577,5 +577,10 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
             )),
             exact("assumeRoleDurationSeconds of object s must be a whole number of seconds from 900 to 43200: -900"),
         ),
+        (
+            "jsonKeysAsFiles not a boolean",
+            objects("- objectName: s\n  objectType: secretsmanager\n  jsonKeysAsFiles: yes please\n"),
+            exact("jsonKeysAsFiles of object s must be true or false: yes please"),
+        ),
     ]
 }
