@@ -3,7 +3,9 @@
 //! Manager secrets, 10 SSM parameters), IRSA through moto's STS, in both
 //! write modes, with the pod volume on tmpfs as in a pod; and the same 20
 //! objects in another account read through role chaining (`assumeRoleArn`).
-//! Also reports the size of the release binary.
+//! Then 100 SSM parameters by `parameterPath` versus listed, against the
+//! in-repo fake AWS (which counts calls). Also reports the size of the
+//! release binary.
 //!
 //! Run: `scripts/venv && cargo bench --bench mount_latency`
 //! (Without `--bench` it only prints this hint.)
@@ -101,6 +103,69 @@ async fn run(mode: &str, args: &[&str], objects: &str, params: &[(&str, &str)]) 
     );
 }
 
+/// 100 SSM parameters mounted by `parameterPath` versus listed one by one,
+/// against the in-repo fake AWS (10 ms a call, calls counted).
+async fn path_versus_list() {
+    let aws = FakeAws::start().await;
+    aws.set_delay(Duration::from_millis(10));
+    let kube = FakeKube::start().await;
+    kube.add_service_account("default", "sa-a", Some(ROLE_A));
+    let mut listed = String::new();
+    for i in 0..100 {
+        let name = format!("/bench/bulk/p{i:03}");
+        aws.put_param(REGION, &name, "SecureString", &format!("value-{i}"));
+        listed.push_str(&format!("- objectName: {name}\n  objectType: ssmparameter\n"));
+    }
+    let by_path = "- parameterPath: /bench/bulk\n  objectType: ssmparameter\n";
+    let provider = Provider::start(Options {
+        aws_endpoint: aws.endpoint(),
+        kubeconfig: Some(kube.kubeconfig.clone()),
+        args: vec!["--qps=1000".into(), "--burst=1000".into()],
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        ..Options::default()
+    })
+    .await;
+    let mut client = provider.client().await;
+    println!();
+    println!("100 SSM parameters, fake AWS at 10 ms a call, {ROUNDS} re-mounts after the first");
+    println!();
+    println!("| objects | calls per mount | first mount | re-mount p50 | re-mount p99 |");
+    println!("|---|---|---|---|---|");
+    for (label, objects) in [
+        ("100 listed (`objectName` each)", listed.as_str()),
+        ("one `parameterPath`", by_path),
+    ] {
+        let req = Req::new(
+            objects,
+            &provider.tmpfs_target(if objects == by_path { "path" } else { "list" }),
+        );
+        let start = Instant::now();
+        let first = client.mount(req.build()).await.expect("first mount").into_inner();
+        let cold = start.elapsed();
+        assert_eq!(first.object_version.len(), 100);
+        aws.clear_calls();
+        let mut samples = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let start = Instant::now();
+            client.mount(req.build()).await.expect("mount");
+            samples.push(start.elapsed());
+        }
+        let calls = aws
+            .calls()
+            .iter()
+            .filter(|c| c.op == "GetParameters" || c.op == "GetParametersByPath")
+            .count()
+            / ROUNDS;
+        samples.sort();
+        println!(
+            "| {label} | {calls} | {} | {} | {} |",
+            ms(cold),
+            ms(percentile(&samples, 0.5)),
+            ms(percentile(&samples, 0.99)),
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -142,6 +207,7 @@ async fn main() {
         &chain,
     )
     .await;
+    path_versus_list().await;
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_csi-provider-aws"));
     let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
     println!();

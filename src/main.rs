@@ -146,6 +146,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             value_ttl: (!args.cache_ttl.is_zero()).then_some(args.cache_ttl),
             single_flight: args.single_flight,
             shared_deadline: shared_deadline(&args),
+            limits: args.limits(),
         },
         metrics.clone(),
     );

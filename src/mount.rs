@@ -376,7 +376,7 @@ fn render_work(objects: &[spec::ObjectSpec], values: &[Fetched]) -> u64 {
         .iter()
         .zip(values)
         .map(|(o, v)| {
-            let len = v.value.len();
+            let len = v.value.len() + v.members.iter().map(|(_, m)| m.value.len()).sum::<usize>();
             o.jmes
                 .iter()
                 .map(|j| j.path.work_bound(len))

@@ -611,3 +611,105 @@ async fn every_json_key_becomes_a_file_under_the_alias_in_both_write_modes() {
     );
     assert!(!err.message().contains("plain text"));
 }
+
+#[tokio::test]
+async fn bulk_parameters_by_path_and_secrets_by_prefix_and_tag_against_moto() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let root = format!("/{}", unique("bulk"));
+    for i in 0..27 {
+        put_param(
+            REGION,
+            &format!("{root}/p{i:02}"),
+            &format!("value-{i}"),
+            ParameterType::SecureString,
+        )
+        .await;
+    }
+    put_param(REGION, &format!("{root}/nested/deep"), "deep", ParameterType::String).await;
+    let prefix = format!("{}/", unique("bulk-secrets"));
+    for i in 0..26 {
+        let mut create = moto::secrets_manager(REGION)
+            .create_secret()
+            .name(format!("{prefix}s{i:02}"))
+            .secret_string(format!("secret-{i}"));
+        if i < 21 {
+            create = create.tags(
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key(prefix.trim_end_matches('/'))
+                    .value("yes")
+                    .build(),
+            );
+        }
+        create.send().await.expect("create secret");
+    }
+    let objects = format!(
+        "- parameterPath: {root}\n  objectType: ssmparameter\n  objectAlias: params\n\
+         - secretNamePrefix: {prefix}\n  objectType: secretsmanager\n  objectAlias: secrets\n\
+         - secretFilters:\n    tag-key: {}\n  objectType: secretsmanager\n  objectAlias: tagged\n",
+        prefix.trim_end_matches('/')
+    );
+    let target = provider.target("bulk");
+    let req = Req::new(&objects, &target).set("pathTranslation", "False");
+    let resp = provider.mount(&req).await.expect("mount");
+    let files = read_mount(&target);
+    let count = |dir: &str| files.keys().filter(|k| k.starts_with(dir)).count();
+    assert_eq!(
+        (count("params/"), count("secrets/"), count("tagged/")),
+        (27, 26, 21),
+        "{:?}",
+        files.keys()
+    );
+    assert_eq!(files["params/p26"], b"value-26", "decrypted, past the second page");
+    assert_eq!(files["secrets/s25"], b"secret-25", "past the first page of 20");
+    assert_eq!(
+        files[&format!("tagged/{prefix}s20")],
+        b"secret-20",
+        "tags name files by full name"
+    );
+    assert_eq!(versions(&resp)["params/p26"], "1");
+
+    // Additions and deletions reach the files at the next remount.
+    put_param(REGION, &format!("{root}/p99"), "added", ParameterType::String).await;
+    moto::ssm(REGION)
+        .delete_parameter()
+        .name(format!("{root}/p00"))
+        .send()
+        .await
+        .expect("delete parameter");
+    moto::secrets_manager(REGION)
+        .delete_secret()
+        .secret_id(format!("{prefix}s00"))
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .expect("delete secret");
+    provider.mount(&req).await.expect("remount");
+    let files = read_mount(&target);
+    assert_eq!(files["params/p99"], b"added");
+    assert!(!files.contains_key("params/p00") && !files.contains_key("secrets/s00"));
+    assert!(!files.contains_key(&format!("tagged/{prefix}s00")));
+    assert_eq!(files.len(), 27 + 25 + 20);
+
+    // Every key of each match as a file.
+    let keys_prefix = format!("{}/", unique("bulk-keys"));
+    for svc in ["orders", "payments"] {
+        create_secret(
+            REGION,
+            &format!("{keys_prefix}{svc}"),
+            &format!(r#"{{"user": "{svc}", "port": 5432}}"#),
+        )
+        .await;
+    }
+    let target = provider.target("bulk-keys");
+    provider
+        .mount(&Req::new(
+            &format!("- secretNamePrefix: {keys_prefix}\n  jsonKeysAsFiles: true\n"),
+            &target,
+        ))
+        .await
+        .expect("mount");
+    assert_eq!(
+        read_mount(&target).keys().collect::<Vec<_>>(),
+        ["orders/port", "orders/user", "payments/port", "payments/user"]
+    );
+}

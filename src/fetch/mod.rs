@@ -10,6 +10,7 @@
 //! call; with a value TTL, values are kept per identity and never served to
 //! another identity.
 
+pub mod bulk;
 pub mod secrets_manager;
 pub mod ssm;
 
@@ -22,7 +23,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use crate::aws::{AwsClients, AwsError, Credentials, Failure};
 use crate::cache::{Abandoned, Cache};
 use crate::identity::IdentityKey;
-use crate::limits::Echo;
+use crate::limits::{Echo, Limits};
 use crate::region::{Failed, Regions};
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectKind, ObjectSpec};
@@ -33,11 +34,13 @@ pub const CONCURRENCY: usize = 8;
 /// How long an identity denied `BatchGetSecretValue` uses `GetSecretValue`.
 pub const BATCH_DENIED_FOR: Duration = Duration::from_secs(15 * 60);
 
-/// A fetched value and its version in the store.
+/// A fetched value and its version in the store; for an object that
+/// selects many, its matches (name and value each) instead.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub value: SecretBytes,
     pub version: String,
+    pub members: Vec<(String, Fetched)>,
 }
 
 /// Fetch settings.
@@ -56,6 +59,8 @@ pub struct FetchSettings {
     pub single_flight: bool,
     /// How long a shared fetch may run before its waiters get an error.
     pub shared_deadline: Duration,
+    /// What one mount may hold: bulk objects stop paging beyond it.
+    pub limits: Limits,
 }
 
 impl Default for FetchSettings {
@@ -67,6 +72,7 @@ impl Default for FetchSettings {
             value_ttl: None,
             single_flight: true,
             shared_deadline: Duration::from_secs(60),
+            limits: Limits::default(),
         }
     }
 }
@@ -122,6 +128,34 @@ pub enum FetchError {
         primary: Box<FetchError>,
         failover: Box<FetchError>,
     },
+    #[error(
+        "failed to read {} from {} in {region}: {error}{}",
+        Echo(.what),
+        .form.service(),
+        if .error.failure == Failure::AccessDenied { format!(" (this needs {})", .form.actions()) } else { String::new() }
+    )]
+    Bulk {
+        what: String,
+        form: bulk::Form,
+        region: String,
+        error: AwsError,
+    },
+    #[error(
+        "{} matches nothing in {} in {region} (set allowEmpty: true to mount no files for it)",
+        Echo(.what),
+        .form.service()
+    )]
+    NoMatches {
+        what: String,
+        form: bulk::Form,
+        region: String,
+    },
+    #[error("Failed to read {} from all regions. {primary}; failover: {failover}", Echo(.what))]
+    BulkAllRegions {
+        what: String,
+        primary: Box<FetchError>,
+        failover: Box<FetchError>,
+    },
     #[error("fetching from AWS Secrets Manager and SSM Parameter Store: {0}")]
     Abandoned(Abandoned),
     #[error(transparent)]
@@ -139,12 +173,13 @@ impl FetchError {
         match self {
             FetchError::Secret { error, .. }
             | FetchError::SecretBatch { error, .. }
-            | FetchError::Parameters { error, .. } => error.failure,
-            FetchError::ParameterNotFound { .. } => Failure::NotFound,
+            | FetchError::Parameters { error, .. }
+            | FetchError::Bulk { error, .. } => error.failure,
+            FetchError::ParameterNotFound { .. } | FetchError::NoMatches { .. } => Failure::NotFound,
             FetchError::Missing { .. } | FetchError::Abandoned(_) => Failure::Unavailable,
-            FetchError::SecretAllRegions { failover, .. } | FetchError::ParametersAllRegions { failover, .. } => {
-                failover.failure()
-            }
+            FetchError::SecretAllRegions { failover, .. }
+            | FetchError::ParametersAllRegions { failover, .. }
+            | FetchError::BulkAllRegions { failover, .. } => failover.failure(),
             FetchError::Shared(e) => e.failure(),
         }
     }
@@ -154,7 +189,8 @@ impl FetchError {
     pub fn credentials_refused(&self) -> bool {
         match self {
             FetchError::SecretAllRegions { primary, failover, .. }
-            | FetchError::ParametersAllRegions { primary, failover } => {
+            | FetchError::ParametersAllRegions { primary, failover }
+            | FetchError::BulkAllRegions { primary, failover, .. } => {
                 primary.credentials_refused() || failover.credentials_refused()
             }
             FetchError::Shared(e) => e.credentials_refused(),
@@ -169,6 +205,8 @@ enum UnitKind {
     Secret,
     SecretBatch,
     Parameters,
+    /// One object that selects many.
+    Bulk,
 }
 
 /// What a unit fetches, for single-flight: the kind and every object field
@@ -190,6 +228,7 @@ struct ObjectKey {
     version: Option<String>,
     label: Option<String>,
     failover: Option<(String, Option<String>, Option<String>)>,
+    bulk: Option<crate::spec::bulk::Selection>,
 }
 
 impl ObjectKey {
@@ -203,6 +242,7 @@ impl ObjectKey {
                 .failover
                 .as_ref()
                 .map(|f| (f.name.clone(), f.version.clone(), f.version_label.clone())),
+            bulk: o.bulk.as_ref().map(|b| b.selection.clone()),
         }
     }
 }
@@ -292,6 +332,10 @@ impl Fetcher {
         let mut batchable = Vec::new();
         let mut parameters = Vec::new();
         for (i, o) in objects.iter().enumerate().filter(|(i, _)| slots[*i].is_none()) {
+            if o.bulk.is_some() {
+                units.push((UnitKind::Bulk, vec![i]));
+                continue;
+            }
             match o.kind {
                 ObjectKind::SecretsManager if batch && o.version.is_none() && o.version_label.is_none() => {
                     batchable.push(i)
@@ -373,6 +417,7 @@ impl Fetcher {
         let batch_throttled = self.batch_throttled.clone();
         let backoff = self.settings.batch_throttle_backoff;
         let concurrency = self.settings.concurrency;
+        let limits = self.settings.limits;
         let metrics = self.metrics.clone();
         let identity = key.identity.clone();
         let run = move || async move {
@@ -400,6 +445,10 @@ impl Fetcher {
                     }
                     Err(secrets_manager::BatchError::Fetch(e)) => Err(e),
                     Ok(v) => Ok(v),
+                },
+                UnitKind::Bulk => match objects.first() {
+                    Some(o) => bulk::fetch(&ctx, o, &limits).await.map(|f| vec![f]),
+                    None => Ok(Vec::new()),
                 },
                 UnitKind::Parameters => {
                     let refs: Vec<(usize, &ObjectSpec)> = objects.iter().enumerate().collect();

@@ -117,6 +117,7 @@ async fn get(
     Ok(Fetched {
         value: secret_value(out.secret_string.take(), out.secret_binary.take()),
         version: out.version_id.take().unwrap_or_default(),
+        members: Vec::new(),
     })
 }
 
@@ -211,6 +212,7 @@ async fn batch_get(
             let fetched = Fetched {
                 value: secret_value(e.secret_string.take(), e.secret_binary.take()),
                 version: e.version_id.take().unwrap_or_default(),
+                members: Vec::new(),
             };
             entries.push((e.name.take(), e.arn.take(), fetched));
         }
@@ -251,7 +253,7 @@ async fn batch_get(
 /// A secret version's value: `SecretString`, else the raw `SecretBinary`,
 /// else empty — the same for `GetSecretValue` and `BatchGetSecretValue`
 /// (and the Go provider, which writes an empty file). Moved, not copied.
-fn secret_value(string: Option<String>, binary: Option<Blob>) -> SecretBytes {
+pub(crate) fn secret_value(string: Option<String>, binary: Option<Blob>) -> SecretBytes {
     match (string, binary) {
         (Some(s), _) => SecretBytes::from(s),
         (None, Some(b)) => SecretBytes::from(b.into_inner()),

@@ -15,6 +15,7 @@ use crate::jmes::EvalError;
 use crate::limits::{Echo, Limit, LimitError, Limits, echo};
 use crate::secret::SecretBytes;
 use crate::spec::ObjectSpec;
+use crate::spec::paths::{self, Collision};
 
 /// Why the files of a mount could not be made. Errors name the object and
 /// the expression, never a value.
@@ -32,6 +33,32 @@ pub enum RenderError {
     JsonKeys {
         object: String,
         error: json_keys::SplitError,
+    },
+    #[error("invalid file name {} for {} of {}: {rule}", Echo(.file), Echo(.name), Echo(.object))]
+    InvalidFileName {
+        file: String,
+        name: String,
+        object: String,
+        rule: crate::spec::PathRule,
+    },
+    #[error("found duplicate file name {}: written by both {} and {}", Echo(.file), Echo(.first), Echo(.second))]
+    DuplicateFile {
+        file: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "file name {} of {} conflicts with the directory needed for {} of {}",
+        Echo(.file),
+        Echo(.object),
+        Echo(.nested),
+        Echo(.nested_object)
+    )]
+    FileIsDirectory {
+        file: String,
+        object: String,
+        nested: String,
+        nested_object: String,
     },
     #[error(transparent)]
     Limit(#[from] LimitError),
@@ -85,66 +112,130 @@ impl Rendered {
 }
 
 /// Renders fetched values (in object order) into files and versions.
+/// Files known only from the values (the matches of an object that selects
+/// many, the keys of `jsonKeysAsFiles`) are checked as names and for
+/// collisions with every other file here, before anything is written.
 pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>, limits: &Limits) -> Result<Rendered, RenderError> {
     let mut out = Rendered::default();
-    for (object, fetched) in objects.iter().zip(values) {
-        for j in &object.jmes {
-            let contents = j.path.evaluate(fetched.value.expose(), limits).map_err(|e| match e {
-                EvalError::NotJson => RenderError::NotJson(object.name.clone()),
-                EvalError::Runtime => RenderError::InvalidPath(j.path.as_str().to_string()),
-                EvalError::Null => RenderError::NoMatch {
-                    path: j.path.as_str().to_string(),
-                    alias: j.alias.clone(),
-                },
-                EvalError::NotString => RenderError::NotString(j.path.as_str().to_string()),
-                EvalError::Work(found) => RenderError::Limit(LimitError {
-                    subject: format!(
-                        "object {}, jmesPath {} (for a value of {} bytes)",
-                        echo(&object.name),
-                        echo(j.path.as_str()),
-                        fetched.value.len()
-                    ),
-                    limit: Limit::JmespathWork,
-                    found,
-                    at_least: false,
-                    max: limits.max_jmespath_work,
-                }),
-            })?;
-            out.add(
-                limits,
-                FileOut {
-                    path: j.file.clone(),
-                    mode: j.mode,
-                    contents,
-                },
-                &fetched.version,
-            )?;
-        }
-        if object.json_keys {
-            let files =
-                json_keys::split(&object.file, fetched.value.expose()).map_err(|error| RenderError::JsonKeys {
-                    object: object.name.clone(),
-                    error,
-                })?;
-            for (path, contents) in files {
-                let file = FileOut {
-                    path,
-                    mode: object.mode,
-                    contents,
-                };
-                out.add(limits, file, &fetched.version)?;
+    let mut owners: Vec<usize> = Vec::new();
+    let dynamic = objects.iter().any(|o| o.bulk.is_some() || o.json_keys);
+    for (index, (object, fetched)) in objects.iter().zip(values).enumerate() {
+        add_object(&mut out, object, fetched, limits)?;
+        owners.resize(out.files.len(), index);
+    }
+    if dynamic {
+        let files = out
+            .files
+            .iter()
+            .zip(&owners)
+            .map(|(f, o)| (f.path.as_str(), objects[*o].name.as_str()));
+        match paths::find_collision(files) {
+            None => {}
+            Some(Collision::Same { file, first, second }) => {
+                return Err(RenderError::DuplicateFile { file, first, second });
             }
-            continue;
+            Some(Collision::FileIsDirectory {
+                file,
+                object,
+                nested,
+                nested_object,
+            }) => {
+                return Err(RenderError::FileIsDirectory {
+                    file,
+                    object,
+                    nested,
+                    nested_object,
+                });
+            }
         }
+    }
+    Ok(out)
+}
+
+/// The files of one object: each match of a bulk object, or the object's
+/// own value.
+fn add_object(out: &mut Rendered, object: &ObjectSpec, fetched: Fetched, limits: &Limits) -> Result<(), RenderError> {
+    let Some(bulk) = &object.bulk else {
+        return add_value(out, object, &object.file, fetched, limits);
+    };
+    for (name, member) in fetched.members {
+        let file = bulk.file_of(&name);
+        if let Err(rule) = paths::check_relative_path(&file) {
+            return Err(RenderError::InvalidFileName {
+                file,
+                name,
+                object: object.name.clone(),
+                rule,
+            });
+        }
+        add_value(out, object, &file, member, limits)?;
+    }
+    Ok(())
+}
+
+/// The files of one value written as `file`: its JMESPath entries, and the
+/// value itself or (`jsonKeysAsFiles`) one file per key under `file`.
+fn add_value(
+    out: &mut Rendered,
+    object: &ObjectSpec,
+    file: &str,
+    fetched: Fetched,
+    limits: &Limits,
+) -> Result<(), RenderError> {
+    for j in &object.jmes {
+        let contents = j.path.evaluate(fetched.value.expose(), limits).map_err(|e| match e {
+            EvalError::NotJson => RenderError::NotJson(object.name.clone()),
+            EvalError::Runtime => RenderError::InvalidPath(j.path.as_str().to_string()),
+            EvalError::Null => RenderError::NoMatch {
+                path: j.path.as_str().to_string(),
+                alias: j.alias.clone(),
+            },
+            EvalError::NotString => RenderError::NotString(j.path.as_str().to_string()),
+            EvalError::Work(found) => RenderError::Limit(LimitError {
+                subject: format!(
+                    "object {}, jmesPath {} (for a value of {} bytes)",
+                    echo(&object.name),
+                    echo(j.path.as_str()),
+                    fetched.value.len()
+                ),
+                limit: Limit::JmespathWork,
+                found,
+                at_least: false,
+                max: limits.max_jmespath_work,
+            }),
+        })?;
         out.add(
             limits,
             FileOut {
-                path: object.file.clone(),
-                mode: object.mode,
-                contents: fetched.value,
+                path: j.file.clone(),
+                mode: j.mode,
+                contents,
             },
             &fetched.version,
         )?;
     }
-    Ok(out)
+    if object.json_keys {
+        let files = json_keys::split(file, fetched.value.expose()).map_err(|error| RenderError::JsonKeys {
+            object: object.name.clone(),
+            error,
+        })?;
+        for (path, contents) in files {
+            let file = FileOut {
+                path,
+                mode: object.mode,
+                contents,
+            };
+            out.add(limits, file, &fetched.version)?;
+        }
+        return Ok(());
+    }
+    out.add(
+        limits,
+        FileOut {
+            path: file.to_string(),
+            mode: object.mode,
+            contents: fetched.value,
+        },
+        &fetched.version,
+    )
 }

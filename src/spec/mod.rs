@@ -3,6 +3,7 @@
 //! call happens before a request has passed all of it.
 
 pub mod arn;
+pub mod bulk;
 pub mod objects;
 pub mod paths;
 pub mod role;
@@ -191,6 +192,8 @@ pub enum ObjectError {
     JsonKeysBool { object: String, value: String },
     #[error(transparent)]
     Role(#[from] RoleError),
+    #[error(transparent)]
+    Bulk(#[from] bulk::BulkError),
     #[error("Invalid ARN format in object name: {}", Echo(.0))]
     InvalidArn(String),
     #[error("ARN region must match region {}: {}", Echo(.region), Echo(.name))]

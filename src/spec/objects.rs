@@ -3,11 +3,12 @@
 //! spellings wins), unknown keys are ignored, and YAML scalars of any type
 //! are read as their string form.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde_yaml::{Mapping, Value};
 
 use super::arn;
+use super::bulk::{self, BulkError, BulkSpec, RawBulk};
 use super::paths::{self, PathRule, PathTranslation};
 use super::role::{self, AssumeRole, Owner};
 use super::yaml;
@@ -41,6 +42,10 @@ pub struct ObjectSpec {
     /// `jsonKeysAsFiles`: every top-level key of the JSON value becomes a
     /// file under `file` (a directory then), instead of the value's own file.
     pub json_keys: bool,
+    /// Set when the object selects many (`parameterPath`, `secretNamePrefix`,
+    /// `secretFilters`): `name` then describes the selection and `file` is
+    /// unused; each match gets its own file.
+    pub bulk: Option<BulkSpec>,
 }
 
 /// One `jmesPath` entry.
@@ -118,6 +123,7 @@ struct RawObject {
     assume_role_external_id: Option<String>,
     assume_role_duration: Option<String>,
     json_keys: Option<String>,
+    bulk: RawBulk,
 }
 
 #[derive(Debug, Default)]
@@ -185,8 +191,20 @@ pub fn parse_objects(text: &str, rules: &ObjectRules) -> Result<Vec<ObjectSpec>,
     Ok(objects)
 }
 
-fn validate_object(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, ObjectError> {
+fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, ObjectError> {
+    if raw.bulk.is_set() {
+        return validate_bulk(raw, rules);
+    }
     let name = raw.name.ok_or(ObjectError::MissingName)?;
+    for (set, field) in [
+        (raw.bulk.recursive.is_some(), bulk::keys::RECURSIVE),
+        (raw.bulk.allow_empty.is_some(), bulk::keys::ALLOW_EMPTY),
+    ] {
+        if set {
+            return Err(BulkError::OnlyForSets { what: name, field }.into());
+        }
+    }
+    raw.bulk = RawBulk::default();
     let kind = object_kind(&name, raw.object_type.as_deref())?;
 
     let mode = match &raw.file_permission {
@@ -283,6 +301,85 @@ fn validate_object(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, Ob
         failover,
         assume_role,
         json_keys,
+        bulk: None,
+    })
+}
+
+/// An object that selects many: the bulk fields, and the fields an object
+/// shares with them (mode, role, `jsonKeysAsFiles`, alias).
+fn validate_bulk(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, ObjectError> {
+    if raw.name.is_some() {
+        let field = if raw.bulk.parameter_path.is_some() {
+            bulk::keys::PARAMETER_PATH
+        } else if raw.bulk.prefix.is_some() {
+            bulk::keys::SECRET_NAME_PREFIX
+        } else {
+            bulk::keys::SECRET_FILTERS
+        };
+        let what = raw.name.unwrap_or_default();
+        return Err(BulkError::WithName { what, field }.into());
+    }
+    let mut refused = Vec::new();
+    for (set, field) in [
+        (raw.version.is_some(), "objectVersion"),
+        (raw.version_label.is_some(), "objectVersionLabel"),
+        (raw.failover.is_some(), "failoverObject"),
+        (!raw.jmes.is_empty(), "jmesPath"),
+    ] {
+        if set {
+            refused.push(field);
+        }
+    }
+    let spec = bulk::validate(
+        raw.bulk,
+        raw.object_type.as_deref(),
+        raw.alias.clone(),
+        &refused,
+        rules.translation,
+    )?;
+    let name = spec.describe();
+    let mode = match &raw.file_permission {
+        Some(p) => parse_file_permission(p)?,
+        None => rules.default_mode,
+    };
+    let assume_role = role::parse(
+        Owner::Object(name.clone()),
+        raw.assume_role_arn.as_deref(),
+        raw.assume_role_external_id.as_deref(),
+        raw.assume_role_duration.as_deref(),
+    )?;
+    let json_keys = match raw.json_keys.as_deref() {
+        None | Some("") => false,
+        Some(v) => super::parse_go_bool(v).ok_or_else(|| ObjectError::JsonKeysBool {
+            object: name.clone(),
+            value: v.to_string(),
+        })?,
+    };
+    let file = match &raw.alias {
+        Some(alias) => {
+            let file = rules.translation.file_name(alias);
+            check_file_name(&file, &name)?;
+            file
+        }
+        None => String::new(),
+    };
+    let kind = match spec.selection {
+        bulk::Selection::Parameters { .. } => ObjectKind::Ssm,
+        bulk::Selection::Secrets { .. } => ObjectKind::SecretsManager,
+    };
+    Ok(ObjectSpec {
+        name,
+        kind,
+        alias: raw.alias,
+        version: None,
+        version_label: None,
+        mode,
+        file,
+        jmes: Vec::new(),
+        failover: None,
+        assume_role,
+        json_keys,
+        bulk: Some(spec),
     })
 }
 
@@ -419,44 +516,29 @@ fn limit_error(limits: &Limits, limit: Limit, found: u64, subject: impl FnOnce()
 /// Final file names must be unique, and no file may sit where another needs
 /// a directory (`a` and `a/b` with translation off).
 fn check_file_collisions(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
-    let mut owners: HashMap<&str, &str> = HashMap::new();
     let files = objects.iter().flat_map(|o| {
-        std::iter::once((o.file.as_str(), o.name.as_str()))
+        // A bulk object's files are known once fetched (checked in render).
+        o.bulk
+            .is_none()
+            .then_some((o.file.as_str(), o.name.as_str()))
+            .into_iter()
             .chain(o.jmes.iter().map(move |j| (j.file.as_str(), o.name.as_str())))
     });
-    for (file, owner) in files {
-        if let Some(first) = owners.insert(file, owner) {
-            return Err(ObjectError::DuplicateFile {
-                file: file.to_string(),
-                first: first.to_string(),
-                second: owner.to_string(),
-            });
-        }
+    match paths::find_collision(files) {
+        None => Ok(()),
+        Some(paths::Collision::Same { file, first, second }) => Err(ObjectError::DuplicateFile { file, first, second }),
+        Some(paths::Collision::FileIsDirectory {
+            file,
+            object,
+            nested,
+            nested_object,
+        }) => Err(ObjectError::FileIsDirectory {
+            file,
+            object,
+            nested,
+            nested_object,
+        }),
     }
-    for (file, owner) in &owners {
-        let mut prefix = String::new();
-        for component in file
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map(|(_, d)| d)
-            .unwrap_or(&[])
-        {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(component);
-            if let Some(other) = owners.get(prefix.as_str()) {
-                return Err(ObjectError::FileIsDirectory {
-                    file: prefix.clone(),
-                    object: other.to_string(),
-                    nested: file.to_string(),
-                    nested_object: owner.to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 // === YAML field extraction ===
@@ -480,6 +562,14 @@ fn read_object(m: &Mapping, index: usize, limits: &Limits) -> Result<RawObject, 
             "assumeroleexternalid" => raw.assume_role_external_id = name(role::keys::EXTERNAL_ID)?,
             "assumeroledurationseconds" => raw.assume_role_duration = name(role::keys::DURATION)?,
             "jsonkeysasfiles" => raw.json_keys = name("jsonKeysAsFiles")?,
+            "parameterpath" => raw.bulk.parameter_path = name(bulk::keys::PARAMETER_PATH)?,
+            "recursive" => raw.bulk.recursive = name(bulk::keys::RECURSIVE)?,
+            "secretnameprefix" => raw.bulk.prefix = name(bulk::keys::SECRET_NAME_PREFIX)?,
+            "secretfilters" => {
+                raw.bulk.filters =
+                    bulk::read_filters(v, &field(bulk::keys::SECRET_FILTERS), limits).map_err(ObjectError::Load)?
+            }
+            "allowempty" => raw.bulk.allow_empty = name(bulk::keys::ALLOW_EMPTY)?,
             _ => {}
         }
     }

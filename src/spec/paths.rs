@@ -3,6 +3,7 @@
 //! are the driver's own (a payload it would reject must never be produced),
 //! plus `.`/`..` names, which the driver's atomic writer would mishandle.
 
+use std::collections::HashMap;
 use std::fmt;
 
 /// The driver's limit for a whole path.
@@ -15,7 +16,7 @@ pub const MAX_COMPONENT_LEN: usize = 255;
 pub const MAX_PATH_DEPTH: usize = 32;
 
 /// How `/` in object names is handled (`pathTranslation`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PathTranslation {
     /// Replace every `/` with this character (default `_`).
     Replace(char),
@@ -139,4 +140,54 @@ mod tests {
         assert_eq!(check_relative_path("dir/file.json"), Ok(()));
         assert_eq!(check_relative_path(".hidden"), Ok(()));
     }
+}
+
+/// Two files of a mount that cannot both exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Collision {
+    /// One file name, written by `first` and by `second`.
+    Same {
+        file: String,
+        first: String,
+        second: String,
+    },
+    /// `file` (of `object`) is where `nested` (of `nested_object`) needs a
+    /// directory.
+    FileIsDirectory {
+        file: String,
+        object: String,
+        nested: String,
+        nested_object: String,
+    },
+}
+
+/// The first collision among `files` (file name, owner): a name written
+/// twice, or a file where another needs a directory.
+pub fn find_collision<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Collision> {
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for (file, owner) in files {
+        if let Some(first) = owners.insert(file, owner) {
+            return Some(Collision::Same {
+                file: file.to_string(),
+                first: first.to_string(),
+                second: owner.to_string(),
+            });
+        }
+    }
+    for (file, owner) in &owners {
+        let mut end = 0;
+        while let Some(slash) = file[end..].find('/') {
+            let prefix = &file[..end + slash];
+            if let Some(other) = owners.get(prefix) {
+                return Some(Collision::FileIsDirectory {
+                    file: prefix.to_string(),
+                    object: other.to_string(),
+                    nested: file.to_string(),
+                    nested_object: owner.to_string(),
+                });
+            }
+            end += slash + 1;
+        }
+    }
+    None
 }

@@ -582,5 +582,92 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
             objects("- objectName: s\n  objectType: secretsmanager\n  jsonKeysAsFiles: yes please\n"),
             exact("jsonKeysAsFiles of object s must be true or false: yes please"),
         ),
+        (
+            "parameterPath with objectName",
+            objects("- objectName: s\n  parameterPath: /orders\n"),
+            exact("object s: parameterPath selects many objects and cannot be used with objectName"),
+        ),
+        (
+            "parameterPath and secretNamePrefix together",
+            objects("- parameterPath: /orders\n  secretNamePrefix: orders/\n"),
+            exact(
+                "object /orders: parameterPath (SSM) and secretNamePrefix/secretFilters (Secrets Manager) exclude each other",
+            ),
+        ),
+        (
+            "parameterPath with objectType secretsmanager",
+            objects("- parameterPath: /orders\n  objectType: secretsmanager\n"),
+            exact("object /orders: parameterPath needs objectType ssmparameter"),
+        ),
+        (
+            "parameterPath with objectVersion",
+            objects("- parameterPath: /orders\n  objectVersion: 3\n"),
+            exact("object /orders: objectVersion makes no sense for an object that selects many (one file per match)"),
+        ),
+        (
+            "secretNamePrefix with failoverObject",
+            Box::new(|r: Req| {
+                r.set("failoverRegion", FAILOVER).set(
+                    "objects",
+                    "- secretNamePrefix: orders/\n  objectAlias: o\n  failoverObject: {objectName: x}\n",
+                )
+            }),
+            exact("object orders/: failoverObject makes no sense for an object that selects many (one file per match)"),
+        ),
+        (
+            "secretFilters with jmesPath",
+            objects("- secretFilters: {tag-key: team}\n  jmesPath:\n    - path: a\n      objectAlias: a\n"),
+            exact("object secretFilters: jmesPath makes no sense for an object that selects many (one file per match)"),
+        ),
+        (
+            "parameterPath not starting with a slash",
+            objects("- parameterPath: orders/prod\n"),
+            exact(
+                "object orders/prod: parameterPath must start with / and hold only letters, digits and _.-/ (at most 2048): orders/prod",
+            ),
+        ),
+        (
+            "recursive on secrets",
+            objects("- secretNamePrefix: orders/\n  recursive: true\n"),
+            exact("object orders/: recursive makes no sense for an object that selects many (one file per match)"),
+        ),
+        (
+            "recursive on a single object",
+            objects("- objectName: s\n  objectType: ssmparameter\n  recursive: true\n"),
+            exact(
+                "object s: recursive applies only to objects that select many (parameterPath, secretNamePrefix, secretFilters)",
+            ),
+        ),
+        (
+            "allowEmpty not a boolean",
+            objects("- parameterPath: /orders\n  allowEmpty: sometimes\n"),
+            exact("object /orders: allowEmpty must be true or false: sometimes"),
+        ),
+        (
+            "secretFilters with the name key",
+            objects("- secretFilters: {name: orders/}\n"),
+            exact(
+                "object secretFilters: secretFilters key name is not one of tag-key, tag-value, description, primary-region",
+            ),
+        ),
+        (
+            "secretFilters value with a character AWS refuses",
+            objects("- secretFilters: {tag-value: \"a;b\"}\n"),
+            exact(
+                "object secretFilters: secretFilters.tag-value values must be 1 to 512 characters of letters, digits, spaces and :_@/+=.-! (a leading ! negates), at most 10 per key: a;b",
+            ),
+        ),
+        (
+            "secretFilters not a mapping",
+            objects("- secretFilters: [team]\n"),
+            exact(
+                "Failed to load SecretProviderClass: objects[0].secretFilters must be a mapping of filter key to values",
+            ),
+        ),
+        (
+            "negated secretNamePrefix",
+            objects("- secretNamePrefix: \"!orders/\"\n"),
+            exact("object !orders/: secretNamePrefix must not start with ! (a negated prefix cannot name the files)"),
+        ),
     ]
 }

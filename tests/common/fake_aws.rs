@@ -213,6 +213,8 @@ impl Rule {
 #[derive(Default)]
 struct State {
     secrets: HashMap<(String, String), Vec<SecretVersion>>,
+    /// Tags of secrets, per (region, name).
+    tags: HashMap<(String, String), Vec<(String, String)>>,
     params: HashMap<(String, String), Vec<ParamVersion>>,
     calls: Vec<Call>,
     faults: Vec<Fault>,
@@ -332,6 +334,25 @@ impl FakeAws {
             stages: vec!["AWSCURRENT".into()],
         });
         id
+    }
+
+    /// Tags secret `name` in `region` with `key` = `value`.
+    pub fn tag_secret(&self, region: &str, name: &str, key: &str, value: &str) {
+        self.lock()
+            .tags
+            .entry((region.into(), name.into()))
+            .or_default()
+            .push((key.into(), value.into()));
+    }
+
+    /// Deletes secret `name` (every version) in `region`.
+    pub fn delete_secret(&self, region: &str, name: &str) {
+        self.lock().secrets.remove(&(region.to_string(), name.to_string()));
+    }
+
+    /// Deletes parameter `name` (every version) in `region`.
+    pub fn delete_param(&self, region: &str, name: &str) {
+        self.lock().params.remove(&(region.to_string(), name.to_string()));
     }
 
     pub fn put_secret_string(&self, region: &str, name: &str, value: &str) -> String {
@@ -522,7 +543,26 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
                 .as_array()
                 .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                 .unwrap_or_default(),
+            // The path, and the page asked for (`page-N` from the second on).
+            "GetParametersByPath" => [body["Path"].as_str(), body["NextToken"].as_str()]
+                .into_iter()
+                .flatten()
+                .map(str::to_string)
+                .collect(),
             _ => vec![],
+        };
+        // Filtered batches: every filter value, and the page asked for.
+        let names = if op == "BatchGetSecretValue" && body.get("Filters").is_some() {
+            body["Filters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|f| f["Values"].as_array().cloned().unwrap_or_default())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .chain(body["NextToken"].as_str().map(str::to_string))
+                .collect()
+        } else {
+            names
         };
         st.calls.push(Call {
             op: op.clone(),
@@ -572,6 +612,7 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
             "GetSecretValue" => get_secret_value(&st, &region, &body),
             "BatchGetSecretValue" => batch_get_secret_value(&st, &region, &body),
             "GetParameters" => get_parameters(&st, &region, &body),
+            "GetParametersByPath" => get_parameters_by_path(&st, &region, &body),
             _ => aws_error(400, "UnknownOperationException", "unknown operation"),
         }
         .caller(st.calls.last().and_then(|c| c.access_key.clone()));
@@ -664,7 +705,107 @@ fn get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
     Reply::json(200, out)
 }
 
+/// The page of `items` a `NextToken` (`page-N`: the offset) and
+/// `MaxResults` ask for, and the token of the next page.
+fn page<T>(items: Vec<T>, body: &Value, default_max: usize) -> (Vec<T>, Option<String>) {
+    let offset: usize = body["NextToken"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("page-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let max = body["MaxResults"].as_u64().map_or(default_max, |m| m as usize);
+    let total = items.len();
+    let next = (offset + max < total).then(|| format!("page-{}", offset + max));
+    (items.into_iter().skip(offset).take(max).collect(), next)
+}
+
+/// `BatchGetSecretValue` with `Filters`: `name` (prefix), `tag-key` and
+/// `tag-value` (prefix of any tag), all filters together, any value of
+/// each; in name order, 20 a page by default.
+fn batch_by_filters(st: &State, region: &str, body: &Value) -> Reply {
+    let filters: Vec<(String, Vec<String>)> = body["Filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let values = f["Values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            (f["Key"].as_str().unwrap_or_default().to_string(), values)
+        })
+        .collect();
+    let mut names: Vec<&String> = st
+        .secrets
+        .keys()
+        .filter(|(r, _)| r == region)
+        .map(|(_, n)| n)
+        .filter(|name| {
+            let tags = st.tags.get(&(region.to_string(), name.to_string()));
+            filters.iter().all(|(key, values)| {
+                values.iter().any(|v| match key.as_str() {
+                    "name" => name.starts_with(v.as_str()),
+                    "tag-key" => tags.is_some_and(|t| t.iter().any(|(k, _)| k.starts_with(v.as_str()))),
+                    "tag-value" => tags.is_some_and(|t| t.iter().any(|(_, tv)| tv.starts_with(v.as_str()))),
+                    _ => false,
+                })
+            })
+        })
+        .collect();
+    names.sort();
+    let (names, next) = page(names, body, 20);
+    let values: Vec<Value> = names
+        .into_iter()
+        .map(|n| {
+            let reply = get_secret_value(st, region, &json!({"SecretId": n}));
+            serde_json::from_slice(&reply.body).unwrap_or(Value::Null)
+        })
+        .collect();
+    let mut out = json!({"SecretValues": values, "Errors": []});
+    if let Some(t) = next {
+        out["NextToken"] = json!(t);
+    }
+    Reply::json(200, out)
+}
+
+/// `GetParametersByPath`: the latest version of each parameter under the
+/// path (one level, or all with `Recursive`), in name order, 10 a page.
+fn get_parameters_by_path(st: &State, region: &str, body: &Value) -> Reply {
+    let path = body["Path"].as_str().unwrap_or_default();
+    let recursive = body["Recursive"].as_bool().unwrap_or(false);
+    let base = format!("{}/", path.trim_end_matches('/'));
+    let mut found: Vec<(&String, &ParamVersion)> = st
+        .params
+        .iter()
+        .filter(|((r, name), _)| {
+            r == region
+                && name
+                    .strip_prefix(base.as_str())
+                    .is_some_and(|rest| !rest.is_empty() && (recursive || !rest.contains('/')))
+        })
+        .filter_map(|((_, name), versions)| versions.last().map(|v| (name, v)))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(b.0));
+    let (found, next) = page(found, body, 10);
+    let params: Vec<Value> = found
+        .into_iter()
+        .map(|(name, v)| {
+            json!({"Name": name, "Type": v.kind, "Value": v.value, "Version": v.version, "ARN": param_arn(region, name)})
+        })
+        .collect();
+    let mut out = json!({"Parameters": params});
+    if let Some(t) = next {
+        out["NextToken"] = json!(t);
+    }
+    Reply::json(200, out)
+}
+
 fn batch_get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
+    if body.get("Filters").is_some() {
+        return batch_by_filters(st, region, body);
+    }
     let ids: Vec<String> = body["SecretIdList"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
