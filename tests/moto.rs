@@ -627,12 +627,12 @@ async fn bulk_parameters_by_path_and_secrets_by_prefix_and_tag_against_moto() {
     }
     put_param(REGION, &format!("{root}/nested/deep"), "deep", ParameterType::String).await;
     let prefix = format!("{}/", unique("bulk-secrets"));
-    for i in 0..26 {
+    for i in 0..28 {
         let mut create = moto::secrets_manager(REGION)
             .create_secret()
             .name(format!("{prefix}s{i:02}"))
             .secret_string(format!("secret-{i}"));
-        if i < 21 {
+        if i < 26 {
             create = create.tags(
                 aws_sdk_secretsmanager::types::Tag::builder()
                     .key(prefix.trim_end_matches('/'))
@@ -655,15 +655,15 @@ async fn bulk_parameters_by_path_and_secrets_by_prefix_and_tag_against_moto() {
     let count = |dir: &str| files.keys().filter(|k| k.starts_with(dir)).count();
     assert_eq!(
         (count("params/"), count("secrets/"), count("tagged/")),
-        (27, 26, 21),
+        (27, 28, 26),
         "{:?}",
         files.keys()
     );
     assert_eq!(files["params/p26"], b"value-26", "decrypted, past the second page");
-    assert_eq!(files["secrets/s25"], b"secret-25", "past the first page of 20");
+    assert_eq!(files["secrets/s27"], b"secret-27", "past the first page of 20");
     assert_eq!(
-        files[&format!("tagged/{prefix}s20")],
-        b"secret-20",
+        files[&format!("tagged/{prefix}s25")],
+        b"secret-25",
         "tags name files by full name"
     );
     assert_eq!(versions(&resp)["params/p26"], "1");
@@ -688,7 +688,7 @@ async fn bulk_parameters_by_path_and_secrets_by_prefix_and_tag_against_moto() {
     assert_eq!(files["params/p99"], b"added");
     assert!(!files.contains_key("params/p00") && !files.contains_key("secrets/s00"));
     assert!(!files.contains_key(&format!("tagged/{prefix}s00")));
-    assert_eq!(files.len(), 27 + 25 + 20);
+    assert_eq!(files.len(), 27 + 27 + 25);
 
     // Every key of each match as a file.
     let keys_prefix = format!("{}/", unique("bulk-keys"));
