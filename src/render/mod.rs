@@ -41,25 +41,8 @@ pub enum RenderError {
         object: String,
         rule: crate::spec::PathRule,
     },
-    #[error("found duplicate file name {}: written by both {} and {}", Echo(.file), Echo(.first), Echo(.second))]
-    DuplicateFile {
-        file: String,
-        first: String,
-        second: String,
-    },
-    #[error(
-        "file name {} of {} conflicts with the directory needed for {} of {}",
-        Echo(.file),
-        Echo(.object),
-        Echo(.nested),
-        Echo(.nested_object)
-    )]
-    FileIsDirectory {
-        file: String,
-        object: String,
-        nested: String,
-        nested_object: String,
-    },
+    #[error(transparent)]
+    Collision(#[from] Collision),
     #[error(transparent)]
     Limit(#[from] LimitError),
 }
@@ -129,24 +112,8 @@ pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>, limits: &Limits) -> 
             .iter()
             .zip(&owners)
             .map(|(f, o)| (f.path.as_str(), objects[*o].name.as_str()));
-        match paths::find_collision(files) {
-            None => {}
-            Some(Collision::Same { file, first, second }) => {
-                return Err(RenderError::DuplicateFile { file, first, second });
-            }
-            Some(Collision::FileIsDirectory {
-                file,
-                object,
-                nested,
-                nested_object,
-            }) => {
-                return Err(RenderError::FileIsDirectory {
-                    file,
-                    object,
-                    nested,
-                    nested_object,
-                });
-            }
+        if let Some(c) = paths::find_collision(files) {
+            return Err(RenderError::Collision(c));
         }
     }
     Ok(out)

@@ -247,25 +247,8 @@ pub enum ObjectError {
         Echo(.path)
     )]
     DuplicateJmesAlias { alias: String, path: String },
-    #[error("found duplicate file name {}: written by both {} and {}", Echo(.file), Echo(.first), Echo(.second))]
-    DuplicateFile {
-        file: String,
-        first: String,
-        second: String,
-    },
-    #[error(
-        "file name {} of {} conflicts with the directory needed for {} of {}",
-        Echo(.file),
-        Echo(.object),
-        Echo(.nested),
-        Echo(.nested_object)
-    )]
-    FileIsDirectory {
-        file: String,
-        object: String,
-        nested: String,
-        nested_object: String,
-    },
+    #[error(transparent)]
+    Collision(#[from] paths::Collision),
 }
 
 #[derive(Deserialize)]

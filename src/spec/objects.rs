@@ -195,7 +195,7 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
     if raw.bulk.is_set() {
         return validate_bulk(raw, rules);
     }
-    let name = raw.name.ok_or(ObjectError::MissingName)?;
+    let name = raw.name.take().ok_or(ObjectError::MissingName)?;
     for (set, field) in [
         (raw.bulk.recursive.is_some(), bulk::keys::RECURSIVE),
         (raw.bulk.allow_empty.is_some(), bulk::keys::ALLOW_EMPTY),
@@ -205,6 +205,7 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
         }
     }
     raw.bulk = RawBulk::default();
+    let (assume_role, json_keys) = role_and_json_keys(&raw, &name)?;
     let kind = object_kind(&name, raw.object_type.as_deref())?;
 
     let mode = match &raw.file_permission {
@@ -270,21 +271,6 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
         _ => None,
     };
 
-    let assume_role = role::parse(
-        Owner::Object(name.clone()),
-        raw.assume_role_arn.as_deref(),
-        raw.assume_role_external_id.as_deref(),
-        raw.assume_role_duration.as_deref(),
-    )?;
-
-    let json_keys = match raw.json_keys.as_deref() {
-        None | Some("") => false,
-        Some(v) => super::parse_go_bool(v).ok_or_else(|| ObjectError::JsonKeysBool {
-            object: name.clone(),
-            value: v.to_string(),
-        })?,
-    };
-
     let base = raw.alias.as_deref().unwrap_or(&name);
     let file = rules.translation.file_name(base);
     check_file_name(&file, &name)?;
@@ -305,9 +291,28 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
     })
 }
 
+/// The fields every object has, one or many: `assumeRole*` and
+/// `jsonKeysAsFiles`.
+fn role_and_json_keys(raw: &RawObject, name: &str) -> Result<(Option<AssumeRole>, bool), ObjectError> {
+    let assume_role = role::parse(
+        Owner::Object(name.to_string()),
+        raw.assume_role_arn.as_deref(),
+        raw.assume_role_external_id.as_deref(),
+        raw.assume_role_duration.as_deref(),
+    )?;
+    let json_keys = match raw.json_keys.as_deref() {
+        None | Some("") => false,
+        Some(v) => super::parse_go_bool(v).ok_or_else(|| ObjectError::JsonKeysBool {
+            object: name.to_string(),
+            value: v.to_string(),
+        })?,
+    };
+    Ok((assume_role, json_keys))
+}
+
 /// An object that selects many: the bulk fields, and the fields an object
 /// shares with them (mode, role, `jsonKeysAsFiles`, alias).
-fn validate_bulk(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, ObjectError> {
+fn validate_bulk(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, ObjectError> {
     if raw.name.is_some() {
         let field = if raw.bulk.parameter_path.is_some() {
             bulk::keys::PARAMETER_PATH
@@ -331,7 +336,7 @@ fn validate_bulk(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, Obje
         }
     }
     let spec = bulk::validate(
-        raw.bulk,
+        std::mem::take(&mut raw.bulk),
         raw.object_type.as_deref(),
         raw.alias.clone(),
         &refused,
@@ -342,19 +347,7 @@ fn validate_bulk(raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, Obje
         Some(p) => parse_file_permission(p)?,
         None => rules.default_mode,
     };
-    let assume_role = role::parse(
-        Owner::Object(name.clone()),
-        raw.assume_role_arn.as_deref(),
-        raw.assume_role_external_id.as_deref(),
-        raw.assume_role_duration.as_deref(),
-    )?;
-    let json_keys = match raw.json_keys.as_deref() {
-        None | Some("") => false,
-        Some(v) => super::parse_go_bool(v).ok_or_else(|| ObjectError::JsonKeysBool {
-            object: name.clone(),
-            value: v.to_string(),
-        })?,
-    };
+    let (assume_role, json_keys) = role_and_json_keys(&raw, &name)?;
     let file = match &raw.alias {
         Some(alias) => {
             let file = rules.translation.file_name(alias);
@@ -526,18 +519,7 @@ fn check_file_collisions(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
     });
     match paths::find_collision(files) {
         None => Ok(()),
-        Some(paths::Collision::Same { file, first, second }) => Err(ObjectError::DuplicateFile { file, first, second }),
-        Some(paths::Collision::FileIsDirectory {
-            file,
-            object,
-            nested,
-            nested_object,
-        }) => Err(ObjectError::FileIsDirectory {
-            file,
-            object,
-            nested,
-            nested_object,
-        }),
+        Some(c) => Err(ObjectError::Collision(c)),
     }
 }
 

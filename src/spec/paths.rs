@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::limits::Echo;
+
 /// The driver's limit for a whole path.
 pub const MAX_PATH_LEN: usize = 4096;
 /// The driver's (and Linux's) limit for one path component.
@@ -142,10 +144,11 @@ mod tests {
     }
 }
 
-/// Two files of a mount that cannot both exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Two files of a mount that cannot both exist. Names are echoed truncated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Collision {
     /// One file name, written by `first` and by `second`.
+    #[error("found duplicate file name {}: written by both {} and {}", Echo(.file), Echo(.first), Echo(.second))]
     Same {
         file: String,
         first: String,
@@ -153,6 +156,13 @@ pub enum Collision {
     },
     /// `file` (of `object`) is where `nested` (of `nested_object`) needs a
     /// directory.
+    #[error(
+        "file name {} of {} conflicts with the directory needed for {} of {}",
+        Echo(.file),
+        Echo(.object),
+        Echo(.nested),
+        Echo(.nested_object)
+    )]
     FileIsDirectory {
         file: String,
         object: String,
