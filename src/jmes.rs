@@ -116,6 +116,17 @@ impl JmesPath {
     /// Evaluates against `value` (JSON text). The result must be a string;
     /// it is returned as the file's contents.
     pub fn evaluate(&self, value: &[u8], limits: &Limits) -> Result<SecretBytes, EvalError> {
+        self.evaluate_with(value, limits, false)
+    }
+
+    /// [`Self::evaluate`], writing a non-string, non-null result as compact
+    /// JSON when `non_string_json` (a `jmesPath` entry's `nonStringAsJson`).
+    pub fn evaluate_with(
+        &self,
+        value: &[u8],
+        limits: &Limits,
+        non_string_json: bool,
+    ) -> Result<SecretBytes, EvalError> {
         let bound = self.work_bound(value.len());
         if bound > limits.max_jmespath_work {
             return Err(EvalError::Work(bound));
@@ -128,6 +139,9 @@ impl JmesPath {
             Ok(v) if v.is_null() => Err(EvalError::Null),
             Ok(v) => match v.as_string() {
                 Some(s) => Ok(SecretBytes::from(s.as_bytes().to_vec())),
+                None if non_string_json => serde_json::to_vec(&**v)
+                    .map(SecretBytes::new)
+                    .map_err(|_| EvalError::Runtime),
                 None => Err(EvalError::NotString),
             },
         };
@@ -518,6 +532,27 @@ mod tests {
         let p = compile(path, &limits()).unwrap();
         p.evaluate(value.as_bytes(), &limits())
             .map(|b| String::from_utf8(b.expose().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn non_string_results_are_compact_json_only_when_asked() {
+        let v = r#"{"port":5432,"tls":{"on":true,"ca":"pem"},"hosts":["a","b"],"none":null,"user":"u"}"#;
+        let json = |path: &str| {
+            compile(path, &limits())
+                .unwrap()
+                .evaluate_with(v.as_bytes(), &limits(), true)
+                .map(|b| String::from_utf8(b.expose().to_vec()).unwrap())
+        };
+        assert_eq!(json("port").unwrap(), "5432");
+        assert_eq!(json("tls").unwrap(), r#"{"ca":"pem","on":true}"#);
+        assert_eq!(json("hosts").unwrap(), r#"["a","b"]"#);
+        assert_eq!(json("user").unwrap(), "u", "strings stay as they are");
+        assert_eq!(
+            json("none"),
+            Err(EvalError::Null),
+            "a selection of nothing stays an error"
+        );
+        assert_eq!(eval("tls", v), Err(EvalError::NotString), "the default stays an error");
     }
 
     #[test]

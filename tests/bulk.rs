@@ -314,3 +314,37 @@ async fn bulk_objects_share_calls_between_concurrent_mounts_and_use_the_value_ca
         .expect("other identity");
     assert_eq!(env.aws.calls_of(BY_PATH).len(), 2);
 }
+
+#[tokio::test]
+async fn each_match_is_decoded_with_the_objects_encoding() {
+    let env = Env::start().await;
+    env.aws.put_param(REGION, "/certs/a", "SecureString", "aGVsbG8=");
+    env.aws.put_param(REGION, "/certs/b", "SecureString", "d29ybGQ");
+    let target = env.provider.target("decoded");
+    env.provider
+        .mount(&Req::new(
+            "- parameterPath: /certs\n  objectEncoding: base64\n",
+            &target,
+        ))
+        .await
+        .expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(
+        (files["a"].as_slice(), files["b"].as_slice()),
+        (&b"hello"[..], &b"world"[..])
+    );
+    env.aws.put_param(REGION, "/certs/c", "SecureString", "not base64!");
+    let err = env
+        .provider
+        .mount(&Req::new(
+            "- parameterPath: /certs\n  objectEncoding: base64\n",
+            &target,
+        ))
+        .await
+        .expect_err("c is not base64");
+    assert_eq!(
+        err.message(),
+        "objectEncoding of object parameterPath /certs: the value of file c is not valid base64"
+    );
+    assert_eq!(read_mount(&target), files, "nothing changed");
+}

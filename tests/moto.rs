@@ -713,3 +713,83 @@ async fn bulk_parameters_by_path_and_secrets_by_prefix_and_tag_against_moto() {
         ["orders/port", "orders/user", "payments/port", "payments/user"]
     );
 }
+
+#[tokio::test]
+async fn values_are_decoded_and_non_string_results_written_as_json_when_asked() {
+    let (_kube, provider) = moto_env(&[]).await;
+    // A keystore kept base64 in a JSON field, a hex key, a base64 binary
+    // secret, and a nested object.
+    let keystore: Vec<u8> = (0u8..=255).collect();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&keystore);
+    let json = unique("decode-json");
+    create_secret(
+        REGION,
+        &json,
+        &format!(r#"{{"keystore": "{b64}", "key": "00ff10", "tls": {{"verify": true, "ca": "pem"}}, "port": 5432}}"#),
+    )
+    .await;
+    let binary = unique("decode-binary");
+    moto::secrets_manager(REGION)
+        .create_secret()
+        .name(&binary)
+        .secret_binary(Blob::new(b64.as_bytes().to_vec()))
+        .send()
+        .await
+        .expect("binary secret");
+    let param = unique("/decode/param");
+    put_param(REGION, &param, "68656c6c6f", ParameterType::SecureString).await;
+    let keys = unique("decode-keys");
+    create_secret(REGION, &keys, r#"{"a": "YQ==", "b": "Yg=="}"#).await;
+    let objects = format!(
+        "- objectName: {json}\n  objectType: secretsmanager\n  objectAlias: app.json\n  jmesPath:\n\
+         \x20   - {{path: keystore, objectAlias: keystore.p12, objectEncoding: base64}}\n\
+         \x20   - {{path: key, objectAlias: key.bin, objectEncoding: hex}}\n\
+         \x20   - {{path: tls, objectAlias: tls.json, nonStringAsJson: true}}\n\
+         \x20   - {{path: port, objectAlias: port, nonStringAsJson: true}}\n\
+         - objectName: {binary}\n  objectType: secretsmanager\n  objectAlias: binary.p12\n  objectEncoding: base64\n\
+         - objectName: {param}\n  objectType: ssmparameter\n  objectAlias: hello\n  objectEncoding: hex\n\
+         - objectName: {keys}\n  objectType: secretsmanager\n  objectAlias: keys\n  jsonKeysAsFiles: true\n  objectEncoding: base64\n"
+    );
+    let target = provider.target("decode");
+    provider.mount(&Req::new(&objects, &target)).await.expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files["keystore.p12"], keystore);
+    assert_eq!(files["key.bin"], [0x00, 0xff, 0x10]);
+    assert_eq!(files["tls.json"], br#"{"ca":"pem","verify":true}"#);
+    assert_eq!(files["port"], b"5432");
+    assert_eq!(files["binary.p12"], keystore, "a binary secret holding base64 text");
+    assert_eq!(files["hello"], b"hello");
+    assert_eq!(
+        (files["keys/a"].as_slice(), files["keys/b"].as_slice()),
+        (&b"a"[..], &b"b"[..])
+    );
+    assert!(
+        files["app.json"].starts_with(b"{\"keystore\""),
+        "the object's own file as stored"
+    );
+
+    // Invalid input names the object and the file, never the value; the
+    // default still refuses a non-string result.
+    let bad = format!("- objectName: {json}\n  objectType: secretsmanager\n  objectEncoding: hex\n");
+    let err = provider
+        .mount(&Req::new(&bad, &provider.target("bad-hex")))
+        .await
+        .expect_err("not hex");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        format!("objectEncoding of object {json}: the value of file {json} is not valid hex")
+    );
+    let strict = format!(
+        "- objectName: {json}\n  objectType: secretsmanager\n  jmesPath:\n    - {{path: tls, objectAlias: tls}}\n"
+    );
+    let err = provider
+        .mount(&Req::new(&strict, &provider.target("strict")))
+        .await
+        .expect_err("object result");
+    assert_eq!(
+        err.message(),
+        "Invalid JMES search result type for path:tls. Only string is allowed."
+    );
+}

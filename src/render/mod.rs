@@ -7,6 +7,7 @@
 //! before it is built, and nothing is written. A value in several files is
 //! one shared buffer, not copies.
 
+pub mod encoding;
 pub mod json_keys;
 pub mod write;
 
@@ -40,6 +41,12 @@ pub enum RenderError {
         name: String,
         object: String,
         rule: crate::spec::PathRule,
+    },
+    #[error("objectEncoding of object {}: the value of file {} is not valid {encoding}", Echo(.object), Echo(.file))]
+    NotEncoded {
+        object: String,
+        file: String,
+        encoding: &'static str,
     },
     #[error(transparent)]
     Collision(#[from] Collision),
@@ -150,27 +157,31 @@ fn add_value(
     limits: &Limits,
 ) -> Result<(), RenderError> {
     for j in &object.jmes {
-        let contents = j.path.evaluate(fetched.value.expose(), limits).map_err(|e| match e {
-            EvalError::NotJson => RenderError::NotJson(object.name.clone()),
-            EvalError::Runtime => RenderError::InvalidPath(j.path.as_str().to_string()),
-            EvalError::Null => RenderError::NoMatch {
-                path: j.path.as_str().to_string(),
-                alias: j.alias.clone(),
-            },
-            EvalError::NotString => RenderError::NotString(j.path.as_str().to_string()),
-            EvalError::Work(found) => RenderError::Limit(LimitError {
-                subject: format!(
-                    "object {}, jmesPath {} (for a value of {} bytes)",
-                    echo(&object.name),
-                    echo(j.path.as_str()),
-                    fetched.value.len()
-                ),
-                limit: Limit::JmespathWork,
-                found,
-                at_least: false,
-                max: limits.max_jmespath_work,
-            }),
-        })?;
+        let contents = j
+            .path
+            .evaluate_with(fetched.value.expose(), limits, j.non_string_json)
+            .map_err(|e| match e {
+                EvalError::NotJson => RenderError::NotJson(object.name.clone()),
+                EvalError::Runtime => RenderError::InvalidPath(j.path.as_str().to_string()),
+                EvalError::Null => RenderError::NoMatch {
+                    path: j.path.as_str().to_string(),
+                    alias: j.alias.clone(),
+                },
+                EvalError::NotString => RenderError::NotString(j.path.as_str().to_string()),
+                EvalError::Work(found) => RenderError::Limit(LimitError {
+                    subject: format!(
+                        "object {}, jmesPath {} (for a value of {} bytes)",
+                        echo(&object.name),
+                        echo(j.path.as_str()),
+                        fetched.value.len()
+                    ),
+                    limit: Limit::JmespathWork,
+                    found,
+                    at_least: false,
+                    max: limits.max_jmespath_work,
+                }),
+            })?;
+        let contents = decode(object, &j.file, j.encoding, contents)?;
         out.add(
             limits,
             FileOut {
@@ -187,6 +198,7 @@ fn add_value(
             error,
         })?;
         for (path, contents) in files {
+            let contents = decode(object, &path, object.encoding, contents)?;
             let file = FileOut {
                 path,
                 mode: object.mode,
@@ -196,13 +208,28 @@ fn add_value(
         }
         return Ok(());
     }
+    let contents = decode(object, file, object.encoding, fetched.value)?;
     out.add(
         limits,
         FileOut {
             path: file.to_string(),
             mode: object.mode,
-            contents: fetched.value,
+            contents,
         },
         &fetched.version,
     )
+}
+
+/// `contents` of `file` decoded from the object's (or entry's) encoding.
+fn decode(
+    object: &ObjectSpec,
+    file: &str,
+    encoding: crate::spec::Encoding,
+    contents: SecretBytes,
+) -> Result<SecretBytes, RenderError> {
+    encoding::decode(encoding, contents).map_err(|_| RenderError::NotEncoded {
+        object: object.name.clone(),
+        file: file.to_string(),
+        encoding: encoding.as_str(),
+    })
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::limits::{Echo, LimitError, Limits};
 use crate::region::{self, RegionError, Regions};
 use crate::secret::SecretString;
-pub use objects::{FailoverSpec, JmesSpec, ObjectRules, ObjectSpec};
+pub use objects::{Encoding, FailoverSpec, JmesSpec, ObjectRules, ObjectSpec};
 pub use paths::{PathRule, PathTranslation};
 pub use role::{AssumeRole, RoleError};
 pub use yaml::YamlError;
@@ -190,6 +190,10 @@ pub enum ObjectError {
     MissingName,
     #[error("jsonKeysAsFiles of object {} must be true or false: {}", Echo(.object), Echo(.value))]
     JsonKeysBool { object: String, value: String },
+    #[error("objectEncoding of object {} must be utf-8, base64 or hex: {}", Echo(.object), Echo(.value))]
+    InvalidEncoding { object: String, value: String },
+    #[error("nonStringAsJson of a jmesPath entry of object {} must be true or false: {}", Echo(.object), Echo(.value))]
+    NonStringBool { object: String, value: String },
     #[error(transparent)]
     Role(#[from] RoleError),
     #[error(transparent)]

@@ -42,6 +42,9 @@ pub struct ObjectSpec {
     /// `jsonKeysAsFiles`: every top-level key of the JSON value becomes a
     /// file under `file` (a directory then), instead of the value's own file.
     pub json_keys: bool,
+    /// `objectEncoding` of the value (of each key's value with
+    /// `jsonKeysAsFiles`, of each match's value for a bulk object).
+    pub encoding: Encoding,
     /// Set when the object selects many (`parameterPath`, `secretNamePrefix`,
     /// `secretFilters`): `name` then describes the selection and `file` is
     /// unused; each match gets its own file.
@@ -55,6 +58,53 @@ pub struct JmesSpec {
     pub alias: String,
     pub mode: u32,
     pub file: String,
+    /// `objectEncoding` of the result.
+    pub encoding: Encoding,
+    /// `nonStringAsJson`: a number, boolean, object or list result is
+    /// written as compact JSON instead of failing the mount.
+    pub non_string_json: bool,
+}
+
+/// `objectEncoding`: how a value is stored; it is decoded before it is
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Encoding {
+    /// The bytes as they are (the default).
+    #[default]
+    Utf8,
+    Base64,
+    Hex,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Base64 => "base64",
+            Encoding::Hex => "hex",
+        }
+    }
+
+    fn parse(v: &str) -> Option<Self> {
+        match v.to_ascii_lowercase().as_str() {
+            "utf-8" | "utf8" => Some(Encoding::Utf8),
+            "base64" => Some(Encoding::Base64),
+            "hex" => Some(Encoding::Hex),
+            _ => None,
+        }
+    }
+}
+
+/// `objectEncoding` of `object` (its own, or of one of its `jmesPath`
+/// entries).
+fn encoding(raw: Option<&str>, object: &str) -> Result<Encoding, ObjectError> {
+    match raw {
+        None | Some("") => Ok(Encoding::Utf8),
+        Some(v) => Encoding::parse(v).ok_or_else(|| ObjectError::InvalidEncoding {
+            object: object.to_string(),
+            value: v.to_string(),
+        }),
+    }
 }
 
 /// `failoverObject`: the object to read in the failover region.
@@ -123,6 +173,7 @@ struct RawObject {
     assume_role_external_id: Option<String>,
     assume_role_duration: Option<String>,
     json_keys: Option<String>,
+    encoding: Option<String>,
     bulk: RawBulk,
 }
 
@@ -131,6 +182,8 @@ struct RawJmes {
     path: Option<String>,
     alias: Option<String>,
     file_permission: Option<String>,
+    encoding: Option<String>,
+    non_string_json: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -205,7 +258,7 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
         }
     }
     raw.bulk = RawBulk::default();
-    let (assume_role, json_keys) = role_and_json_keys(&raw, &name)?;
+    let (assume_role, json_keys, object_encoding) = shared_fields(&raw, &name)?;
     let kind = object_kind(&name, raw.object_type.as_deref())?;
 
     let mode = match &raw.file_permission {
@@ -235,11 +288,20 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
         };
         let file = rules.translation.file_name(&alias);
         check_file_name(&file, &name)?;
+        let non_string_json = match entry.non_string_json.as_deref() {
+            None | Some("") => false,
+            Some(v) => super::parse_go_bool(v).ok_or_else(|| ObjectError::NonStringBool {
+                object: name.clone(),
+                value: v.to_string(),
+            })?,
+        };
         jmes.push(JmesSpec {
             path,
             alias,
             mode: jmes_mode,
             file,
+            encoding: encoding(entry.encoding.as_deref(), &name)?,
+            non_string_json,
         });
     }
 
@@ -287,13 +349,14 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
         failover,
         assume_role,
         json_keys,
+        encoding: object_encoding,
         bulk: None,
     })
 }
 
-/// The fields every object has, one or many: `assumeRole*` and
-/// `jsonKeysAsFiles`.
-fn role_and_json_keys(raw: &RawObject, name: &str) -> Result<(Option<AssumeRole>, bool), ObjectError> {
+/// The fields every object has, one or many: `assumeRole*`,
+/// `jsonKeysAsFiles` and `objectEncoding`.
+fn shared_fields(raw: &RawObject, name: &str) -> Result<(Option<AssumeRole>, bool, Encoding), ObjectError> {
     let assume_role = role::parse(
         Owner::Object(name.to_string()),
         raw.assume_role_arn.as_deref(),
@@ -307,7 +370,7 @@ fn role_and_json_keys(raw: &RawObject, name: &str) -> Result<(Option<AssumeRole>
             value: v.to_string(),
         })?,
     };
-    Ok((assume_role, json_keys))
+    Ok((assume_role, json_keys, encoding(raw.encoding.as_deref(), name)?))
 }
 
 /// An object that selects many: the bulk fields, and the fields an object
@@ -347,7 +410,7 @@ fn validate_bulk(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, 
         Some(p) => parse_file_permission(p)?,
         None => rules.default_mode,
     };
-    let (assume_role, json_keys) = role_and_json_keys(&raw, &name)?;
+    let (assume_role, json_keys, object_encoding) = shared_fields(&raw, &name)?;
     let file = match &raw.alias {
         Some(alias) => {
             let file = rules.translation.file_name(alias);
@@ -372,6 +435,7 @@ fn validate_bulk(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, 
         failover: None,
         assume_role,
         json_keys,
+        encoding: object_encoding,
         bulk: Some(spec),
     })
 }
@@ -544,6 +608,7 @@ fn read_object(m: &Mapping, index: usize, limits: &Limits) -> Result<RawObject, 
             "assumeroleexternalid" => raw.assume_role_external_id = name(role::keys::EXTERNAL_ID)?,
             "assumeroledurationseconds" => raw.assume_role_duration = name(role::keys::DURATION)?,
             "jsonkeysasfiles" => raw.json_keys = name("jsonKeysAsFiles")?,
+            "objectencoding" => raw.encoding = name("objectEncoding")?,
             "parameterpath" => raw.bulk.parameter_path = name(bulk::keys::PARAMETER_PATH)?,
             "recursive" => raw.bulk.recursive = name(bulk::keys::RECURSIVE)?,
             "secretnameprefix" => raw.bulk.prefix = name(bulk::keys::SECRET_NAME_PREFIX)?,
@@ -584,6 +649,8 @@ fn read_jmes(v: &Value, field: &str, limits: &Limits) -> Result<Vec<RawJmes>, Ob
                         "path" => raw.path = text(v, &f("path"))?,
                         "objectalias" => raw.alias = scalar(v, &f("objectAlias"), limits)?,
                         "filepermission" => raw.file_permission = permission_scalar(v, &f("filePermission"), limits)?,
+                        "objectencoding" => raw.encoding = scalar(v, &f("objectEncoding"), limits)?,
+                        "nonstringasjson" => raw.non_string_json = scalar(v, &f("nonStringAsJson"), limits)?,
                         _ => {}
                     }
                 }

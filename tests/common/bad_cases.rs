@@ -669,5 +669,24 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
             objects("- secretNamePrefix: \"!orders/\"\n"),
             exact("object !orders/: secretNamePrefix must not start with ! (a negated prefix cannot name the files)"),
         ),
+        (
+            "objectEncoding not an encoding",
+            objects("- objectName: s\n  objectType: secretsmanager\n  objectEncoding: base32\n"),
+            exact("objectEncoding of object s must be utf-8, base64 or hex: base32"),
+        ),
+        (
+            "jmesPath objectEncoding not an encoding",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: a\n      objectAlias: a\n      objectEncoding: gzip\n",
+            ),
+            exact("objectEncoding of object s must be utf-8, base64 or hex: gzip"),
+        ),
+        (
+            "nonStringAsJson not a boolean",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: a\n      objectAlias: a\n      nonStringAsJson: maybe\n",
+            ),
+            exact("nonStringAsJson of a jmesPath entry of object s must be true or false: maybe"),
+        ),
     ]
 }
