@@ -76,6 +76,12 @@ pub struct ServeArgs {
     /// IAM revocations then take up to this long to reach pods.
     #[arg(long, default_value = "0", value_parser = parse_flag_duration)]
     pub cache_ttl: Duration,
+    /// When AWS fails with a retryable error (throttling, 5xx, timeout,
+    /// region outage) in every region, serve an identity's last good value
+    /// of an object if it is younger than this (0 = off). Never after an
+    /// access denial or a not-found, never to another identity.
+    #[arg(long, default_value = "0", value_parser = parse_flag_duration)]
+    pub serve_stale_max_age: Duration,
     /// Cache credentials per identity until their expiration minus the margin.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "true", action = ArgAction::Set)]
@@ -251,6 +257,7 @@ const GO_FLAGS: &[&str] = &[
     "pod-identity-endpoint-ipv4",
     "pod-identity-endpoint-ipv6",
     "cache-ttl",
+    "serve-stale-max-age",
     "credential-cache",
     "credential-refresh-margin",
     "pod-identity-cache-scope",

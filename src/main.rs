@@ -144,6 +144,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             batch_throttle_backoff: args.batch_throttle_backoff,
             concurrency: args.max_concurrent_fetches.max(1),
             value_ttl: (!args.cache_ttl.is_zero()).then_some(args.cache_ttl),
+            stale_max_age: (!args.serve_stale_max_age.is_zero()).then_some(args.serve_stale_max_age),
             single_flight: args.single_flight,
             shared_deadline: shared_deadline(&args),
             limits: args.limits(),

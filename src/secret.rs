@@ -49,6 +49,13 @@ impl SecretBytes {
     }
 }
 
+impl Default for SecretBytes {
+    /// No bytes.
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
 impl PartialEq for SecretBytes {
     fn eq(&self, other: &Self) -> bool {
         self.expose() == other.expose()

@@ -95,6 +95,7 @@ pub struct Metrics {
     kubernetes: MetricFamily<KubeLabels, Counter>,
     cache: MetricFamily<CacheLabels, Counter>,
     batch_fallbacks: MetricFamily<ReasonLabels, Counter>,
+    stale_served: MetricFamily<ReasonLabels, Counter>,
     mounts: MetricFamily<MountLabels, Counter>,
     mount_duration: HistogramFamily<OutcomeLabels>,
     mount_objects: Histogram,
@@ -141,6 +142,12 @@ impl Default for Metrics {
             "BatchGetSecretValue calls replaced by GetSecretValue, by reason (throttled, denied)",
             batch_fallbacks.clone(),
         );
+        let stale_served = MetricFamily::<ReasonLabels, Counter>::default();
+        registry.register(
+            "stale_values_served",
+            "Objects served from an identity's last good value while AWS failed, by failure (throttled, unavailable)",
+            stale_served.clone(),
+        );
         let mounts = MetricFamily::<MountLabels, Counter>::default();
         registry.register("mounts", "Mount requests by outcome and error code", mounts.clone());
         let mount_duration: HistogramFamily<OutcomeLabels> =
@@ -172,6 +179,7 @@ impl Default for Metrics {
             kubernetes,
             cache,
             batch_fallbacks,
+            stale_served,
             mounts,
             mount_duration,
             mount_objects,
@@ -237,6 +245,16 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// `objects` served from their last good value after a `reason`
+    /// failure (`--serve-stale-max-age`).
+    pub fn stale_served(&self, reason: &'static str, objects: u64) {
+        self.stale_served
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc_by(objects);
     }
 
     /// A mount started; the guard records its end.

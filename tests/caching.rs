@@ -429,3 +429,99 @@ async fn a_retryable_batch_failure_fails_each_object_over_without_asking_the_pri
         err.message()
     );
 }
+
+/// `--serve-stale-max-age`: during a brownout (AWS failing with a retryable
+/// error in every region) a new pod of an identity mounts from that
+/// identity's last good value; another identity, an access denial and a
+/// deletion all fail, and so does a value older than the maximum age.
+#[tokio::test]
+async fn a_brownout_is_served_from_the_identitys_last_good_value_and_nothing_else() {
+    use common::fake_aws::{Effect, Rule};
+    let env = Env::start_with(|mut o| {
+        o.args.push("--serve-stale-max-age=3s".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "db", "good");
+    env.aws.put_param(REGION, "/p", "String", "param-good");
+    let objects = format!(
+        "{}{}",
+        obj("db", SM),
+        obj("/p", SSM).replace(SSM, &format!("{SSM}\n  objectAlias: p"))
+    );
+    let req = |pod: &str, sa: &str, token: &str| Req::new(&objects, &env.provider.target(pod)).pod(pod, sa, token);
+    env.provider
+        .mount(&req("pod-a1", "sa-a", TOKEN_A))
+        .await
+        .expect("healthy mount");
+    env.provider
+        .mount(&req("pod-b1", "sa-b", TOKEN_B))
+        .await
+        .expect("healthy mount of b");
+    env.aws.put_secret_string(REGION, "db", "rotated");
+    env.aws.clear_calls();
+    // Without a brownout nothing is served stale: the value is fetched anew.
+    let fresh = req("pod-a0", "sa-a", TOKEN_A);
+    env.provider.mount(&fresh).await.expect("fresh");
+    assert_eq!(read_mount(&fresh.target)["db"], b"rotated");
+    assert_eq!(count(&env, "GetSecretValue"), 1);
+
+    // Brownout: every Secrets Manager and SSM call fails with 503.
+    for op in ["GetSecretValue", "BatchGetSecretValue", "GetParameters"] {
+        env.aws.add_rule(Rule::op(op, Effect::unavailable()));
+    }
+    let a2 = req("pod-a2", "sa-a", TOKEN_A);
+    env.provider.mount(&a2).await.expect("served from the last good values");
+    let files = read_mount(&a2.target);
+    assert_eq!(
+        (files["db"].as_slice(), files["p"].as_slice()),
+        (&b"rotated"[..], &b"param-good"[..])
+    );
+    assert!(env.provider.logs().contains("serving this identity's last good values"));
+    assert!(count(&env, "GetSecretValue") > 1, "AWS was asked first");
+
+    // Another identity never gets a's values: b's own last good ones.
+    let b2 = req("pod-b2", "sa-b", TOKEN_B);
+    env.provider.mount(&b2).await.expect("b's own last good values");
+    assert_eq!(read_mount(&b2.target)["db"], b"good", "b last read before the rotation");
+    let c = Req::new(&objects, &env.provider.target("pod-c")).pod("pod-c", "sa-c", "eyJ.c.sig");
+    env.kube
+        .add_service_account("default", "sa-c", Some("arn:aws:iam::123456789012:role/role-c"));
+    let err = env.provider.mount(&c).await.expect_err("no last good value for c");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+
+    // An access denial and a deletion take effect at once.
+    env.aws.recover();
+    env.aws.add_rule(Rule::op("GetSecretValue", Effect::access_denied()));
+    let err = env
+        .provider
+        .mount(&req("pod-a3", "sa-a", TOKEN_A))
+        .await
+        .expect_err("denied");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{}", err.message());
+    env.aws.recover();
+    env.aws.delete_secret(REGION, "db");
+    let err = env
+        .provider
+        .mount(&req("pod-a4", "sa-a", TOKEN_A))
+        .await
+        .expect_err("deleted");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{}", err.message());
+
+    // Older than --serve-stale-max-age: the brownout fails the mount.
+    env.aws.put_secret_string(REGION, "db", "back");
+    env.provider
+        .mount(&req("pod-a5", "sa-a", TOKEN_A))
+        .await
+        .expect("recovered");
+    for op in ["GetSecretValue", "BatchGetSecretValue", "GetParameters"] {
+        env.aws.add_rule(Rule::op(op, Effect::unavailable()));
+    }
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let err = env
+        .provider
+        .mount(&req("pod-a6", "sa-a", TOKEN_A))
+        .await
+        .expect_err("too old");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+}

@@ -250,10 +250,15 @@ fn an_occupied_http_address_stops_the_provider_at_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_grafana_dashboard_queries_only_exported_metrics_and_labels() {
-    let (env, port) = env_with_http(&[]).await;
+    let (env, port) = env_with_http(&["--serve-stale-max-age=1m"]).await;
     // A mount through a throttled batch feeds every panel, the throttling
-    // one included.
+    // one included; the same mount during a brownout feeds the stale one.
     mount_through_a_throttled_batch(&env, "dash").await;
+    env.aws.add_rule(common::fake_aws::Rule::op(
+        "GetSecretValue",
+        common::fake_aws::Effect::unavailable(),
+    ));
+    mount_through_a_throttled_batch(&env, "dash-brownout").await;
     let (_, metrics) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
         .await
         .unwrap();

@@ -106,7 +106,7 @@ proptest! {
     fn jmes_extraction_never_panics(json in "\\PC{0,80}", path in "[a-z.\\[\\]0-9\"*|&@-]{1,12}") {
         let yaml = format!("- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: '{}'\n      objectAlias: out\n", path.replace('\'', "''"));
         if let Ok(objects) = parse_objects(&yaml, &rules(PathTranslation::default())) {
-            let fetched = vec![Fetched { value: SecretBytes::from(json), version: "v".into(), members: Vec::new() }];
+            let fetched = vec![Fetched { value: SecretBytes::from(json), version: "v".into(), ..Default::default() }];
             if let Ok(r) = render::render(&objects, fetched, &Limits::default()) {
                 prop_assert_eq!(r.files.len(), 2);
                 prop_assert_eq!(r.versions.len(), 2);

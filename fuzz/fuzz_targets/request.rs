@@ -69,7 +69,7 @@ fn run(data: &[u8]) {
                 .map_or_else(|| format!("{{\"a\":\"{VALUE_CANARY}\"}}").into_bytes(), |v| v.to_vec()),
         ),
         version: format!("v{i}"),
-        members: Vec::new(),
+        ..Default::default()
     };
     // An object that selects many gets two matches (one named like the
     // tenant's own text, which may make a bad file name).

@@ -90,9 +90,8 @@ async fn fetch_in(
         });
     }
     Ok(Fetched {
-        value: SecretBytes::new(Vec::new()),
-        version: String::new(),
         members,
+        ..Default::default()
     })
 }
 
@@ -147,7 +146,7 @@ async fn parameters(
             let fetched = Fetched {
                 value: SecretBytes::from(p.value.take().unwrap_or_default()),
                 version: p.version.to_string(),
-                members: Vec::new(),
+                ..Default::default()
             };
             members.push((p.name.take().unwrap_or_default(), fetched));
         }
@@ -226,7 +225,7 @@ async fn secrets(
             let fetched = Fetched {
                 value: secret_value(v.secret_string.take(), v.secret_binary.take()),
                 version: v.version_id.take().unwrap_or_default(),
-                members: Vec::new(),
+                ..Default::default()
             };
             members.push((v.name.take().unwrap_or_default(), fetched));
         }

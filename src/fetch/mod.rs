@@ -36,11 +36,15 @@ pub const BATCH_DENIED_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// A fetched value and its version in the store; for an object that
 /// selects many, its matches (name and value each) instead.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Fetched {
     pub value: SecretBytes,
     pub version: String,
     pub members: Vec<(String, Fetched)>,
+    /// Served from the identity's last good value while AWS failed.
+    pub stale: bool,
+    /// How old a stale value is.
+    pub age: Option<Duration>,
 }
 
 /// Fetch settings.
@@ -55,6 +59,9 @@ pub struct FetchSettings {
     pub concurrency: usize,
     /// Keep values this long per identity (`None`: values are not kept).
     pub value_ttl: Option<Duration>,
+    /// Serve an identity's last good value up to this old when AWS fails
+    /// with a retryable error everywhere (`--serve-stale-max-age`).
+    pub stale_max_age: Option<Duration>,
     /// Share one call between concurrent mounts of the same unit and identity.
     pub single_flight: bool,
     /// How long a shared fetch may run before its waiters get an error.
@@ -70,6 +77,7 @@ impl Default for FetchSettings {
             batch_throttle_backoff: Duration::from_secs(60),
             concurrency: CONCURRENCY,
             value_ttl: None,
+            stale_max_age: None,
             single_flight: true,
             shared_deadline: Duration::from_secs(60),
             limits: Limits::default(),
@@ -258,7 +266,9 @@ pub struct Fetcher {
     settings: FetchSettings,
     metrics: Arc<Metrics>,
     units: Cache<UnitKey, Arc<Vec<Fetched>>, FetchError>,
-    values: Cache<ValueKey, Fetched, FetchError>,
+    /// Values and when they were fetched, kept for the longer of the value
+    /// TTL and the stale maximum age.
+    values: Cache<ValueKey, (Fetched, Instant), FetchError>,
     batch_denied: Cache<IdentityKey, (), FetchError>,
     /// Set while batching backs off on this node after a throttled batch.
     batch_throttled: Cache<(), (), FetchError>,
@@ -319,9 +329,13 @@ impl Fetcher {
     ) -> Result<Vec<Fetched>, FetchError> {
         let mut slots: Vec<Option<Fetched>> = vec![None; objects.len()];
         let value_key = |o: &ObjectSpec| (identity.clone(), regions.clone(), ObjectKey::of(o));
-        if self.settings.value_ttl.is_some() {
+        if let Some(ttl) = self.settings.value_ttl {
             for (slot, o) in slots.iter_mut().zip(objects) {
-                *slot = self.values.get(&value_key(o));
+                *slot = self
+                    .values
+                    .get(&value_key(o))
+                    .filter(|(_, at)| at.elapsed() < ttl)
+                    .map(|(v, _)| v);
                 let hit = if slot.is_some() { "hit" } else { "miss" };
                 self.metrics.count(Family::Cache, "values", hit);
             }
@@ -371,9 +385,15 @@ impl Fetcher {
                     objects: unit_objects.iter().map(ObjectKey::of).collect(),
                 };
                 let ctx = ctx.clone();
+                let stale_keys: Vec<ValueKey> = indices.iter().map(|i| value_key(&objects[*i])).collect();
                 async move {
-                    let values = self.run_unit(key, kind, ctx, unit_objects).await?;
-                    Ok((indices, values))
+                    match self.run_unit(key, kind, ctx, unit_objects).await {
+                        Ok(values) => Ok((indices, values)),
+                        Err(e) => match self.last_good(&stale_keys, &e) {
+                            Some(values) => Ok((indices, values)),
+                            None => Err(e),
+                        },
+                    }
                 }
                 .boxed()
             })
@@ -383,11 +403,14 @@ impl Fetcher {
             .try_collect()
             .await?;
 
-        let until = self.settings.value_ttl.map(|ttl| Instant::now() + ttl);
+        let now = Instant::now();
+        let keep = self.settings.value_ttl.max(self.settings.stale_max_age);
         for (indices, values) in done {
             for (i, v) in indices.into_iter().zip(values) {
-                if let Some(until) = until {
-                    self.values.insert(value_key(&objects[i]), v.clone(), until);
+                if let Some(keep) = keep
+                    && !v.stale
+                {
+                    self.values.insert(value_key(&objects[i]), (v.clone(), now), now + keep);
                 }
                 slots[i] = Some(v);
             }
@@ -403,6 +426,40 @@ impl Fetcher {
                 })
             })
             .collect()
+    }
+
+    /// The last good values of a failed unit's objects for this identity,
+    /// if the failure is retryable (throttling, 5xx, timeout, an outage in
+    /// every region: never an access denial or a not-found, which must take
+    /// effect) and every one of them is younger than
+    /// `--serve-stale-max-age`.
+    fn last_good(&self, keys: &[ValueKey], error: &FetchError) -> Option<Vec<Fetched>> {
+        let max_age = self.settings.stale_max_age?;
+        if !error.failure().is_retryable() {
+            return None;
+        }
+        let values: Vec<Fetched> = keys
+            .iter()
+            .map(|k| {
+                self.values
+                    .get(k)
+                    .filter(|(_, at)| at.elapsed() < max_age)
+                    .map(|(v, at)| Fetched {
+                        stale: true,
+                        age: Some(at.elapsed()),
+                        ..v
+                    })
+            })
+            .collect::<Option<_>>()?;
+        let oldest = values.iter().filter_map(|v| v.age).max().unwrap_or_default();
+        tracing::warn!(
+            objects = values.len(),
+            oldest = ?oldest,
+            error = %error,
+            "AWS failed with a retryable error; serving this identity's last good values (--serve-stale-max-age)"
+        );
+        self.metrics.stale_served(error.failure().as_str(), values.len() as u64);
+        Some(values)
     }
 
     /// Runs one unit, shared with concurrent identical units when enabled.

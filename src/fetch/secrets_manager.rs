@@ -117,7 +117,7 @@ async fn get(
     Ok(Fetched {
         value: secret_value(out.secret_string.take(), out.secret_binary.take()),
         version: out.version_id.take().unwrap_or_default(),
-        members: Vec::new(),
+        ..Default::default()
     })
 }
 
@@ -212,7 +212,7 @@ async fn batch_get(
             let fetched = Fetched {
                 value: secret_value(e.secret_string.take(), e.secret_binary.take()),
                 version: e.version_id.take().unwrap_or_default(),
-                members: Vec::new(),
+                ..Default::default()
             };
             entries.push((e.name.take(), e.arn.take(), fetched));
         }

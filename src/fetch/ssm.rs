@@ -159,7 +159,7 @@ async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(
                 Fetched {
                     value: value.clone(),
                     version: p.version.to_string(),
-                    members: Vec::new(),
+                    ..Default::default()
                 },
             ))
         })
