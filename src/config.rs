@@ -271,6 +271,8 @@ const GO_FLAGS: &[&str] = &[
     "log-level",
     "max-objects-bytes",
     "max-files-per-mount",
+    "max-roles-per-mount",
+    "max-selections-per-mount",
     "max-name-length",
     "max-jmespath-length",
     "max-jmespath-depth",

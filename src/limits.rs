@@ -35,6 +35,12 @@ pub struct Limits {
     pub max_mount_bytes: usize,
     /// Bytes of one `Mount` request (gRPC message).
     pub max_request_bytes: usize,
+    /// Distinct roles one mount assumes (`assumeRoleArn`): each is an STS
+    /// call and a group of fetches.
+    pub max_roles: usize,
+    /// Objects of one mount that select many (`parameterPath`,
+    /// `secretNamePrefix`, `secretFilters`): each lists pages.
+    pub max_selections: usize,
 }
 
 /// Nesting depth above which `--max-jmespath-depth` cannot be set: the
@@ -54,6 +60,8 @@ impl Default for Limits {
             max_file_bytes: 1024 * 1024,
             max_mount_bytes: 3 * 1024 * 1024,
             max_request_bytes: 1024 * 1024,
+            max_roles: 5,
+            max_selections: 10,
         }
     }
 }
@@ -91,6 +99,13 @@ pub struct LimitArgs {
     /// Largest Mount request accepted from the driver (bytes).
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes, help_heading = "Request limits")]
     pub max_request_bytes: usize,
+    /// Distinct roles one mount may assume (assumeRoleArn).
+    #[arg(long, default_value_t = Limits::default().max_roles, help_heading = "Request limits")]
+    pub max_roles_per_mount: usize,
+    /// Objects of one mount that may select many (parameterPath,
+    /// secretNamePrefix, secretFilters).
+    #[arg(long, default_value_t = Limits::default().max_selections, help_heading = "Request limits")]
+    pub max_selections_per_mount: usize,
 }
 
 impl LimitArgs {
@@ -105,6 +120,8 @@ impl LimitArgs {
             max_file_bytes: self.max_file_bytes,
             max_mount_bytes: self.max_mount_bytes,
             max_request_bytes: self.max_request_bytes,
+            max_roles: self.max_roles_per_mount,
+            max_selections: self.max_selections_per_mount,
         }
     }
 }
@@ -146,6 +163,8 @@ pub enum Limit {
     JmespathWork,
     FileBytes,
     MountBytes,
+    Roles,
+    Selections,
 }
 
 impl Limit {
@@ -160,6 +179,8 @@ impl Limit {
             Limit::JmespathWork => "--max-jmespath-work",
             Limit::FileBytes => "--max-file-bytes",
             Limit::MountBytes => "--max-mount-bytes",
+            Limit::Roles => "--max-roles-per-mount",
+            Limit::Selections => "--max-selections-per-mount",
         }
     }
 
@@ -172,6 +193,8 @@ impl Limit {
             Limit::JmespathDepth => "levels of nesting",
             Limit::JmespathWork => "bytes of evaluation work (estimated before evaluating)",
             Limit::FileBytes | Limit::MountBytes => "bytes",
+            Limit::Roles => "roles",
+            Limit::Selections => "objects that select many",
         }
     }
 
@@ -186,6 +209,8 @@ impl Limit {
             Limit::JmespathWork => return limits.max_jmespath_work,
             Limit::FileBytes => limits.max_file_bytes,
             Limit::MountBytes => limits.max_mount_bytes,
+            Limit::Roles => limits.max_roles,
+            Limit::Selections => limits.max_selections,
         };
         v as u64
     }

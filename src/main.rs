@@ -147,7 +147,6 @@ async fn serve(args: ServeArgs) -> ExitCode {
             stale_max_age: (!args.serve_stale_max_age.is_zero()).then_some(args.serve_stale_max_age),
             single_flight: args.single_flight,
             shared_deadline: shared_deadline(&args),
-            limits: args.limits(),
         },
         metrics.clone(),
     );

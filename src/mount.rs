@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::Span;
 
 use crate::aws::{AwsClients, Failure};
-use crate::fetch::{FetchError, Fetched, Fetcher};
+use crate::fetch::{Budget, FetchError, Fetched, Fetcher};
 use crate::identity::{IdentityError, IdentityResolver, Signer, Signers};
 use crate::kube::KubeClient;
 use crate::limits::Limits;
@@ -297,7 +297,10 @@ impl Provider {
 
     /// Every object, each with the credentials of its identity: the pod's
     /// own, or those of the role it assumes. Objects of one identity are
-    /// fetched together (batches, single-flight), identities concurrently.
+    /// fetched together (batches, single-flight, up to
+    /// `--max-concurrent-fetches` calls at once); identities one after
+    /// another, so a mount never has more calls in flight than that. The
+    /// matches of objects that select many share one budget per mount.
     async fn fetch(
         &self,
         spec: &MountSpec,
@@ -305,6 +308,12 @@ impl Provider {
         signers: Signers,
         renew: Step,
     ) -> Result<Vec<Fetched>, MountError> {
+        let m = MountFetch {
+            spec,
+            regions,
+            renew,
+            budget: Budget::new(&self.settings.limits),
+        };
         let mut groups: Vec<(Option<&spec::AssumeRole>, Vec<usize>)> = Vec::new();
         for (i, o) in spec.objects.iter().enumerate() {
             let role = o.assume_role.as_ref();
@@ -313,19 +322,20 @@ impl Provider {
                 None => groups.push((role, vec![i])),
             }
         }
+        let signer = |role: Option<&spec::AssumeRole>| {
+            signers.get(role).cloned().ok_or_else(|| MountError::Internal {
+                stage: Stage::Fetch,
+                message: "no credentials for an object's role".to_string(),
+            })
+        };
         if let [(role, _)] = groups.as_slice() {
-            let signer = signers.get(*role).clone();
-            return self.fetch_as(spec, regions, *role, signer, &spec.objects, &renew).await;
+            let signer = signer(*role)?;
+            return self.fetch_as(&m, *role, signer, &spec.objects).await;
         }
-        let fetches = groups.iter().map(|(role, members)| {
-            let objects: Vec<spec::ObjectSpec> = members.iter().map(|&i| spec.objects[i].clone()).collect();
-            let signer = signers.get(*role).clone();
-            let renew = &renew;
-            async move { self.fetch_as(spec, regions, *role, signer, &objects, renew).await }
-        });
-        let fetched = futures::future::try_join_all(fetches).await?;
         let mut out: Vec<Option<Fetched>> = std::iter::repeat_with(|| None).take(spec.objects.len()).collect();
-        for ((_, members), values) in groups.iter().zip(fetched) {
+        for (role, members) in &groups {
+            let objects: Vec<spec::ObjectSpec> = members.iter().map(|&i| spec.objects[i].clone()).collect();
+            let values = self.fetch_as(&m, *role, signer(*role)?, &objects).await?;
             for (&i, value) in members.iter().zip(values) {
                 out[i] = Some(value);
             }
@@ -346,17 +356,22 @@ impl Provider {
     /// an access denial is final.
     async fn fetch_as(
         &self,
-        spec: &MountSpec,
-        regions: &Regions,
+        m: &MountFetch<'_>,
         role: Option<&spec::AssumeRole>,
         (identity, creds): Signer,
         objects: &[spec::ObjectSpec],
-        renew: &Step,
     ) -> Result<Vec<Fetched>, MountError> {
-        match self.fetcher.fetch_all(&identity, &creds, regions, objects).await {
+        match self
+            .fetcher
+            .fetch_all(&identity, &creds, m.regions, objects, &m.budget)
+            .await
+        {
             Err(e) if e.credentials_refused() && self.identity.forget(&identity, &creds) => {
-                let (identity, creds) = renew.run(self.identity.signer(spec, regions, role)).await?;
-                Ok(self.fetcher.fetch_all(&identity, &creds, regions, objects).await?)
+                let (identity, creds) = m.renew.run(self.identity.signer(m.spec, m.regions, role)).await?;
+                Ok(self
+                    .fetcher
+                    .fetch_all(&identity, &creds, m.regions, objects, &m.budget)
+                    .await?)
             }
             result => Ok(result?),
         }
@@ -435,6 +450,16 @@ fn versions(rendered: &Rendered) -> Vec<ObjectVersion> {
             version: v.version.clone(),
         })
         .collect()
+}
+
+/// What the fetches of one mount share.
+struct MountFetch<'a> {
+    spec: &'a MountSpec,
+    regions: &'a Regions,
+    /// Where new credentials are obtained if AWS refuses the cached ones.
+    renew: Step,
+    /// The matches of objects that select many, for the whole mount.
+    budget: Arc<Budget>,
 }
 
 /// One step of a mount, bounded by the mount's deadline.

@@ -126,6 +126,7 @@ pub fn status(e: &MountError) -> Status {
     };
     let code = match e {
         MountError::Spec(_) | MountError::Render(_) => tonic::Code::InvalidArgument,
+        MountError::Fetch(f) if f.limit().is_some() => tonic::Code::InvalidArgument,
         MountError::Write(_) | MountError::Internal { .. } => tonic::Code::Internal,
         MountError::Busy { .. } => tonic::Code::ResourceExhausted,
         MountError::Deadline { .. } => tonic::Code::DeadlineExceeded,
@@ -140,6 +141,7 @@ pub fn error_code(e: &MountError) -> &'static str {
         MountError::Spec(_) => "InvalidRequest",
         MountError::Region(_) => "RegionLookupFailed",
         MountError::Render(crate::render::RenderError::Limit(_)) => "LimitExceeded",
+        MountError::Fetch(f) if f.limit().is_some() => "LimitExceeded",
         MountError::Render(_) => "JmesPathFailed",
         MountError::Write(_) => "FileWriteFailed",
         MountError::Busy { .. } => "Busy",

@@ -158,7 +158,7 @@ async fn matches_that_collide_with_each_other_or_another_object_are_refused_befo
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     assert_eq!(
         err.message(),
-        "found duplicate file name a_b: written by both parameterPath /app and parameterPath /app"
+        "found duplicate file name a_b: written by both /app/a/b and /app/a_b"
     );
     assert!(all_entries(&target).is_empty());
 
@@ -170,7 +170,7 @@ async fn matches_that_collide_with_each_other_or_another_object_are_refused_befo
         .expect_err("solo twice");
     assert_eq!(
         err.message(),
-        "found duplicate file name solo: written by both parameterPath /app and other"
+        "found duplicate file name solo: written by both /app/solo and other"
     );
     assert!(all_entries(&target).is_empty());
 }
@@ -179,6 +179,7 @@ async fn matches_that_collide_with_each_other_or_another_object_are_refused_befo
 async fn no_match_fails_unless_allowed_and_too_many_stops_paging_at_the_limit() {
     let env = Env::start_with(|mut o| {
         o.args.push("--max-files-per-mount=12".into());
+        o.args.push("--cache-ttl=1m".into());
         o
     })
     .await;
@@ -199,6 +200,14 @@ async fn no_match_fails_unless_allowed_and_too_many_stops_paging_at_the_limit() 
     let objects = "- parameterPath: /nothing/here\n  allowEmpty: true\n- objectName: /orders/prod/p01\n  objectType: ssmparameter\n  objectAlias: one\n";
     env.provider.mount(&Req::new(objects, &target)).await.expect("allowed");
     assert_eq!(names(&read_mount(&target)), ["one"]);
+    // The cached empty set of the allowEmpty object is not the same object
+    // as one without it.
+    let err = env
+        .provider
+        .mount(&Req::new("- parameterPath: /nothing/here\n", &target))
+        .await
+        .expect_err("still no match");
+    assert_eq!(err.code(), Code::NotFound);
 
     env.aws.clear_calls();
     let err = env
@@ -347,4 +356,40 @@ async fn each_match_is_decoded_with_the_objects_encoding() {
         "objectEncoding of object parameterPath /certs: the value of file c is not valid base64"
     );
     assert_eq!(read_mount(&target), files, "nothing changed");
+}
+
+#[tokio::test]
+async fn the_matches_of_several_selections_share_one_budget_per_mount() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--max-files-per-mount=12".into());
+        o
+    })
+    .await;
+    for dir in ["a", "b"] {
+        for i in 0..8 {
+            env.aws.put_param(REGION, &format!("/{dir}/p{i}"), "String", "v");
+        }
+    }
+    let target = env.provider.target("budget");
+    let one = "- parameterPath: /a\n  objectAlias: a\n";
+    env.provider.mount(&Req::new(one, &target)).await.expect("8 files fit");
+    let err = env
+        .provider
+        .mount(&Req::new(
+            &format!("{one}- parameterPath: /b\n  objectAlias: b\n"),
+            &target,
+        ))
+        .await
+        .expect_err("16 files do not");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message()
+            .starts_with("the mount, with the matches of parameterPath /")
+            && err
+                .message()
+                .ends_with("13 or more files, more than the limit of 12 (--max-files-per-mount)"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(read_mount(&target).len(), 8, "the first mount's files stay");
 }

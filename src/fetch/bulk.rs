@@ -1,8 +1,10 @@
 //! Objects that select many: every page of SSM `GetParametersByPath` (with
 //! decryption) or of Secrets Manager `BatchGetSecretValue` with filters.
-//! Paging stops once the matches exceed what one mount may hold
-//! (`--max-files-per-mount`, `--max-mount-bytes`), so memory stays bounded
-//! and the render step refuses the mount with the limit's message. The
+//! Paging stops as soon as the matches of all of a mount's objects that
+//! select many would exceed what one mount may hold (`--max-files-per-mount`,
+//! `--max-mount-bytes`, a [`Budget`](super::Budget) shared by the mount), and
+//! the mount fails with the limit's message: memory stays bounded by one
+//! mount's worth, and a set cut short is never kept. The
 //! primary region is asked first; the failover region only after a
 //! retryable failure, for the whole set.
 
@@ -11,7 +13,6 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use super::secrets_manager::secret_value;
 use super::{FetchError, Fetched, UnitContext};
 use crate::aws::{AwsError, no_client};
-use crate::limits::Limits;
 use crate::region::{Failed, with_failover};
 use crate::secret::SecretBytes;
 use crate::spec::ObjectSpec;
@@ -47,7 +48,7 @@ impl Form {
 
 /// Every match of `object` (a bulk object), as `(name, value)` members of
 /// one [`Fetched`], in the order AWS listed them.
-pub(crate) async fn fetch(ctx: &UnitContext, object: &ObjectSpec, limits: &Limits) -> Result<Fetched, FetchError> {
+pub(crate) async fn fetch(ctx: &UnitContext, object: &ObjectSpec) -> Result<Fetched, FetchError> {
     let Some(spec) = &object.bulk else {
         return Err(FetchError::Missing {
             service: "AWS",
@@ -56,7 +57,7 @@ pub(crate) async fn fetch(ctx: &UnitContext, object: &ObjectSpec, limits: &Limit
         });
     };
     let result = with_failover(&ctx.regions, FetchError::failure, |region, _| {
-        fetch_in(ctx, object, spec, region, limits)
+        fetch_in(ctx, object, spec, region)
     })
     .await;
     result.map_err(|f| match f {
@@ -74,13 +75,10 @@ async fn fetch_in(
     object: &ObjectSpec,
     spec: &BulkSpec,
     region: &str,
-    limits: &Limits,
 ) -> Result<Fetched, FetchError> {
     let members = match &spec.selection {
-        Selection::Parameters { path, recursive } => parameters(ctx, object, region, path, *recursive, limits).await?,
-        Selection::Secrets { prefix, filters } => {
-            secrets(ctx, object, region, prefix.as_deref(), filters, limits).await?
-        }
+        Selection::Parameters { path, recursive } => parameters(ctx, object, region, path, *recursive).await?,
+        Selection::Secrets { prefix, filters } => secrets(ctx, object, region, prefix.as_deref(), filters).await?,
     };
     if members.is_empty() && !spec.allow_empty {
         return Err(FetchError::NoMatches {
@@ -102,11 +100,10 @@ fn form(spec: &BulkSpec) -> Form {
     }
 }
 
-/// Whether enough has been read for the render step to refuse the mount:
-/// more files, or more bytes, than one mount may hold.
-fn enough(members: &[(String, Fetched)], limits: &Limits) -> bool {
-    let bytes: usize = members.iter().map(|(_, f)| f.value.len()).sum();
-    members.len() > limits.max_files || bytes > limits.max_mount_bytes
+/// Takes the budget for one page of matches (`page` new members).
+fn take(ctx: &UnitContext, object: &ObjectSpec, page: &[(String, Fetched)]) -> Result<(), FetchError> {
+    let bytes: usize = page.iter().map(|(_, f)| f.value.len()).sum();
+    ctx.budget.take(&object.name, page.len() as u64, bytes as u64)
 }
 
 async fn parameters(
@@ -115,7 +112,6 @@ async fn parameters(
     region: &str,
     path: &str,
     recursive: bool,
-    limits: &Limits,
 ) -> Result<Vec<(String, Fetched)>, FetchError> {
     let err = |error: AwsError| FetchError::Bulk {
         what: object.name.clone(),
@@ -142,6 +138,7 @@ async fn parameters(
             .call(Family::Aws, "ssm.GetParametersByPath", send)
             .await
             .map_err(err)?;
+        let first = members.len();
         for mut p in out.parameters.unwrap_or_default() {
             let fetched = Fetched {
                 value: SecretBytes::from(p.value.take().unwrap_or_default()),
@@ -150,8 +147,9 @@ async fn parameters(
             };
             members.push((p.name.take().unwrap_or_default(), fetched));
         }
+        take(ctx, object, &members[first..])?;
         match out.next_token {
-            Some(t) if !t.is_empty() && !enough(&members, limits) => next_token = Some(t),
+            Some(t) if !t.is_empty() => next_token = Some(t),
             _ => break,
         }
     }
@@ -164,7 +162,6 @@ async fn secrets(
     region: &str,
     prefix: Option<&str>,
     filters: &[(String, Vec<String>)],
-    limits: &Limits,
 ) -> Result<Vec<(String, Fetched)>, FetchError> {
     let err = |error: AwsError| FetchError::Bulk {
         what: object.name.clone(),
@@ -221,6 +218,7 @@ async fn secrets(
                 error,
             });
         }
+        let first = members.len();
         for mut v in out.secret_values.unwrap_or_default() {
             let fetched = Fetched {
                 value: secret_value(v.secret_string.take(), v.secret_binary.take()),
@@ -229,8 +227,9 @@ async fn secrets(
             };
             members.push((v.name.take().unwrap_or_default(), fetched));
         }
+        take(ctx, object, &members[first..])?;
         match out.next_token {
-            Some(t) if !t.is_empty() && !enough(&members, limits) => next_token = Some(t),
+            Some(t) if !t.is_empty() => next_token = Some(t),
             _ => break,
         }
     }

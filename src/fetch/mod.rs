@@ -23,7 +23,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use crate::aws::{AwsClients, AwsError, Credentials, Failure};
 use crate::cache::{Abandoned, Cache};
 use crate::identity::IdentityKey;
-use crate::limits::{Echo, Limits};
+use crate::limits::{Echo, Limit, LimitError, Limits};
 use crate::region::{Failed, Regions};
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectKind, ObjectSpec};
@@ -66,8 +66,6 @@ pub struct FetchSettings {
     pub single_flight: bool,
     /// How long a shared fetch may run before its waiters get an error.
     pub shared_deadline: Duration,
-    /// What one mount may hold: bulk objects stop paging beyond it.
-    pub limits: Limits,
 }
 
 impl Default for FetchSettings {
@@ -80,7 +78,6 @@ impl Default for FetchSettings {
             stale_max_age: None,
             single_flight: true,
             shared_deadline: Duration::from_secs(60),
-            limits: Limits::default(),
         }
     }
 }
@@ -164,6 +161,10 @@ pub enum FetchError {
         primary: Box<FetchError>,
         failover: Box<FetchError>,
     },
+    /// The matches of objects that select many exceed what one mount may
+    /// hold.
+    #[error(transparent)]
+    TooMany(LimitError),
     #[error("fetching from AWS Secrets Manager and SSM Parameter Store: {0}")]
     Abandoned(Abandoned),
     #[error(transparent)]
@@ -184,11 +185,21 @@ impl FetchError {
             | FetchError::Parameters { error, .. }
             | FetchError::Bulk { error, .. } => error.failure,
             FetchError::ParameterNotFound { .. } | FetchError::NoMatches { .. } => Failure::NotFound,
+            FetchError::TooMany(_) => Failure::Rejected,
             FetchError::Missing { .. } | FetchError::Abandoned(_) => Failure::Unavailable,
             FetchError::SecretAllRegions { failover, .. }
             | FetchError::ParametersAllRegions { failover, .. }
             | FetchError::BulkAllRegions { failover, .. } => failover.failure(),
             FetchError::Shared(e) => e.failure(),
+        }
+    }
+
+    /// The per-mount limit the matches of objects that select many exceeded.
+    pub fn limit(&self) -> Option<&LimitError> {
+        match self {
+            FetchError::TooMany(l) => Some(l),
+            FetchError::Shared(e) => e.limit(),
+            _ => None,
         }
     }
 
@@ -236,7 +247,7 @@ struct ObjectKey {
     version: Option<String>,
     label: Option<String>,
     failover: Option<(String, Option<String>, Option<String>)>,
-    bulk: Option<crate::spec::bulk::Selection>,
+    bulk: Option<(crate::spec::bulk::Selection, bool)>,
 }
 
 impl ObjectKey {
@@ -250,7 +261,7 @@ impl ObjectKey {
                 .failover
                 .as_ref()
                 .map(|f| (f.name.clone(), f.version.clone(), f.version_label.clone())),
-            bulk: o.bulk.as_ref().map(|b| b.selection.clone()),
+            bulk: o.bulk.as_ref().map(|b| (b.selection.clone(), b.allow_empty)),
         }
     }
 }
@@ -280,6 +291,50 @@ pub(crate) struct UnitContext {
     pub aws: AwsClients,
     pub creds: Credentials,
     pub regions: Regions,
+    pub budget: Arc<Budget>,
+}
+
+/// What one mount may still hold of the matches of its objects that select
+/// many, shared by all its units (and identities): paging stops as soon as
+/// the mount as a whole would exceed `--max-files-per-mount` or
+/// `--max-mount-bytes`.
+#[derive(Debug)]
+pub struct Budget {
+    files: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    limits: Limits,
+}
+
+impl Budget {
+    pub fn new(limits: &Limits) -> Arc<Self> {
+        Arc::new(Self {
+            files: (limits.max_files as u64).into(),
+            bytes: (limits.max_mount_bytes as u64).into(),
+            limits: *limits,
+        })
+    }
+
+    /// Takes `files` and `bytes` for the matches of `what`, or the limit
+    /// they exceed.
+    pub(crate) fn take(&self, what: &str, files: u64, bytes: u64) -> Result<(), FetchError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (left, want, limit) in [
+            (&self.files, files, Limit::Files),
+            (&self.bytes, bytes, Limit::MountBytes),
+        ] {
+            if left.fetch_update(Relaxed, Relaxed, |l| l.checked_sub(want)).is_err() {
+                let max = limit.max(&self.limits);
+                return Err(FetchError::TooMany(LimitError {
+                    subject: format!("the mount, with the matches of {}", Echo(what)),
+                    limit,
+                    found: max + 1,
+                    at_least: true,
+                    max,
+                }));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Maps the outcome of the failover step of one object to its error.
@@ -326,6 +381,7 @@ impl Fetcher {
         creds: &Credentials,
         regions: &Regions,
         objects: &[ObjectSpec],
+        budget: &Arc<Budget>,
     ) -> Result<Vec<Fetched>, FetchError> {
         let mut slots: Vec<Option<Fetched>> = vec![None; objects.len()];
         let value_key = |o: &ObjectSpec| (identity.clone(), regions.clone(), ObjectKey::of(o));
@@ -373,6 +429,7 @@ impl Fetcher {
             aws: self.aws.clone(),
             creds: creds.clone(),
             regions: regions.clone(),
+            budget: budget.clone(),
         };
         let futures: Vec<BoxFuture<'_, UnitDone>> = units
             .into_iter()
@@ -474,7 +531,6 @@ impl Fetcher {
         let batch_throttled = self.batch_throttled.clone();
         let backoff = self.settings.batch_throttle_backoff;
         let concurrency = self.settings.concurrency;
-        let limits = self.settings.limits;
         let metrics = self.metrics.clone();
         let identity = key.identity.clone();
         let run = move || async move {
@@ -504,7 +560,7 @@ impl Fetcher {
                     Ok(v) => Ok(v),
                 },
                 UnitKind::Bulk => match objects.first() {
-                    Some(o) => bulk::fetch(&ctx, o, &limits).await.map(|f| vec![f]),
+                    Some(o) => bulk::fetch(&ctx, o).await.map(|f| vec![f]),
                     None => Ok(Vec::new()),
                 },
                 UnitKind::Parameters => {

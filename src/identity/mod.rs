@@ -146,10 +146,13 @@ pub struct Signers {
 }
 
 impl Signers {
-    /// The credentials that fetch objects assuming `role` (none: the pod's).
-    pub fn get(&self, role: Option<&AssumeRole>) -> &Signer {
-        role.and_then(|r| self.chained.iter().find(|(c, _)| c == r))
-            .map_or(&self.pod, |(_, s)| s)
+    /// The credentials that fetch objects assuming `role` (none: the pod's);
+    /// `None` if that role was not assumed (never the pod's own instead).
+    pub fn get(&self, role: Option<&AssumeRole>) -> Option<&Signer> {
+        match role {
+            None => Some(&self.pod),
+            Some(r) => self.chained.iter().find(|(c, _)| c == r).map(|(_, s)| s),
+        }
     }
 }
 

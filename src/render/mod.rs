@@ -107,18 +107,19 @@ impl Rendered {
 /// collisions with every other file here, before anything is written.
 pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>, limits: &Limits) -> Result<Rendered, RenderError> {
     let mut out = Rendered::default();
-    let mut owners: Vec<usize> = Vec::new();
+    // Who wrote each file: the object, or the match of an object that
+    // selects many (so a collision names the two AWS names).
+    let mut owners: Vec<String> = Vec::new();
     let dynamic = objects.iter().any(|o| o.bulk.is_some() || o.json_keys);
-    for (index, (object, fetched)) in objects.iter().zip(values).enumerate() {
-        add_object(&mut out, object, fetched, limits)?;
-        owners.resize(out.files.len(), index);
+    for (object, fetched) in objects.iter().zip(values) {
+        add_object(&mut out, &mut owners, object, fetched, limits)?;
     }
     if dynamic {
         let files = out
             .files
             .iter()
             .zip(&owners)
-            .map(|(f, o)| (f.path.as_str(), objects[*o].name.as_str()));
+            .map(|(f, o)| (f.path.as_str(), o.as_str()));
         if let Some(c) = paths::find_collision(files) {
             return Err(RenderError::Collision(c));
         }
@@ -128,9 +129,17 @@ pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>, limits: &Limits) -> 
 
 /// The files of one object: each match of a bulk object, or the object's
 /// own value.
-fn add_object(out: &mut Rendered, object: &ObjectSpec, fetched: Fetched, limits: &Limits) -> Result<(), RenderError> {
+fn add_object(
+    out: &mut Rendered,
+    owners: &mut Vec<String>,
+    object: &ObjectSpec,
+    fetched: Fetched,
+    limits: &Limits,
+) -> Result<(), RenderError> {
     let Some(bulk) = &object.bulk else {
-        return add_value(out, object, &object.file, fetched, limits);
+        add_value(out, object, &object.file, fetched, limits)?;
+        owners.resize(out.files.len(), object.name.clone());
+        return Ok(());
     };
     for (name, member) in fetched.members {
         let file = bulk.file_of(&name);
@@ -143,6 +152,7 @@ fn add_object(out: &mut Rendered, object: &ObjectSpec, fetched: Fetched, limits:
             });
         }
         add_value(out, object, &file, member, limits)?;
+        owners.resize(out.files.len(), name);
     }
     Ok(())
 }

@@ -145,6 +145,11 @@ pub enum BulkError {
         Echo(.what)
     )]
     OnlyForSets { what: String, field: &'static str },
+    #[error(
+        "object {}: secretFilters needs at least one filter, or a secretNamePrefix (an object never selects every secret)",
+        Echo(.0)
+    )]
+    NoFilter(String),
     #[error("object {}: secretNamePrefix must not start with ! (a negated prefix cannot name the files)", Echo(.0))]
     NegatedPrefix(String),
 }
@@ -219,6 +224,9 @@ pub fn validate(
             check_filter_value(&what, keys::SECRET_NAME_PREFIX, p)?;
         }
         let filters = raw.filters.unwrap_or_default();
+        if raw.prefix.is_none() && filters.is_empty() {
+            return Err(BulkError::NoFilter(what));
+        }
         for (key, values) in &filters {
             if !FILTER_KEYS.contains(&key.as_str()) {
                 return Err(BulkError::InvalidFilterKey { what, key: key.clone() });

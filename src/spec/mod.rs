@@ -348,6 +348,23 @@ pub fn parse_request(
             o.assume_role = Some(class_role.clone());
         }
     }
+    let mut roles: Vec<&AssumeRole> = Vec::new();
+    for r in objects.iter().filter_map(|o| o.assume_role.as_ref()) {
+        if !roles.contains(&r) {
+            roles.push(r);
+        }
+    }
+    limits
+        .check(crate::limits::Limit::Roles, roles.len() as u64, || {
+            "objects (distinct assumeRoleArn, assumeRoleExternalId and assumeRoleDurationSeconds)".to_string()
+        })
+        .map_err(ObjectError::Limit)?;
+    let selections = objects.iter().filter(|o| o.bulk.is_some()).count();
+    limits
+        .check(crate::limits::Limit::Selections, selections as u64, || {
+            "objects (parameterPath, secretNamePrefix, secretFilters)".to_string()
+        })
+        .map_err(ObjectError::Limit)?;
 
     let token = match tokens.remove(auth.audience()) {
         None => {

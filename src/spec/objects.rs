@@ -574,9 +574,10 @@ fn limit_error(limits: &Limits, limit: Limit, found: u64, subject: impl FnOnce()
 /// a directory (`a` and `a/b` with translation off).
 fn check_file_collisions(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
     let files = objects.iter().flat_map(|o| {
-        // A bulk object's files are known once fetched (checked in render).
-        o.bulk
-            .is_none()
+        // A bulk object's files are known once fetched, and a
+        // jsonKeysAsFiles object's file is a directory of them (both checked
+        // in render).
+        (o.bulk.is_none() && !o.json_keys)
             .then_some((o.file.as_str(), o.name.as_str()))
             .into_iter()
             .chain(o.jmes.iter().map(move |j| (j.file.as_str(), o.name.as_str())))

@@ -688,5 +688,34 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
             ),
             exact("nonStringAsJson of a jmesPath entry of object s must be true or false: maybe"),
         ),
+        (
+            "secretFilters empty",
+            objects("- secretFilters: {}\n"),
+            exact(
+                "object secretFilters: secretFilters needs at least one filter, or a secretNamePrefix (an object never selects every secret)",
+            ),
+        ),
+        (
+            "six distinct roles in one mount",
+            objects_owned(
+                (0..6)
+                    .map(|i| {
+                        format!(
+                            "- objectName: s{i}\n  objectType: secretsmanager\n  assumeRoleArn: arn:aws:iam::11111111111{i}:role/r\n"
+                        )
+                    })
+                    .collect(),
+            ),
+            exact(
+                "objects (distinct assumeRoleArn, assumeRoleExternalId and assumeRoleDurationSeconds): 6 roles, more than the limit of 5 (--max-roles-per-mount)",
+            ),
+        ),
+        (
+            "eleven objects that select many",
+            objects_owned((0..11).map(|i| format!("- parameterPath: /p{i}\n")).collect()),
+            exact(
+                "objects (parameterPath, secretNamePrefix, secretFilters): 11 objects that select many, more than the limit of 10 (--max-selections-per-mount)",
+            ),
+        ),
     ]
 }
