@@ -65,8 +65,11 @@ pub fn check_objects(objects: &[ObjectSpec], translation: PathTranslation, limit
     let mut seen = HashSet::new();
     for o in objects {
         assert!(!o.name.is_empty());
+        // An object that selects many is named by a description of its
+        // selection (bounded by the fields it is made of).
+        let name = o.bulk.is_none().then_some(&o.name);
         for field in [
-            Some(&o.name),
+            name,
             o.alias.as_ref(),
             o.version.as_ref(),
             o.version_label.as_ref(),
@@ -81,7 +84,10 @@ pub fn check_objects(objects: &[ObjectSpec], translation: PathTranslation, limit
             );
         }
         assert!(o.mode <= 0o777, "{:o}", o.mode);
-        assert_eq!(o.file, translation.file_name(o.alias.as_deref().unwrap_or(&o.name)));
+        match &o.bulk {
+            None => assert_eq!(o.file, translation.file_name(o.alias.as_deref().unwrap_or(&o.name))),
+            Some(_) => assert_eq!(o.file, o.alias.as_deref().map(|a| translation.file_name(a)).unwrap_or_default()),
+        }
         if let Some(a) = arn::parse(&o.name) {
             assert_eq!(arn::kind_of_service(a.service), Some(o.kind), "{}", o.name);
         } else {
@@ -106,7 +112,11 @@ pub fn check_objects(objects: &[ObjectSpec], translation: PathTranslation, limit
             assert!(text.len() <= limits.max_jmespath_length);
             assert!(jmes::nesting(text) <= limits.max_jmespath_depth);
         }
-        for file in std::iter::once(&o.file).chain(o.jmes.iter().map(|j| &j.file)) {
+        // The files known before fetching: a bulk object's are its matches,
+        // a jsonKeysAsFiles object's own file is a directory of keys (both
+        // checked by render).
+        let own = (o.bulk.is_none() && !o.json_keys).then_some(&o.file);
+        for file in own.into_iter().chain(o.jmes.iter().map(|j| &j.file)) {
             check_safe_path(file);
             if let PathTranslation::Replace(c) = translation
                 && c != '/'
