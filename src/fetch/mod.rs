@@ -43,8 +43,6 @@ pub struct Fetched {
     pub members: Vec<(String, Fetched)>,
     /// Served from the identity's last good value while AWS failed.
     pub stale: bool,
-    /// How old a stale value is.
-    pub age: Option<Duration>,
 }
 
 /// Fetch settings.
@@ -442,7 +440,11 @@ impl Fetcher {
                     objects: unit_objects.iter().map(ObjectKey::of).collect(),
                 };
                 let ctx = ctx.clone();
-                let stale_keys: Vec<ValueKey> = indices.iter().map(|i| value_key(&objects[*i])).collect();
+                // The keys of the last good values, only when they may be served.
+                let stale_keys: Vec<ValueKey> = match self.settings.stale_max_age {
+                    Some(_) => indices.iter().map(|i| value_key(&objects[*i])).collect(),
+                    None => Vec::new(),
+                };
                 async move {
                     match self.run_unit(key, kind, ctx, unit_objects).await {
                         Ok(values) => Ok((indices, values)),
@@ -495,20 +497,15 @@ impl Fetcher {
         if !error.failure().is_retryable() {
             return None;
         }
+        let mut oldest = Duration::ZERO;
         let values: Vec<Fetched> = keys
             .iter()
             .map(|k| {
-                self.values
-                    .get(k)
-                    .filter(|(_, at)| at.elapsed() < max_age)
-                    .map(|(v, at)| Fetched {
-                        stale: true,
-                        age: Some(at.elapsed()),
-                        ..v
-                    })
+                let (v, at) = self.values.get(k).filter(|(_, at)| at.elapsed() < max_age)?;
+                oldest = oldest.max(at.elapsed());
+                Some(Fetched { stale: true, ..v })
             })
             .collect::<Option<_>>()?;
-        let oldest = values.iter().filter_map(|v| v.age).max().unwrap_or_default();
         tracing::warn!(
             objects = values.len(),
             oldest = ?oldest,

@@ -288,12 +288,7 @@ impl IdentityResolver {
     /// assume (each role once, concurrently).
     pub async fn signers(&self, spec: &MountSpec, regions: &Regions) -> Result<Signers, IdentityError> {
         let pod = self.credentials(spec, regions).await?;
-        let mut roles: Vec<&AssumeRole> = Vec::new();
-        for r in spec.objects.iter().filter_map(|o| o.assume_role.as_ref()) {
-            if !roles.contains(&r) {
-                roles.push(r);
-            }
-        }
+        let roles = crate::spec::distinct_roles(&spec.objects);
         let chained = futures::future::try_join_all(roles.into_iter().map(|r| {
             let pod = &pod;
             async move { Ok::<_, IdentityError>((r.clone(), self.assume(spec, regions, pod, r).await?)) }

@@ -348,14 +348,9 @@ pub fn parse_request(
             o.assume_role = Some(class_role.clone());
         }
     }
-    let mut roles: Vec<&AssumeRole> = Vec::new();
-    for r in objects.iter().filter_map(|o| o.assume_role.as_ref()) {
-        if !roles.contains(&r) {
-            roles.push(r);
-        }
-    }
+    let roles = distinct_roles(&objects).len();
     limits
-        .check(crate::limits::Limit::Roles, roles.len() as u64, || {
+        .check(crate::limits::Limit::Roles, roles as u64, || {
             "objects (distinct assumeRoleArn, assumeRoleExternalId and assumeRoleDurationSeconds)".to_string()
         })
         .map_err(ObjectError::Limit)?;
@@ -401,6 +396,17 @@ pub fn parse_request(
         default_mode,
         objects,
     })
+}
+
+/// The distinct roles `objects` assume, in order of first use.
+pub fn distinct_roles(objects: &[ObjectSpec]) -> Vec<&AssumeRole> {
+    let mut roles: Vec<&AssumeRole> = Vec::new();
+    for r in objects.iter().filter_map(|o| o.assume_role.as_ref()) {
+        if !roles.contains(&r) {
+            roles.push(r);
+        }
+    }
+    roles
 }
 
 /// The regions of a mount once its primary region is known: the failover
