@@ -67,6 +67,7 @@ async fn seed(role: Option<&str>) -> String {
 }
 
 async fn run(mode: &str, args: &[&str], objects: &str, params: &[(&str, &str)]) {
+    let files = 20 + params.iter().filter(|(k, _)| *k == "templates").count() * TEMPLATES;
     let kube = FakeKube::start().await;
     kube.add_service_account("default", "sa-a", Some(ROLE_A));
     let provider = Provider::start(Options {
@@ -84,14 +85,14 @@ async fn run(mode: &str, args: &[&str], objects: &str, params: &[(&str, &str)]) 
     let start = Instant::now();
     let first = client.mount(req.build()).await.expect("first mount").into_inner();
     let cold = start.elapsed();
-    assert_eq!(first.object_version.len(), 20);
+    assert_eq!(first.object_version.len(), files);
 
     let mut samples = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         let start = Instant::now();
         let r = client.mount(req.build()).await.expect("mount").into_inner();
         samples.push(start.elapsed());
-        assert_eq!(r.object_version.len(), 20);
+        assert_eq!(r.object_version.len(), files);
     }
     samples.sort();
     println!(
@@ -100,6 +101,79 @@ async fn run(mode: &str, args: &[&str], objects: &str, params: &[(&str, &str)]) 
         ms(percentile(&samples, 0.5)),
         ms(percentile(&samples, 0.99)),
         ms(*samples.last().unwrap()),
+    );
+}
+
+/// Templates of the templates row: an `.env` of every file of the mount,
+/// one reading a key of each secret, and a URL from two files.
+const TEMPLATES: usize = 3;
+
+fn templates_param(objects: &str) -> String {
+    let files: Vec<String> = objects
+        .lines()
+        .filter_map(|l| l.strip_prefix("- objectName: "))
+        .map(|n| n.replace('/', "_"))
+        .collect();
+    let secrets: String = files
+        .iter()
+        .filter(|f| f.contains("secret"))
+        .map(|f| format!("{{{{ (files[\"{f}\"] | fromjson).password | shellquote }}}}\n"))
+        .collect();
+    format!(
+        "- fileName: all.env\n  template: |\n    {{% for name, value in files | items %}}\n    {{{{ name | upper }}}}={{{{ value | shellquote }}}}\n    {{% endfor %}}\n\
+         - fileName: passwords\n  template: {}\n\
+         - fileName: url\n  template: \"postgres://{{{{ files['{}'] | urlencode }}}}@{{{{ files['{}'] }}}}\"\n",
+        serde_json::to_string(&secrets).expect("json"),
+        files[0],
+        files[10],
+    )
+}
+
+/// Rendering alone, in process: an `.env` of every key of a JSON value of
+/// `keys` keys, its time, fuel and bytes.
+fn render_env(keys: usize) {
+    use csi_provider_aws::limits::{Limit, Limits};
+    use csi_provider_aws::secret::SecretBytes;
+    use csi_provider_aws::template::{Budget, Files, Template};
+    let value: serde_json::Map<String, serde_json::Value> = (0..keys)
+        .map(|i| {
+            (
+                format!("key_{i:04}"),
+                serde_json::Value::from(format!("value-{i}-with 'quotes'")),
+            )
+        })
+        .collect();
+    let json = serde_json::to_string(&value).expect("json");
+    let files = std::sync::Arc::new(Files::new([(
+        "app".to_string(),
+        SecretBytes::from(json.clone()),
+        "v1".to_string(),
+    )]));
+    let template = Template::compile(
+        "app.env",
+        "{% for k, v in files.app | fromjson | items %}\nexport {{ k | upper }}={{ v | shellquote }}\n{% endfor %}\n",
+    )
+    .expect("compiles");
+    let limits = Limits::default();
+    let mut samples = Vec::with_capacity(ROUNDS);
+    let mut last = None;
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let r = template
+            .render(&files, &mut Budget::new(&limits), 1 << 20, Limit::FileBytes, &limits)
+            .expect("renders");
+        samples.push(start.elapsed());
+        last = Some(r);
+    }
+    samples.sort();
+    let r = last.expect("rendered");
+    println!(
+        "| {keys} keys ({} bytes of JSON) | {} bytes | {} | {} | {} |",
+        json.len(),
+        r.contents.len(),
+        r.fuel,
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99)),
     );
 }
 
@@ -207,7 +281,25 @@ async fn main() {
         &chain,
     )
     .await;
+    let templates = templates_param(&objects);
+    run(
+        "provider writes, --qps 1000 --burst 1000, 3 templates over the 20 files",
+        &fast,
+        &objects,
+        &[("templates", &templates)],
+    )
+    .await;
     path_versus_list().await;
+    println!();
+    println!(
+        "Rendering one template in process (`export KEY='value'` for every key of a JSON secret), {ROUNDS} renders"
+    );
+    println!();
+    println!("| input | output | fuel | p50 | p99 |");
+    println!("|---|---|---|---|---|");
+    for keys in [10, 100, 1000] {
+        render_env(keys);
+    }
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_csi-provider-aws"));
     let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
     println!();

@@ -26,3 +26,4 @@ pub mod secret;
 pub mod server;
 pub mod spec;
 pub mod telemetry;
+pub mod template;

@@ -41,6 +41,10 @@ pub struct Limits {
     /// Objects of one mount that select many (`parameterPath`,
     /// `secretNamePrefix`, `secretFilters`): each lists pages.
     pub max_selections: usize,
+    /// Instructions the templates of one mount may run.
+    pub max_template_fuel: u64,
+    /// Bytes the filters of one mount's templates may build.
+    pub max_template_work: u64,
 }
 
 /// Nesting depth above which `--max-jmespath-depth` cannot be set: the
@@ -62,6 +66,8 @@ impl Default for Limits {
             max_request_bytes: 1024 * 1024,
             max_roles: 5,
             max_selections: 10,
+            max_template_fuel: 500_000,
+            max_template_work: 16 * 1024 * 1024,
         }
     }
 }
@@ -69,7 +75,7 @@ impl Default for Limits {
 /// The request limits as flags (of `serve` and `validate`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {
-    /// Largest `objects` parameter (bytes; KiB and MiB suffixes allowed).
+    /// Largest `objects` (or `templates`) parameter (bytes; KiB and MiB suffixes allowed).
     #[arg(long, default_value = "256KiB", value_parser = parse_bytes, help_heading = "Request limits")]
     pub max_objects_bytes: usize,
     /// Most files one mount may produce (objects and jmesPath entries).
@@ -106,6 +112,13 @@ pub struct LimitArgs {
     /// secretNamePrefix, secretFilters).
     #[arg(long, default_value_t = Limits::default().max_selections, help_heading = "Request limits")]
     pub max_selections_per_mount: usize,
+    /// Instructions the templates of one mount may run (templates parameter).
+    #[arg(long, default_value_t = Limits::default().max_template_fuel, help_heading = "Request limits")]
+    pub max_template_fuel: u64,
+    /// Bytes the filters of one mount's templates may build, as computed
+    /// before each is run.
+    #[arg(long, default_value = "16MiB", value_parser = parse_bytes, help_heading = "Request limits")]
+    pub max_template_work: usize,
 }
 
 impl LimitArgs {
@@ -122,6 +135,8 @@ impl LimitArgs {
             max_request_bytes: self.max_request_bytes,
             max_roles: self.max_roles_per_mount,
             max_selections: self.max_selections_per_mount,
+            max_template_fuel: self.max_template_fuel,
+            max_template_work: self.max_template_work as u64,
         }
     }
 }
@@ -165,6 +180,8 @@ pub enum Limit {
     MountBytes,
     Roles,
     Selections,
+    TemplateFuel,
+    TemplateWork,
 }
 
 impl Limit {
@@ -181,13 +198,15 @@ impl Limit {
             Limit::MountBytes => "--max-mount-bytes",
             Limit::Roles => "--max-roles-per-mount",
             Limit::Selections => "--max-selections-per-mount",
+            Limit::TemplateFuel => "--max-template-fuel",
+            Limit::TemplateWork => "--max-template-work",
         }
     }
 
     /// What is measured, with its unit.
     fn measure(self) -> &'static str {
         match self {
-            Limit::ObjectsBytes => "bytes of objects",
+            Limit::ObjectsBytes => "bytes",
             Limit::Files => "files",
             Limit::NameLength | Limit::JmespathLength => "bytes",
             Limit::JmespathDepth => "levels of nesting",
@@ -195,6 +214,8 @@ impl Limit {
             Limit::FileBytes | Limit::MountBytes => "bytes",
             Limit::Roles => "roles",
             Limit::Selections => "objects that select many",
+            Limit::TemplateFuel => "instructions",
+            Limit::TemplateWork => "bytes built by filters",
         }
     }
 
@@ -211,6 +232,8 @@ impl Limit {
             Limit::MountBytes => limits.max_mount_bytes,
             Limit::Roles => limits.max_roles,
             Limit::Selections => limits.max_selections,
+            Limit::TemplateFuel => return limits.max_template_fuel,
+            Limit::TemplateWork => return limits.max_template_work,
         };
         v as u64
     }

@@ -229,11 +229,11 @@ impl Provider {
         let values = within(Stage::Fetch)
             .run(self.fetch(&spec, &regions, signers, within(Stage::Identity)))
             .await?;
-        let objects = spec.objects;
-        let heavy = render_work(&objects, &values) > INLINE_WORK;
+        let (objects, templates) = (spec.objects, spec.templates);
+        let heavy = !templates.is_empty() || render_work(&objects, &values) > INLINE_WORK;
         let rendered = within(Stage::Render)
             .cpu(heavy.then_some(&self.cpu), move || {
-                render::render(&objects, values, &limits)
+                render::render(&objects, &templates, values, &limits)
             })
             .await?;
         match gate {

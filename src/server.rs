@@ -141,6 +141,7 @@ pub fn error_code(e: &MountError) -> &'static str {
         MountError::Spec(_) => "InvalidRequest",
         MountError::Region(_) => "RegionLookupFailed",
         MountError::Render(crate::render::RenderError::Limit(_)) => "LimitExceeded",
+        MountError::Render(crate::render::RenderError::Template(_)) => "TemplateFailed",
         MountError::Fetch(f) if f.limit().is_some() => "LimitExceeded",
         MountError::Render(_) => "JmesPathFailed",
         MountError::Write(_) => "FileWriteFailed",

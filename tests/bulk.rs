@@ -393,3 +393,73 @@ async fn the_matches_of_several_selections_share_one_budget_per_mount() {
     );
     assert_eq!(read_mount(&target).len(), 8, "the first mount's files stay");
 }
+
+#[tokio::test]
+async fn templates_read_the_files_of_matches_and_keys_and_are_returned_in_driver_writes_mode() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--driver-writes-secrets".into());
+        o.args.push("--max-file-bytes=64".into());
+        o
+    })
+    .await;
+    env.aws.put_param(REGION, "/app/cfg/host", "String", "db.internal");
+    env.aws.put_param(REGION, "/app/cfg/port", "String", "5432");
+    env.aws
+        .put_secret_string(REGION, "db", r#"{"user": "app", "password": "pw-canary-77"}"#);
+    let objects = "- parameterPath: /app/cfg\n  objectType: ssmparameter\n  objectAlias: cfg\n\
+                   - objectName: db\n  objectType: secretsmanager\n  jsonKeysAsFiles: true\n";
+    let templates = "- fileName: url\n  filePermission: \"0440\"\n  template: >-\n    \
+                     postgres://{{ files['db/user'] }}@{{ files['cfg/host'] }}:{{ files['cfg/port'] }}\n";
+    let target = env.provider.target("tmpl-dw");
+    let req = Req::new(objects, &target)
+        .set("pathTranslation", "False")
+        .set("templates", templates);
+    let resp = env.provider.mount(&req).await.expect("mount");
+    let files = file_map(&resp);
+    assert_eq!(files["url"], (0o440, b"postgres://app@db.internal:5432".to_vec()));
+    assert!(files.contains_key("cfg/host") && files.contains_key("db/password"));
+    assert!(all_entries(&target).is_empty(), "driver-writes mode writes nothing");
+    let v1 = versions(&resp)["url"].clone();
+
+    // A parameter the template reads changes; so does its version.
+    env.aws.put_param(REGION, "/app/cfg/port", "String", "6432");
+    let resp = env.provider.mount(&req).await.expect("remount");
+    assert_eq!(file_map(&resp)["url"].1, b"postgres://app@db.internal:6432");
+    assert_ne!(versions(&resp)["url"], v1);
+
+    // A name no match has fails at render (names are known only once
+    // fetched), naming the template and the line, never a value.
+    let missing = "- fileName: url\n  template: \"{{ files['db/user'] }}\\n{{ files['cfg/nope'] }}\"\n";
+    let err = env
+        .provider
+        .mount(
+            &Req::new(objects, &target)
+                .set("pathTranslation", "False")
+                .set("templates", missing),
+        )
+        .await
+        .expect_err("no such file");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "template url, line 2: files[\"cfg/nope\"] names no file of this mount"
+    );
+
+    // The output stops at --max-file-bytes.
+    let big =
+        "- fileName: big\n  template: \"{% for c in files['cfg/host'] %}{{ files['db/password'] }}{% endfor %}\"\n";
+    let err = env
+        .provider
+        .mount(
+            &Req::new(objects, &target)
+                .set("pathTranslation", "False")
+                .set("templates", big),
+        )
+        .await
+        .expect_err("too large");
+    assert_eq!(
+        err.message(),
+        "template big: the output: 65 or more bytes, more than the limit of 64 (--max-file-bytes)"
+    );
+    assert!(!err.message().contains("pw-canary-77"));
+}

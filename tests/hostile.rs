@@ -163,7 +163,7 @@ fn cases() -> Vec<Case> {
         Case {
             label: "objects over 256 KiB",
             objects: format!("{}# {}\n", obj("s"), "x".repeat(300 * 1024)),
-            expect: vec!["bytes of objects", "--max-objects-bytes"],
+            expect: vec!["bytes, more than the limit", "--max-objects-bytes"],
             after_fetch: false,
         },
     ]

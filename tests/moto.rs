@@ -793,3 +793,94 @@ async fn values_are_decoded_and_non_string_results_written_as_json_when_asked() 
         "Invalid JMES search result type for path:tls. Only string is allowed."
     );
 }
+
+#[tokio::test]
+async fn templates_combine_secrets_manager_ssm_and_jmespath_values_and_follow_rotation() {
+    let (_kube, provider) = moto_env(&[]).await;
+    let db = unique("tmpl-db");
+    create_secret(REGION, &db, r#"{"username": "app", "password": "p@ss w'rd"}"#).await;
+    let host = unique("/tmpl/host");
+    put_param(REGION, &host, "db-1.internal", ParameterType::String).await;
+    let api = unique("tmpl-api");
+    create_secret(REGION, &api, "k-1").await;
+    let objects = format!(
+        "- objectName: {db}\n  objectType: secretsmanager\n  objectAlias: db\n  jmesPath:\n\
+         \x20   - {{path: username, objectAlias: db-user}}\n\
+         - objectName: {host}\n  objectType: ssmparameter\n  objectAlias: host\n\
+         - objectName: {api}\n  objectType: secretsmanager\n  objectAlias: api-key\n"
+    );
+    let templates = "\
+- fileName: db.env
+  filePermission: \"0400\"
+  template: |
+    DB_USER={{ files[\"db-user\"] }}
+    DB_PASSWORD={{ (files.db | fromjson).password | shellquote }}
+    DB_HOST={{ files.host }}
+- fileName: jdbc.url
+  template: >-
+    jdbc:postgresql://{{ files.host }}:5432/app?user={{ files[\"db-user\"] | urlencode }}&password={{ (files.db | fromjson).password | urlencode }}
+- fileName: api.env
+  template: \"API_KEY={{ files['api-key'] }}\"
+";
+    let target = provider.target("templates");
+    let req = Req::new(&objects, &target).set("templates", templates);
+    let r1 = provider.mount(&req).await.expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(
+        String::from_utf8_lossy(&files["db.env"]),
+        "DB_USER=app\nDB_PASSWORD='p@ss w'\\''rd'\nDB_HOST=db-1.internal\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&files["jdbc.url"]),
+        "jdbc:postgresql://db-1.internal:5432/app?user=app&password=p%40ss%20w%27rd"
+    );
+    assert_eq!(files["api.env"], b"API_KEY=k-1");
+    assert_eq!(mode_of(&target.join("db.env")), 0o400);
+    assert_eq!(mode_of(&target.join("jdbc.url")), 0o644, "the class's mode");
+    assert_eq!(
+        files["db"], br#"{"username": "app", "password": "p@ss w'rd"}"#,
+        "the inputs stay files of their own"
+    );
+    let v1 = versions(&r1);
+
+    // The parameter rotates: the templates that read it change version,
+    // the one that does not keeps its version.
+    put_param(REGION, &host, "db-2.internal", ParameterType::String).await;
+    let r2 = provider.mount(&req).await.expect("remount");
+    let files = read_mount(&target);
+    assert!(String::from_utf8_lossy(&files["db.env"]).contains("DB_HOST=db-2.internal"));
+    let v2 = versions(&r2);
+    assert_ne!(v2["db.env"], v1["db.env"]);
+    assert_ne!(v2["jdbc.url"], v1["jdbc.url"]);
+    assert_eq!(v2["api.env"], v1["api.env"]);
+    assert_eq!(v2["host"], "2");
+
+    // The secret rotates: only api.env changes.
+    put_secret(REGION, &api, "k-2").await;
+    let r3 = provider.mount(&req).await.expect("remount");
+    assert_eq!(read_mount(&target)["api.env"], b"API_KEY=k-2");
+    let v3 = versions(&r3);
+    assert_ne!(v3["api.env"], v2["api.env"]);
+    assert_eq!((&v3["db.env"], &v3["jdbc.url"]), (&v2["db.env"], &v2["jdbc.url"]));
+
+    // An error at render names the template and the line, never a value,
+    // and the mounted files stay as they were.
+    let broken = "- fileName: db.env\n  template: |\n    ok\n    {{ (files['api-key'] | fromjson).key }}\n";
+    let err = provider
+        .mount(&Req::new(&objects, &target).set("templates", broken))
+        .await
+        .expect_err("not JSON");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "template db.env, line 2: invalid operation: fromjson: the value is not JSON (line 1, column 1)"
+    );
+    assert_eq!(read_mount(&target)["api.env"], b"API_KEY=k-2", "nothing written");
+    assert!(String::from_utf8_lossy(&read_mount(&target)["db.env"]).contains("DB_HOST=db-2.internal"));
+    let fresh = provider.target("templates-broken");
+    provider
+        .mount(&Req::new(&objects, &fresh).set("templates", broken))
+        .await
+        .expect_err("not JSON");
+    assert!(all_entries(&fresh).is_empty(), "a failed first mount writes nothing");
+}

@@ -20,6 +20,7 @@ const SPC_PARAMETERS: &[&str] = &[
     "assumeRoleArn",
     "assumeRoleExternalId",
     "assumeRoleDurationSeconds",
+    "templates",
 ];
 
 fn validate(files: &[&std::path::Path]) -> Output {

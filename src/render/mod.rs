@@ -15,8 +15,9 @@ use crate::fetch::Fetched;
 use crate::jmes::EvalError;
 use crate::limits::{Echo, Limit, LimitError, Limits, echo};
 use crate::secret::SecretBytes;
-use crate::spec::ObjectSpec;
 use crate::spec::paths::{self, Collision};
+use crate::spec::{ObjectSpec, TemplateSpec};
+use crate::template::{self, TemplateError};
 
 /// Why the files of a mount could not be made. Errors name the object and
 /// the expression, never a value.
@@ -52,6 +53,8 @@ pub enum RenderError {
     Collision(#[from] Collision),
     #[error(transparent)]
     Limit(#[from] LimitError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
 }
 
 /// One file of the mount.
@@ -101,11 +104,17 @@ impl Rendered {
     }
 }
 
-/// Renders fetched values (in object order) into files and versions.
-/// Files known only from the values (the matches of an object that selects
-/// many, the keys of `jsonKeysAsFiles`) are checked as names and for
-/// collisions with every other file here, before anything is written.
-pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>, limits: &Limits) -> Result<Rendered, RenderError> {
+/// Renders fetched values (in object order) into files and versions, then
+/// the templates from those files. Files known only from the values (the
+/// matches of an object that selects many, the keys of `jsonKeysAsFiles`)
+/// are checked as names and for collisions with every other file here,
+/// before anything is written.
+pub fn render(
+    objects: &[ObjectSpec],
+    templates: &[TemplateSpec],
+    values: Vec<Fetched>,
+    limits: &Limits,
+) -> Result<Rendered, RenderError> {
     let mut out = Rendered::default();
     // Who wrote each file: the object, or the match of an object that
     // selects many (so a collision names the two AWS names).
@@ -113,6 +122,9 @@ pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>, limits: &Limits) -> 
     let dynamic = objects.iter().any(|o| o.bulk.is_some() || o.json_keys);
     for (object, fetched) in objects.iter().zip(values) {
         add_object(&mut out, &mut owners, object, fetched, limits)?;
+    }
+    if !templates.is_empty() {
+        add_templates(&mut out, &mut owners, templates, limits)?;
     }
     if dynamic {
         let files = out
@@ -125,6 +137,41 @@ pub fn render(objects: &[ObjectSpec], values: Vec<Fetched>, limits: &Limits) -> 
         }
     }
     Ok(out)
+}
+
+/// The files of the templates, rendered from the objects' files (not from
+/// each other's), each within the file size limit and what is left of the
+/// mount's, all within one budget of fuel and work.
+fn add_templates(
+    out: &mut Rendered,
+    owners: &mut Vec<String>,
+    templates: &[TemplateSpec],
+    limits: &Limits,
+) -> Result<(), RenderError> {
+    let files = std::sync::Arc::new(template::Files::new(
+        out.files
+            .iter()
+            .zip(&out.versions)
+            .map(|(f, v)| (f.path.clone(), f.contents.clone(), v.version.clone())),
+    ));
+    let mut budget = template::Budget::new(limits);
+    for t in templates {
+        let left = (limits.max_mount_bytes as u64).saturating_sub(out.total_bytes);
+        let (max, limit) = if (limits.max_file_bytes as u64) <= left {
+            (limits.max_file_bytes as u64, Limit::FileBytes)
+        } else {
+            (left, Limit::MountBytes)
+        };
+        let rendered = t.template.render(&files, &mut budget, max, limit, limits)?;
+        let file = FileOut {
+            path: t.file().to_string(),
+            mode: t.mode,
+            contents: rendered.contents,
+        };
+        out.add(limits, file, &rendered.version)?;
+        owners.push(format!("template {}", t.file()));
+    }
+    Ok(())
 }
 
 /// The files of one object: each match of a bulk object, or the object's

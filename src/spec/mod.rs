@@ -7,6 +7,7 @@ pub mod bulk;
 pub mod objects;
 pub mod paths;
 pub mod role;
+pub mod templates;
 pub mod yaml;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use crate::secret::SecretString;
 pub use objects::{Encoding, FailoverSpec, JmesSpec, ObjectRules, ObjectSpec};
 pub use paths::{PathRule, PathTranslation};
 pub use role::{AssumeRole, RoleError};
+pub use templates::TemplateSpec;
 pub use yaml::YamlError;
 
 /// Attribute keys set by the kubelet and the driver.
@@ -126,6 +128,8 @@ pub struct MountSpec {
     pub translation: PathTranslation,
     pub default_mode: u32,
     pub objects: Vec<ObjectSpec>,
+    /// Files rendered from the objects' files (`templates`).
+    pub templates: Vec<TemplateSpec>,
 }
 
 /// A request that is malformed or names invalid parameters. User input is
@@ -170,6 +174,8 @@ pub enum SpecError {
     Object(#[from] ObjectError),
     #[error(transparent)]
     Role(#[from] RoleError),
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
 }
 
 /// An invalid entry of the `objects` parameter. User input is echoed
@@ -348,6 +354,7 @@ pub fn parse_request(
             o.assume_role = Some(class_role.clone());
         }
     }
+    let templates = templates::parse_templates(attrs.get(templates::KEY).map(String::as_str), &rules, &objects)?;
     let roles = distinct_roles(&objects).len();
     limits
         .check(crate::limits::Limit::Roles, roles as u64, || {
@@ -395,6 +402,7 @@ pub fn parse_request(
         translation,
         default_mode,
         objects,
+        templates,
     })
 }
 

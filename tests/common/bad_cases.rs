@@ -26,6 +26,21 @@ const DURATION_RULE: &str =
 const EXTERNAL_ID_RULE: &str =
     "assumeRoleExternalId of the SecretProviderClass must be 2 to 1224 characters of letters, digits and +=,.@:/-";
 
+fn templates(yaml: &'static str) -> Edit {
+    Box::new(move |r: Req| r.set("templates", yaml))
+}
+
+fn one_template(text: String) -> Edit {
+    Box::new(move |r: Req| {
+        let yaml = serde_yaml::to_string(&vec![std::collections::BTreeMap::from([
+            ("fileName", "a.env".to_string()),
+            ("template", text.clone()),
+        ])])
+        .unwrap_or_default();
+        r.set("templates", &yaml)
+    })
+}
+
 fn exact(s: &str) -> Expect {
     Expect::Exact(s.to_string())
 }
@@ -716,6 +731,95 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
             exact(
                 "objects (parameterPath, secretNamePrefix, secretFilters): 11 objects that select many, more than the limit of 10 (--max-selections-per-mount)",
             ),
+        ),
+        (
+            "template joining values",
+            one_template("{{ files.s ~ 'x' }}".into()),
+            exact(
+                "template a.env, line 1: the operator `~` is not available in templates: write the parts one after the other ({{ a }}{{ b }}) instead of joining them",
+            ),
+        ),
+        (
+            "template repeating a value",
+            one_template("ok\n{{ files.s * 1000000 }}".into()),
+            Expect::Prefix("template a.env, line 2: the operator `*` is not available in templates"),
+        ),
+        (
+            "template slicing a value",
+            one_template("{{ files.s[0:4] }}".into()),
+            exact("template a.env, line 1: a slice is not available in templates"),
+        ),
+        (
+            "template capturing a block",
+            one_template("{% set x %}{{ files.s }}{{ files.s }}{% endset %}".into()),
+            exact("template a.env, line 1: {% set %} capturing a block is not available in templates: assign a value instead"),
+        ),
+        (
+            "template macro",
+            one_template("{% macro m() %}{{ m() }}{% endmacro %}".into()),
+            exact("template a.env, line 1: {% macro %} is not available in templates: the statements are if, for, set and with"),
+        ),
+        (
+            "template calling a function",
+            one_template("{% for i in range(100000000) %}x{% endfor %}".into()),
+            exact("template a.env, line 1: calling a function is not available in templates: use a filter (value | filter)"),
+        ),
+        (
+            "template unknown filter",
+            one_template("{{ files.s | tojsonx }}".into()),
+            exact(
+                "template a.env, line 1: unknown filter tojsonx; the filters are b64decode, b64encode, default, fromjson, indent, items, join, length, lower, replace, shellquote, tojson, trim, upper, urlencode",
+            ),
+        ),
+        (
+            "template syntax error",
+            one_template("line 1\n{% if files.s %}".into()),
+            Expect::Prefix("template a.env, line 2: syntax error: unexpected end of input"),
+        ),
+        (
+            "template tag too long",
+            one_template(format!("{{{{ files.s{} }}}}", " | trim".repeat(100))),
+            exact(
+                "template a.env, line 1: a tag of more than 200 tokens is not available in templates: split it, or use a set statement for a part of it",
+            ),
+        ),
+        (
+            "template naming a file the class does not have",
+            one_template("{{ files.s }}\n{{ files['db-password'] }}".into()),
+            exact("template a.env, line 2: files[\"db-password\"] names no file of this mount"),
+        ),
+        (
+            "template file colliding with an object's",
+            templates("- fileName: s\n  template: x\n"),
+            exact("found duplicate file name s: written by both s and template s"),
+        ),
+        (
+            "template without fileName",
+            templates("- template: x\n"),
+            exact("Failed to load SecretProviderClass: templates[0].fileName must be specified"),
+        ),
+        (
+            "template without text",
+            templates("- fileName: a.env\n"),
+            exact("Failed to load SecretProviderClass: templates[0] (a.env): template must be specified"),
+        ),
+        (
+            "templates not a list",
+            templates("fileName: a.env\ntemplate: x\n"),
+            exact("Failed to load SecretProviderClass: templates must be a list"),
+        ),
+        (
+            "template file permission",
+            templates("- fileName: a.env\n  filePermission: \"0999\"\n  template: x\n"),
+            exact("Invalid File Permission: 0999"),
+        ),
+        (
+            "templates too large",
+            Box::new(|r: Req| {
+                let yaml = format!("- fileName: a.env\n  template: \"{}\"\n", "x".repeat(300 * 1024));
+                r.set("templates", &yaml)
+            }),
+            exact("templates: 307233 bytes, more than the limit of 262144 (--max-objects-bytes)"),
         ),
     ]
 }

@@ -15,7 +15,7 @@ use super::bad_cases::cases;
 use super::{FAILOVER, REGION, Req};
 
 /// The targets and their input formats (see each `fuzz/fuzz_targets/*.rs`).
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "attributes",
     "objects",
     "jmespath",
@@ -23,6 +23,7 @@ pub const TARGETS: [&str; 7] = [
     "paths",
     "permission",
     "request",
+    "template",
 ];
 
 /// The token and value canaries the targets look for in what is echoed.
@@ -92,6 +93,13 @@ impl Seeds {
         for key in ["region", "failoverRegion"] {
             if let Some(r) = attrs.get(key).filter(|r| *r != REGION) {
                 self.add("paths", &format!("{name} {key}"), r.clone());
+            }
+        }
+        if let Some(Value::Sequence(items)) = attrs.get("templates").and_then(|t| serde_yaml::from_str(t).ok()) {
+            for item in &items {
+                if let Some(text) = item.get("template").and_then(Value::as_str) {
+                    self.add("template", name, text);
+                }
             }
         }
         let Some(objects) = attrs.get("objects") else { return };
@@ -256,6 +264,40 @@ fn hostile_objects() -> Vec<(&'static str, String)> {
 }
 
 /// Hostile JMESPath expressions, each with a value.
+/// Templates that try to outgrow their limits, and ordinary ones.
+fn hostile_templates() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "template env file",
+            "{% set j = files.j | fromjson %}{% for k, v in j | items %}{{ k | upper }}={{ v | tojson | shellquote }}\n{% endfor %}".to_string(),
+        ),
+        (
+            "template url",
+            "postgres://{{ (files.j | fromjson).user | urlencode }}:{{ files['db-password'] | urlencode }}@{{ files.a | trim }}/db".to_string(),
+        ),
+        (
+            "template doubling by assignment",
+            (0..40).map(|i| format!("{{% set v{} = v{i} | replace('x', v{i}) %}}", i + 1)).collect::<String>()
+                .replace("v0", "files.a"),
+        ),
+        (
+            "template nested loops",
+            format!("{}.{}", "{% for x in files.j %}".repeat(12), "{% endfor %}".repeat(12)),
+        ),
+        (
+            "template tojson of tojson",
+            (0..30).map(|i| format!("{{% set t{} = t{i} | tojson %}}", i + 1)).collect::<String>().replace("t0", "files.j") + "{{ t30 }}",
+        ),
+        ("template deep parentheses", format!("{{{{ {}files.a{} }}}}", "(".repeat(5000), ")".repeat(5000))),
+        ("template deep ifs", format!("{}{}", "{% if 1 %}".repeat(5000), "{% endif %}".repeat(5000))),
+        ("template long filter chain", format!("{{{{ files.a{} }}}}", " | trim".repeat(5000))),
+        ("template indent bomb", "{% for c in files.a %}{{ files.a | indent(64, true) }}{% endfor %}".to_string()),
+        ("template default of undefined", "{{ files.nope | default('x') }}{{ files.b is defined }}".to_string()),
+        ("template join", "{{ (files.j | fromjson).n | join(', ') }}".to_string()),
+        ("template b64 round trip", "{{ files.a | b64encode | b64decode }}".to_string()),
+    ]
+}
+
 fn hostile_jmespath() -> Vec<(&'static str, String)> {
     let step = "[@,@][]";
     vec![
@@ -418,6 +460,9 @@ pub fn seeds(root: &Path) -> Seeds {
                 &[value.as_bytes()],
             );
         }
+    }
+    for (name, text) in hostile_templates() {
+        s.add("template", name, text);
     }
     s.add("jmespath", "not utf-8", &b"a\n\"\xff\""[..]);
     s.add("jmespath", "expression not utf-8", &b"\xff\n{}"[..]);
