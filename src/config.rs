@@ -82,6 +82,15 @@ pub struct ServeArgs {
     /// access denial or a not-found, never to another identity.
     #[arg(long, default_value = "0", value_parser = parse_flag_duration)]
     pub serve_stale_max_age: Duration,
+    /// Record a Warning event (SecretRotationFailed) on a pod whose mounted
+    /// volume failed to refresh.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", action = ArgAction::Set)]
+    pub rotation_failure_events: bool,
+    /// Least time between two writes of one pod's SecretRotationFailed event
+    /// (failures in between are counted into its series).
+    #[arg(long, default_value = "5m", value_parser = parse_flag_duration)]
+    pub rotation_event_interval: Duration,
     /// Cache credentials per identity until their expiration minus the margin.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "true", action = ArgAction::Set)]
@@ -333,6 +342,11 @@ mod tests {
         assert_eq!(c.serve.batch_throttle_backoff, Duration::from_secs(60));
         assert_eq!(c.serve.credential_refresh_margin, Duration::from_secs(300));
         assert_eq!(c.serve.pod_identity_cache_scope, PodIdentityScope::Pod);
+        assert!(
+            c.serve.rotation_failure_events,
+            "rotation failures are visible by default"
+        );
+        assert_eq!(c.serve.rotation_event_interval, Duration::from_secs(300));
         assert_eq!(
             c.serve.limits(),
             Limits::default(),

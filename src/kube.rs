@@ -1,6 +1,7 @@
-//! The few Kubernetes reads the provider needs (a ServiceAccount's role
-//! annotation; a pod's node and that node's region label), through one
-//! client shared by all mounts and one `--qps`/`--burst` rate limiter.
+//! The few Kubernetes calls the provider makes (a ServiceAccount's role
+//! annotation; a pod's node and that node's region label; the pod events
+//! of failed rotations), through one client shared by all mounts and one
+//! `--qps`/`--burst` rate limiter.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -9,8 +10,9 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::GetParams;
+use kube::api::{GetParams, Patch, PatchParams, PostParams};
 
 use crate::aws::Failure;
 use crate::telemetry::{Family, Metrics, outcome};
@@ -114,7 +116,7 @@ impl KubeClient {
         }
     }
 
-    /// One read, through the limiter, counted by resource and outcome.
+    /// One call, through the limiter, counted by resource and outcome.
     async fn read<T>(
         &self,
         resource: &'static str,
@@ -161,5 +163,20 @@ impl KubeClient {
             .labels
             .and_then(|mut l| l.remove(REGION_LABEL))
             .filter(|r| !r.is_empty()))
+    }
+
+    /// Creates `event` in `namespace` (events.k8s.io/v1); returns its name.
+    pub async fn create_event(&self, namespace: &str, event: &Event) -> Result<String, KubeError> {
+        let api = Api::<Event>::namespaced(self.client.clone(), namespace);
+        let created = self.read("events", api.create(&PostParams::default(), event)).await?;
+        Ok(created.metadata.name.unwrap_or_default())
+    }
+
+    /// Merges `patch` into event `name` of `namespace`.
+    pub async fn patch_event(&self, namespace: &str, name: &str, patch: serde_json::Value) -> Result<(), KubeError> {
+        let api = Api::<Event>::namespaced(self.client.clone(), namespace);
+        self.read("events", api.patch(name, &PatchParams::default(), &Patch::Merge(patch)))
+            .await
+            .map(|_| ())
     }
 }

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod fetch;
 pub mod health;
 pub mod identity;

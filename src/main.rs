@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::Parser;
 use csi_provider_aws::aws::AwsClients;
 use csi_provider_aws::config::{Cli, Command, LogFormat, ServeArgs, normalize_args};
+use csi_provider_aws::events::EventSettings;
 use csi_provider_aws::fetch::{FetchSettings, Fetcher};
 use csi_provider_aws::health::{self, HttpSettings};
 use csi_provider_aws::identity::{IdentityResolver, IdentitySettings, PodIdentityClient, PodIdentityConfig};
@@ -162,6 +163,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
             timeout: args.mount_timeout,
             max_concurrent_mounts: args.max_concurrent_mounts.max(1),
             max_inflight_response_bytes: args.max_inflight_response_bytes,
+            rotation_events: EventSettings {
+                enabled: args.rotation_failure_events,
+                interval: args.rotation_event_interval,
+                instance: format!(
+                    "{}-{}",
+                    csi_provider_aws::events::CONTROLLER,
+                    std::env::var("NODE_NAME").unwrap_or_else(|_| "unknown-node".to_string())
+                ),
+            },
             ..MountSettings::default()
         },
         aws,

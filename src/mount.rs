@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::Span;
 
 use crate::aws::{AwsClients, Failure};
+use crate::events::{EventSettings, RotationEvents};
 use crate::fetch::{Budget, FetchError, Fetched, Fetcher};
 use crate::identity::{IdentityError, IdentityResolver, Signer, Signers};
 use crate::kube::KubeClient;
@@ -52,6 +53,8 @@ pub struct MountSettings {
     /// (`--max-inflight-response-bytes`): each is encoded into a buffer of
     /// its own, held until the driver has read it.
     pub max_inflight_response_bytes: usize,
+    /// How failed rotations are reported on pods.
+    pub rotation_events: EventSettings,
 }
 
 impl Default for MountSettings {
@@ -64,6 +67,7 @@ impl Default for MountSettings {
             max_concurrent_mounts: 128,
             max_concurrent_cpu_work: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             max_inflight_response_bytes: 32 * 1024 * 1024,
+            rotation_events: EventSettings::default(),
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct Provider {
     pub gates: WriteGates,
     admission: Semaphore,
     cpu: Arc<Semaphore>,
+    /// Pod events of failed rotations.
+    pub rotation: Arc<RotationEvents>,
     /// Kibibytes of driver-writes responses in flight, of `response_kib`.
     responses: Arc<Semaphore>,
     response_kib: usize,
@@ -178,6 +184,11 @@ impl Provider {
         let cpu = Arc::new(Semaphore::new(settings.max_concurrent_cpu_work.max(1)));
         let response_kib = kib(settings.max_inflight_response_bytes as u64).clamp(1, Semaphore::MAX_PERMITS);
         let responses = Arc::new(Semaphore::new(response_kib));
+        let rotation = Arc::new(RotationEvents::new(
+            settings.rotation_events.clone(),
+            kube.clone(),
+            metrics.clone(),
+        ));
         Arc::new(Self {
             settings,
             aws,
@@ -186,6 +197,7 @@ impl Provider {
             fetcher,
             metrics,
             gates: WriteGates::default(),
+            rotation,
             admission,
             cpu,
             responses,
@@ -193,8 +205,9 @@ impl Provider {
         })
     }
 
-    /// Serves one `Mount` request.
-    pub async fn mount(&self, req: MountRequest) -> Result<Mounted, MountError> {
+    /// Serves one `Mount` request (shared with the caller, which may still
+    /// need it once the mount has ended).
+    pub async fn mount(&self, req: Arc<MountRequest>) -> Result<Mounted, MountError> {
         let started = Instant::now();
         let deadline = started + self.settings.timeout;
         let within = |stage| Step {
@@ -260,7 +273,7 @@ impl Provider {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let swept = self.identity.sweep() + self.fetcher.sweep();
+            let swept = self.identity.sweep() + self.fetcher.sweep() + self.rotation.sweep();
             if swept > 0 {
                 tracing::debug!(swept, "dropped expired cache entries");
             }

@@ -68,7 +68,7 @@ impl CsiDriverProvider for ProviderService {
     }
 
     async fn mount(&self, req: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
-        let req = req.into_inner();
+        let req = Arc::new(req.into_inner());
         // The pod's fields are recorded once the request is parsed.
         let span = tracing::info_span!(
             "mount",
@@ -80,11 +80,12 @@ impl CsiDriverProvider for ProviderService {
         async move {
             let _in_flight = metrics.mount_started();
             let started = Instant::now();
-            let result = self.provider.mount(req).await;
+            let result = self.provider.mount(req.clone()).await;
             let elapsed = started.elapsed();
             let elapsed_ms = elapsed.as_millis() as u64;
             match result {
                 Ok(mounted) => {
+                    self.provider.rotation.mounted(&req);
                     let objects = mounted.response.object_version.len();
                     metrics.mount_finished(elapsed.as_secs_f64(), objects, None);
                     tracing::info!(objects, elapsed_ms, outcome = "success", "mount succeeded");
@@ -98,7 +99,9 @@ impl CsiDriverProvider for ProviderService {
                     let code = error_code(&e);
                     metrics.mount_finished(elapsed.as_secs_f64(), 0, Some(code));
                     tracing::warn!(error = %e, code, elapsed_ms, outcome = "error", "mount failed");
-                    Err(status(&e))
+                    let status = status(&e);
+                    self.provider.rotation.failed(&req, code, status.message()).await;
+                    Err(status)
                 }
             }
         }

@@ -80,6 +80,16 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -96,6 +106,8 @@ pub struct Metrics {
     cache: MetricFamily<CacheLabels, Counter>,
     batch_fallbacks: MetricFamily<ReasonLabels, Counter>,
     stale_served: MetricFamily<ReasonLabels, Counter>,
+    rotation_failures: MetricFamily<CodeLabels, Counter>,
+    rotation_events: MetricFamily<ResultLabels, Counter>,
     mounts: MetricFamily<MountLabels, Counter>,
     mount_duration: HistogramFamily<OutcomeLabels>,
     mount_objects: Histogram,
@@ -148,6 +160,18 @@ impl Default for Metrics {
             "Objects served from an identity's last good value while AWS failed, by failure (throttled, unavailable)",
             stale_served.clone(),
         );
+        let rotation_failures = MetricFamily::<CodeLabels, Counter>::default();
+        registry.register(
+            "rotation_failures",
+            "Failed mounts of volumes already mounted (rotation), by error code",
+            rotation_failures.clone(),
+        );
+        let rotation_events = MetricFamily::<ResultLabels, Counter>::default();
+        registry.register(
+            "rotation_events",
+            "SecretRotationFailed pod events, by result (created, updated, aggregated, rate_limited, failed)",
+            rotation_events.clone(),
+        );
         let mounts = MetricFamily::<MountLabels, Counter>::default();
         registry.register("mounts", "Mount requests by outcome and error code", mounts.clone());
         let mount_duration: HistogramFamily<OutcomeLabels> =
@@ -180,6 +204,8 @@ impl Default for Metrics {
             cache,
             batch_fallbacks,
             stale_served,
+            rotation_failures,
+            rotation_events,
             mounts,
             mount_duration,
             mount_objects,
@@ -255,6 +281,22 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc_by(objects);
+    }
+
+    /// A failed mount of a volume that was already mounted.
+    pub fn rotation_failure(&self, code: &'static str) {
+        self.rotation_failures
+            .get_or_create(&CodeLabels { code: code.to_string() })
+            .inc();
+    }
+
+    /// What became of a rotation failure's pod event.
+    pub fn rotation_event(&self, result: &'static str) {
+        self.rotation_events
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// A mount started; the guard records its end.

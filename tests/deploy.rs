@@ -158,25 +158,34 @@ fn the_http_endpoint_binds_every_address_or_only_the_pod_ip() {
 }
 
 #[test]
-fn the_cluster_role_grants_only_what_the_provider_reads() {
+fn the_cluster_role_grants_only_what_the_provider_reads_and_the_rotation_events() {
     let role = find("ClusterRole");
     let rules = role["rules"].as_sequence().unwrap();
-    let mut granted: Vec<(String, String)> = Vec::new();
+    let mut granted: Vec<(String, String, String)> = Vec::new();
     for r in rules {
-        for res in r["resources"].as_sequence().unwrap() {
-            for verb in r["verbs"].as_sequence().unwrap() {
-                granted.push((res.as_str().unwrap().to_string(), verb.as_str().unwrap().to_string()));
+        for group in r["apiGroups"].as_sequence().unwrap() {
+            for res in r["resources"].as_sequence().unwrap() {
+                for verb in r["verbs"].as_sequence().unwrap() {
+                    granted.push((
+                        group.as_str().unwrap().to_string(),
+                        res.as_str().unwrap().to_string(),
+                        verb.as_str().unwrap().to_string(),
+                    ));
+                }
             }
         }
     }
     granted.sort();
+    let g = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
     assert_eq!(
         granted,
         vec![
-            ("nodes".to_string(), "get".to_string()),
-            ("serviceaccounts".to_string(), "get".to_string())
+            g("", "nodes", "get"),
+            g("", "serviceaccounts", "get"),
+            g("events.k8s.io", "events", "create"),
+            g("events.k8s.io", "events", "patch"),
         ],
-        "no serviceaccounts/token create, no secrets, no pods, no list/watch"
+        "no serviceaccounts/token create, no secrets, no pods, no list/watch; events only to create and patch"
     );
     let binding = find("ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);

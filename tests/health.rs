@@ -259,9 +259,37 @@ async fn the_grafana_dashboard_queries_only_exported_metrics_and_labels() {
         common::fake_aws::Effect::unavailable(),
     ));
     mount_through_a_throttled_batch(&env, "dash-brownout").await;
+    // A rotation of the first volume fails (a deleted secret is never
+    // served stale): the rotation panel's metrics, and the pod event.
+    env.aws.recover();
+    env.aws.delete_secret(REGION, "t1");
+    let objects = "- objectName: t1\n  objectType: secretsmanager\n- objectName: t2\n  objectType: secretsmanager\n";
+    env.provider
+        .mount(&Req::new(objects, &env.provider.target("dash")))
+        .await
+        .expect_err("deleted");
+    for _ in 0..150 {
+        if !env.kube.events().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (_, metrics) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
         .await
         .unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"csi_provider_aws_rotation_failures_total{code="ObjectNotFound"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, r#"csi_provider_aws_rotation_events_total{result="created"}"#),
+        1.0,
+        "{metrics}"
+    );
     let families: Vec<&str> = metrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -137,15 +137,39 @@ fn default_values_lint_and_render_valid_manifests() {
         .iter()
         .flat_map(|r| r["resources"].as_sequence().unwrap().iter().filter_map(Value::as_str))
         .collect();
+    assert_eq!(resources, vec!["serviceaccounts", "nodes", "events"]);
+    let events = &role["rules"][2];
+    assert_eq!(events["apiGroups"][0], "events.k8s.io");
+    assert_eq!(events["verbs"], serde_yaml::to_value(["create", "patch"]).unwrap());
+    let a = args(&docs);
+    assert!(a.contains(&"--rotation-failure-events=true".to_string()), "{a:?}");
+    assert!(a.contains(&"--rotation-event-interval=5m".to_string()), "{a:?}");
+}
+
+#[test]
+fn rotation_failure_events_off_drops_the_events_rule_and_tells_the_binary() {
+    let (_, docs) = render(json!({"rotationFailureEvents": false, "rotationEventInterval": "10m"})).unwrap();
+    let role = kind(&docs, "ClusterRole");
+    let resources: Vec<&str> = role["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_sequence().unwrap().iter().filter_map(Value::as_str))
+        .collect();
     assert_eq!(resources, vec!["serviceaccounts", "nodes"]);
+    let a = args(&docs);
+    assert!(a.contains(&"--rotation-failure-events=false".to_string()), "{a:?}");
+    assert!(a.contains(&"--rotation-event-interval=10m".to_string()), "{a:?}");
+    validate_strict(&docs);
 }
 
 #[test]
 fn an_aws_region_drops_the_nodes_rule_and_sets_the_environment() {
     let (_, docs) = render(json!({"awsRegion": "eu-west-1", "useFipsEndpoint": true})).unwrap();
     let role = kind(&docs, "ClusterRole");
-    assert_eq!(role["rules"].as_sequence().unwrap().len(), 1);
+    assert_eq!(role["rules"].as_sequence().unwrap().len(), 2);
     assert_eq!(role["rules"][0]["resources"][0], "serviceaccounts");
+    assert_eq!(role["rules"][1]["resources"][0], "events");
     let env = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["env"];
     let pairs: Vec<(String, String)> = env
         .as_sequence()

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::fake_aws::{Fault, SecretValue, access_key_for, param_arn, secret_arn};
 use common::*;
+use serde_json::json;
 
 const SM: &str = "secretsmanager";
 const SSM: &str = "ssmparameter";
@@ -1205,4 +1206,164 @@ async fn logs_of_a_shared_fetch_name_the_pod_that_started_it() {
         .unwrap_or_else(|| panic!("no failover warning in {logs}"));
     assert_eq!(failover_line["span"]["pod"], "pod-a", "{failover_line}");
     assert_eq!(failover_line["span"]["namespace"], "default", "{failover_line}");
+}
+
+// === failed rotations become pod events ===
+
+/// The events of the fake API server once `n` exist (or after 3 s), then
+/// after a moment more (a write that should not happen has had its chance).
+async fn events_settled(kube: &FakeKube, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while kube.events().len() < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kube.events()
+}
+
+fn event_writes(kube: &FakeKube) -> Vec<String> {
+    kube.calls().into_iter().filter(|c| c.contains("/events")).collect()
+}
+
+#[tokio::test]
+async fn a_failed_remount_is_one_aggregated_warning_event_on_the_pod_and_a_first_mount_is_none() {
+    let env = Env::start().await;
+    env.aws
+        .put_secret_string(REGION, "db-password", "rotation-canary-s3cr3t");
+    let target = env.provider.target("rotating");
+    let req = Req::new(&obj("db-password", SM), &target);
+    env.provider.mount(&req).await.expect("first mount");
+
+    // The secret is deleted: three rotations fail, the pod keeps its file.
+    env.aws.delete_secret(REGION, "db-password");
+    let mut messages = Vec::new();
+    for _ in 0..3 {
+        let err = env.provider.mount(&req).await.expect_err("deleted");
+        messages.push(err.message().to_string());
+    }
+    assert_eq!(read_mount(&target)["db-password"], b"rotation-canary-s3cr3t");
+    let events = events_settled(&env.kube, 1).await;
+    assert_eq!(events.len(), 1, "one event for three failures: {events:?}");
+    assert_eq!(event_writes(&env.kube).len(), 1, "one API write");
+    let e = &events[0];
+    assert_eq!(e["reason"], "SecretRotationFailed");
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["action"], "Mount");
+    assert_eq!(e["reportingController"], "csi-provider-aws");
+    assert_eq!(e["metadata"]["namespace"], "default");
+    assert!(e["metadata"]["name"].as_str().unwrap().starts_with("pod-a."));
+    assert_eq!(
+        (&e["regarding"]["kind"], &e["regarding"]["name"], &e["regarding"]["uid"]),
+        (&json!("Pod"), &json!("pod-a"), &json!("uid-a"))
+    );
+    assert_eq!(e["note"], messages[0].as_str(), "the note is what the mount returned");
+    assert!(messages[0].contains("db-password"), "{}", messages[0]);
+    assert!(
+        !e.to_string().contains("rotation-canary-s3cr3t"),
+        "no value in the event"
+    );
+    assert!(
+        e.get("series").is_none(),
+        "not patched within --rotation-event-interval"
+    );
+
+    // A first mount that fails is the kubelet's FailedMount, not a rotation.
+    let fresh = env.provider.target("never-mounted");
+    env.provider
+        .mount(&Req::new(&obj("db-password", SM), &fresh).pod("pod-b", "sa-a", TOKEN_A))
+        .await
+        .expect_err("deleted");
+    assert_eq!(
+        events_settled(&env.kube, 2).await.len(),
+        1,
+        "no event for a first mount"
+    );
+
+    // A successful remount ends the series; the next failure is a new event.
+    env.aws.put_secret_string(REGION, "db-password", "rotation-canary-2");
+    env.provider.mount(&req).await.expect("recovered");
+    env.aws.delete_secret(REGION, "db-password");
+    env.provider.mount(&req).await.expect_err("deleted again");
+    assert_eq!(events_settled(&env.kube, 2).await.len(), 2);
+}
+
+#[tokio::test]
+async fn repeated_rotation_failures_patch_the_series_once_per_interval() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--rotation-event-interval=400ms".into());
+        o.args.push("--driver-writes-secrets".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "api-key", "k-1");
+    // Driver-writes mode: the provider never sees files in the target; it
+    // knows the volume is mounted because it mounted it.
+    let target = env.provider.target("series");
+    let req = Req::new(&obj("api-key", SM), &target);
+    env.provider.mount(&req).await.expect("first mount");
+    assert!(all_entries(&target).is_empty());
+    env.aws.inject(Fault::persistent(
+        "GetSecretValue",
+        REGION,
+        403,
+        "AccessDeniedException",
+    ));
+    env.aws.inject(Fault::persistent(
+        "BatchGetSecretValue",
+        REGION,
+        403,
+        "AccessDeniedException",
+    ));
+    env.provider.mount(&req).await.expect_err("denied");
+    env.provider.mount(&req).await.expect_err("denied");
+    assert_eq!(events_settled(&env.kube, 1).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    env.provider.mount(&req).await.expect_err("denied");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = env.kube.events();
+    assert_eq!(events.len(), 1, "the same error patches the same event");
+    assert_eq!(events[0]["series"]["count"], 3, "{}", events[0]);
+    assert!(events[0]["series"]["lastObservedTime"].is_string());
+    let writes = event_writes(&env.kube);
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(
+        writes[0].starts_with("POST ") && writes[1].starts_with("PATCH "),
+        "{writes:?}"
+    );
+}
+
+#[tokio::test]
+async fn rotation_failure_events_can_be_turned_off_and_a_forbidden_write_changes_no_mount() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--rotation-failure-events=false".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "s", "v");
+    let target = env.provider.target("off");
+    let req = Req::new(&obj("s", SM), &target);
+    env.provider.mount(&req).await.expect("mount");
+    env.aws.delete_secret(REGION, "s");
+    env.provider.mount(&req).await.expect_err("deleted");
+    assert!(events_settled(&env.kube, 1).await.is_empty());
+    assert!(event_writes(&env.kube).is_empty());
+
+    // Without RBAC for events, the mount fails exactly as it would anyway.
+    let env = Env::start().await;
+    env.kube.forbid("events");
+    env.aws.put_secret_string(REGION, "s", "v");
+    let target = env.provider.target("forbidden");
+    let req = Req::new(&obj("s", SM), &target);
+    env.provider.mount(&req).await.expect("mount");
+    env.aws.delete_secret(REGION, "s");
+    let err = env.provider.mount(&req).await.expect_err("deleted");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(event_writes(&env.kube).len(), 1, "tried once");
+    assert!(env.kube.events().is_empty());
+    assert!(
+        env.provider
+            .logs()
+            .contains("could not record the SecretRotationFailed event")
+    );
 }

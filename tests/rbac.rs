@@ -2,7 +2,9 @@
 //! by `scripts/kube-apiserver`, run on loopback with etcd): a provider
 //! running under the shipped ClusterRole's identity resolves IRSA mounts,
 //! and one whose role lacks `get serviceaccounts` fails with the provider's
-//! clear error. Every token comes from the real TokenRequest API.
+//! clear error; a failed rotation becomes a pod event the API server
+//! accepts (create, then a series patch). Every token comes from the real
+//! TokenRequest API.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -261,13 +264,15 @@ async fn the_shipped_cluster_role_is_enough_and_a_role_without_serviceaccounts_f
     let good = Provider::start(Options {
         aws_endpoint: aws.endpoint(),
         kubeconfig: Some(kubeconfig(d, "provider", api_port, &ca, &provider_token)),
+        args: vec!["--rotation-event-interval=300ms".into()],
         ..Options::default()
     })
     .await;
     let target = good.target("rbac-ok");
     let req = Req::new(objects, &target)
         .pod("orders-7d9f", "orders", &pod_token)
-        .set("csi.storage.k8s.io/pod.namespace", "shop");
+        .set("csi.storage.k8s.io/pod.namespace", "shop")
+        .set("csi.storage.k8s.io/pod.uid", "0d1e6c1a-8a53-4f5e-9f0e-3a3b8c1f2d4e");
     good.mount(&req)
         .await
         .expect("the shipped ClusterRole is enough for IRSA mounts");
@@ -279,6 +284,44 @@ async fn the_shipped_cluster_role_is_enough_and_a_role_without_serviceaccounts_f
         "the role comes from the real ServiceAccount"
     );
     assert_eq!(sts[0].token.as_deref(), Some(pod_token.as_str()));
+
+    // A rotation fails: under the shipped ClusterRole the provider records
+    // the SecretRotationFailed event (create) and, after the interval, its
+    // series (patch); the real API server validates and stores both.
+    aws.delete_secret(REGION, "orders-db");
+    let err = good.mount(&req).await.expect_err("deleted");
+    let events = Api::<Event>::namespaced(admin.clone(), "shop");
+    let listed = |want: i32| {
+        let events = events.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let list = events.list(&Default::default()).await.unwrap().items;
+                let count = list.first().map(|e| e.series.as_ref().map_or(1, |s| s.count));
+                if count == Some(want) || Instant::now() > deadline {
+                    return list;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let list = listed(1).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let e = &list[0];
+    assert_eq!(e.reason.as_deref(), Some("SecretRotationFailed"));
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    assert_eq!(e.note.as_deref(), Some(err.message()));
+    let regarding = e.regarding.as_ref().unwrap();
+    assert_eq!(
+        (regarding.kind.as_deref(), regarding.name.as_deref()),
+        (Some("Pod"), Some("orders-7d9f"))
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    good.mount(&req).await.expect_err("still deleted");
+    let list = listed(2).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].series.as_ref().map(|s| s.count), Some(2), "{:?}", list[0]);
+    assert!(!good.logs().contains("could not record"), "{}", good.logs());
 
     let weak = Provider::start(Options {
         aws_endpoint: aws.endpoint(),

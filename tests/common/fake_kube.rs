@@ -28,6 +28,8 @@ struct State {
     delay: std::time::Duration,
     hang: bool,
     faulted: usize,
+    /// Events created (events.k8s.io/v1), as stored after patches.
+    events: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -129,6 +131,11 @@ impl FakeKube {
         self.lock().calls.clone()
     }
 
+    /// The events created, with their patches applied.
+    pub fn events(&self) -> Vec<Value> {
+        self.lock().events.clone()
+    }
+
     /// Each request's path with its query, and its `Accept` header.
     pub fn requests(&self) -> Vec<(String, String)> {
         self.lock().requests.clone()
@@ -165,9 +172,49 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
     // `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`
     // asks for the object's metadata only, as the API server serves it.
     let metadata_only = accept.contains("as=PartialObjectMetadata");
-    let mut reply = answer(&st, &path, forbidden, metadata_only);
+    let mut reply = if path.starts_with("/apis/events.k8s.io/") && !forbidden && st.outage.is_none() {
+        events(&mut st, &req.method, &path, &req.body)
+    } else {
+        answer(&st, &path, forbidden, metadata_only)
+    };
     reply.delay = st.delay;
     reply
+}
+
+/// Creates (POST) and merge-patches (PATCH) events.
+fn events(st: &mut State, method: &str, path: &str, body: &[u8]) -> Reply {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "body is not JSON");
+    };
+    match (method, parts.as_slice()) {
+        ("POST", ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
+            let mut event = body;
+            event["metadata"]["namespace"] = json!(ns);
+            event["apiVersion"] = json!("events.k8s.io/v1");
+            event["kind"] = json!("Event");
+            st.events.push(event.clone());
+            Reply::json(201, event)
+        }
+        ("PATCH", ["apis", "events.k8s.io", "v1", "namespaces", ns, "events", name]) => {
+            let found = st
+                .events
+                .iter_mut()
+                .find(|e| e["metadata"]["name"] == *name && e["metadata"]["namespace"] == *ns);
+            match found {
+                Some(event) => {
+                    if let (Some(target), Some(patch)) = (event.as_object_mut(), body.as_object()) {
+                        for (k, v) in patch {
+                            target.insert(k.clone(), v.clone());
+                        }
+                    }
+                    Reply::json(200, event.clone())
+                }
+                None => status(404, "NotFound", &format!("events.events.k8s.io \"{name}\" not found")),
+            }
+        }
+        _ => status(405, "MethodNotAllowed", "unsupported"),
+    }
 }
 
 fn answer(st: &State, path: &str, forbidden: bool, metadata_only: bool) -> Reply {
