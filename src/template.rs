@@ -934,50 +934,38 @@ mod tests {
     fn bounded_by_fuel_work_and_output() {
         let big = "x".repeat(4096);
         let f = files(&[("a", &big, "1"), ("j", "{\"a\":1,\"b\":2,\"c\":3}", "1")]);
-        let limits = Limits {
-            max_template_fuel: 1_000,
-            ..Limits::default()
-        };
-        let e = render_with(
-            "{% set j = files.j | fromjson %}{% for a in j %}{% for b in j %}{% for c in j %}{% for d in j %}{% for e in j %}{% for g in j %}.{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}",
-            &f,
-            &limits,
-        )
-        .expect_err("fuel");
-        assert!(
-            matches!(&e.problem, Problem::Limit(l) if l.limit == Limit::TemplateFuel),
-            "{e}"
-        );
-
-        let limits = Limits {
-            max_template_work: 64 * 1024,
-            ..Limits::default()
-        };
-        let e = render_with(
-            "{% set a = files.a | replace('x', files.a) %}{{ a | length }}",
-            &f,
-            &limits,
-        )
-        .expect_err("work");
-        assert!(
-            matches!(&e.problem, Problem::Limit(l) if l.limit == Limit::TemplateWork),
-            "{e}"
-        );
-
-        let limits = Limits {
-            max_file_bytes: 10_000,
-            ..Limits::default()
-        };
-        let e = render_with(
-            "{% for k in files.j | fromjson %}{{ files.a }}{% endfor %}",
-            &f,
-            &limits,
-        )
-        .expect_err("output");
-        assert!(
-            matches!(&e.problem, Problem::Limit(l) if l.limit == Limit::FileBytes),
-            "{e}"
-        );
+        let nested = "{% set j = files.j | fromjson %}{% for a in j %}{% for b in j %}{% for c in j %}\
+                      {% for d in j %}{% for e in j %}{% for g in j %}.{% endfor %}{% endfor %}{% endfor %}\
+                      {% endfor %}{% endfor %}{% endfor %}";
+        for (source, limits, limit) in [
+            (
+                nested,
+                Limits {
+                    max_template_fuel: 1_000,
+                    ..Limits::default()
+                },
+                Limit::TemplateFuel,
+            ),
+            (
+                "{% set a = files.a | replace('x', files.a) %}{{ a | length }}",
+                Limits {
+                    max_template_work: 64 * 1024,
+                    ..Limits::default()
+                },
+                Limit::TemplateWork,
+            ),
+            (
+                "{% for k in files.j | fromjson %}{{ files.a }}{% endfor %}",
+                Limits {
+                    max_file_bytes: 10_000,
+                    ..Limits::default()
+                },
+                Limit::FileBytes,
+            ),
+        ] {
+            let e = render_with(source, &f, &limits).expect_err(source);
+            assert!(matches!(&e.problem, Problem::Limit(l) if l.limit == limit), "{e}");
+        }
     }
 
     #[test]

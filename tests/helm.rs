@@ -59,6 +59,16 @@ fn render(values: Json) -> Result<(Json, Vec<Value>), String> {
     Ok((result["lint"].clone(), docs))
 }
 
+/// The resources a ClusterRole's rules name, in order.
+fn resources(role: &Value) -> Vec<&str> {
+    role["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_sequence().unwrap().iter().filter_map(Value::as_str))
+        .collect()
+}
+
 fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind)
@@ -131,12 +141,7 @@ fn default_values_lint_and_render_valid_manifests() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let role = kind(&docs, "ClusterRole");
-    let resources: Vec<&str> = role["rules"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["resources"].as_sequence().unwrap().iter().filter_map(Value::as_str))
-        .collect();
+    let resources = resources(role);
     assert_eq!(resources, vec!["serviceaccounts", "nodes", "events"]);
     let events = &role["rules"][2];
     assert_eq!(events["apiGroups"][0], "events.k8s.io");
@@ -150,12 +155,7 @@ fn default_values_lint_and_render_valid_manifests() {
 fn rotation_failure_events_off_drops_the_events_rule_and_tells_the_binary() {
     let (_, docs) = render(json!({"rotationFailureEvents": false, "rotationEventInterval": "10m"})).unwrap();
     let role = kind(&docs, "ClusterRole");
-    let resources: Vec<&str> = role["rules"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["resources"].as_sequence().unwrap().iter().filter_map(Value::as_str))
-        .collect();
+    let resources = resources(role);
     assert_eq!(resources, vec!["serviceaccounts", "nodes"]);
     let a = args(&docs);
     assert!(a.contains(&"--rotation-failure-events=false".to_string()), "{a:?}");
