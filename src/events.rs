@@ -9,14 +9,18 @@
 //! or when the target directory already holds files.
 //!
 //! Events are aggregated and rate-limited so that a class failing for
-//! hundreds of pods cannot flood the API server: one event per pod and
-//! error, created on the first failure; further failures are counted, and
-//! the event's `series` is patched with the count at most once per
-//! `--rotation-event-interval`; a different error after that interval
-//! starts a new event; a successful mount ends the series. All pods
-//! together write at most [`BURST`] events at once and one per second after
-//! that. Writing happens after the mount has answered, and its failure
-//! (RBAC, the API server down) is logged and counted, never fails a mount.
+//! hundreds of pods cannot flood the API server: one event per volume of a
+//! pod and error, created on the first failure; further failures with the
+//! same error are counted, and the event's `series` is patched with the
+//! count at most once per `--rotation-event-interval`; a different error
+//! after that interval starts a new event; a successful mount of the volume
+//! ends the series. The pods of one namespace write at most
+//! [`NAMESPACE_BURST`] events at once and one per [`NAMESPACE_PERIOD`]
+//! after that, and all pods together at most [`BURST`] at once and one per
+//! second, so one failing class neither floods the API server nor starves
+//! the events of other namespaces. Writing happens after the mount has
+//! answered, and its failure (RBAC, the API server down) is logged and
+//! counted, never fails a mount.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -24,7 +28,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -45,6 +49,10 @@ pub const ACTION: &str = "Mount";
 pub const MAX_NOTE: usize = 1024;
 /// Events all pods may write at once; one per second refills it.
 pub const BURST: u32 = 30;
+/// Events the pods of one namespace may write at once.
+pub const NAMESPACE_BURST: u32 = 10;
+/// One more event of a namespace per this long.
+pub const NAMESPACE_PERIOD: Duration = Duration::from_secs(6);
 /// Targets and pods tracked at most (far more than a node runs).
 const MAX_TRACKED: usize = 10_000;
 /// A target not mounted, or a series without a failure, for this long is
@@ -84,9 +92,18 @@ struct PodRef {
     uid: String,
 }
 
-/// One pod's failures since its last successful mount.
+/// A volume of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct VolumeKey {
+    pod: PodRef,
+    target: String,
+}
+
+/// One volume's failures since its last successful mount.
 #[derive(Debug)]
 struct Series {
+    /// Tells this series' writes from those of one it replaced.
+    generation: u64,
     note: String,
     /// The event, once created.
     event: Option<String>,
@@ -102,11 +119,17 @@ struct Series {
 struct State {
     /// Targets mounted successfully, and when.
     mounted: HashMap<String, Instant>,
-    series: HashMap<PodRef, Series>,
+    series: HashMap<VolumeKey, Series>,
+    generations: u64,
 }
 
-/// What to write for a failure.
-enum Write {
+/// What to write for a failure, for the series of `generation`.
+struct Write {
+    generation: u64,
+    action: Action,
+}
+
+enum Action {
     Create(Box<Event>),
     Patch { name: String, count: i32 },
 }
@@ -117,17 +140,23 @@ pub struct RotationEvents {
     kube: KubeClient,
     metrics: Arc<Metrics>,
     limiter: DefaultDirectRateLimiter,
+    namespaces: DefaultKeyedRateLimiter<String>,
     state: Mutex<State>,
 }
 
 impl RotationEvents {
     pub fn new(settings: EventSettings, kube: KubeClient, metrics: Arc<Metrics>) -> Self {
-        let quota = Quota::per_second(NonZeroU32::MIN).allow_burst(NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN));
+        let burst = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(NonZeroU32::MIN).allow_burst(burst(BURST));
+        let per_namespace = Quota::with_period(NAMESPACE_PERIOD)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst(NAMESPACE_BURST));
         Self {
             settings,
             kube,
             metrics,
             limiter: RateLimiter::direct(quota),
+            namespaces: RateLimiter::keyed(per_namespace),
             state: Mutex::new(State::default()),
         }
     }
@@ -153,7 +182,10 @@ impl RotationEvents {
         if !st.series.is_empty()
             && let Some(pod) = Self::pod(req)
         {
-            st.series.remove(&pod);
+            st.series.remove(&VolumeKey {
+                pod,
+                target: req.target_path.clone(),
+            });
         }
     }
 
@@ -174,21 +206,28 @@ impl RotationEvents {
             return;
         }
         let Some(pod) = Self::pod(req) else { return };
+        let key = VolumeKey {
+            pod,
+            target: req.target_path.clone(),
+        };
         let note = cap_message(message.to_string(), MAX_NOTE);
-        let Some(write) = self.decide(&pod, note) else { return };
+        let Some(write) = self.decide(&key, note) else { return };
         let this = self.clone();
-        tokio::spawn(async move { this.write(pod, write).await });
+        tokio::spawn(async move { this.write(key, write).await });
     }
 
-    /// Counts a failure into the pod's series and says what to write now,
-    /// if anything.
-    fn decide(&self, pod: &PodRef, note: String) -> Option<Write> {
+    /// Counts a failure into the volume's series and says what to write
+    /// now, if anything.
+    fn decide(&self, key: &VolumeKey, note: String) -> Option<Write> {
         let now = Instant::now();
         let mut st = self.lock();
-        if st.series.len() >= MAX_TRACKED && !st.series.contains_key(pod) {
+        if st.series.len() >= MAX_TRACKED && !st.series.contains_key(key) {
             forget_oldest(&mut st.series, |s| s.last_failure);
         }
-        let series = st.series.entry(pod.clone()).or_insert_with(|| Series {
+        st.generations += 1;
+        let generation = st.generations;
+        let series = st.series.entry(key.clone()).or_insert_with(|| Series {
+            generation,
             note: note.clone(),
             event: None,
             count: 0,
@@ -200,12 +239,22 @@ impl RotationEvents {
             && series
                 .last_write
                 .is_none_or(|t| now.duration_since(t) >= self.settings.interval);
-        if series.note != note && due {
-            // Another error, and the pod's event may be written: it starts
-            // a new event.
-            series.note = note;
-            series.event = None;
-            series.count = 0;
+        if series.note != note {
+            if !due {
+                // Another error before this volume's event may be written
+                // again: it will show once the interval has passed.
+                self.metrics.rotation_event("aggregated");
+                return None;
+            }
+            *series = Series {
+                generation,
+                note,
+                event: None,
+                count: 0,
+                last_failure: now,
+                last_write: None,
+                writing: false,
+            };
         }
         series.count = series.count.saturating_add(1);
         series.last_failure = now;
@@ -213,18 +262,22 @@ impl RotationEvents {
             self.metrics.rotation_event("aggregated");
             return None;
         }
-        if self.limiter.check().is_err() {
+        if self.namespaces.check_key(&key.pod.namespace).is_err() || self.limiter.check().is_err() {
             self.metrics.rotation_event("rate_limited");
             return None;
         }
         series.writing = true;
         series.last_write = Some(now);
-        Some(match &series.event {
-            Some(name) => Write::Patch {
+        let action = match &series.event {
+            Some(name) => Action::Patch {
                 name: name.clone(),
                 count: series.count,
             },
-            None => Write::Create(Box::new(self.event(pod, &series.note))),
+            None => Action::Create(Box::new(self.event(&key.pod, &series.note))),
+        };
+        Some(Write {
+            generation: series.generation,
+            action,
         })
     }
 
@@ -259,28 +312,30 @@ impl RotationEvents {
         }
     }
 
-    /// Writes an event, then records the outcome in the pod's series.
-    async fn write(&self, pod: PodRef, write: Write) {
-        let (result, created) = match write {
-            Write::Create(event) => match self.kube.create_event(&pod.namespace, &event).await {
+    /// Writes an event, then records the outcome in the volume's series
+    /// (unless the series was replaced meanwhile).
+    async fn write(&self, key: VolumeKey, write: Write) {
+        let namespace = &key.pod.namespace;
+        let (result, created) = match write.action {
+            Action::Create(event) => match self.kube.create_event(namespace, &event).await {
                 Ok(name) => (Ok("created"), Some(name)),
                 Err(e) => (Err(e), None),
             },
-            Write::Patch { name, count } => {
+            Action::Patch { name, count } => {
                 let patch = serde_json::json!({
                     "series": {
                         "count": count,
                         "lastObservedTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
                     }
                 });
-                match self.kube.patch_event(&pod.namespace, &name, patch).await {
+                match self.kube.patch_event(namespace, &name, patch).await {
                     Ok(()) => (Ok("updated"), None),
                     Err(e) => (Err(e), None),
                 }
             }
         };
         let mut st = self.lock();
-        let series = st.series.get_mut(&pod);
+        let series = st.series.get_mut(&key).filter(|s| s.generation == write.generation);
         match result {
             Ok(outcome) => {
                 self.metrics.rotation_event(outcome);
@@ -294,16 +349,16 @@ impl RotationEvents {
             Err(e) => {
                 self.metrics.rotation_event("failed");
                 tracing::warn!(
-                    namespace = %pod.namespace,
-                    pod = %pod.name,
+                    namespace = %key.pod.namespace,
+                    pod = %key.pod.name,
                     error = %e,
                     "could not record the SecretRotationFailed event (check the events create/patch RBAC)"
                 );
-                // The next failure that is due starts a new event.
+                // The next failure that is due creates the event anew,
+                // with the failures counted so far.
                 if let Some(s) = series {
                     s.writing = false;
                     s.event = None;
-                    s.count = 0;
                 }
             }
         }
@@ -318,7 +373,11 @@ impl RotationEvents {
         st.mounted.retain(|_, t| now.duration_since(*t) < FORGET_AFTER);
         st.series
             .retain(|_, s| s.writing || now.duration_since(s.last_failure) < FORGET_AFTER);
-        before - st.mounted.len() - st.series.len()
+        let after = st.mounted.len() + st.series.len();
+        drop(st);
+        self.namespaces.retain_recent();
+        self.namespaces.shrink_to_fit();
+        before - after
     }
 }
 

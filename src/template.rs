@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use minijinja::machinery::{Token, tokenize};
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use sha2::{Digest, Sha256};
 
@@ -161,7 +161,7 @@ impl Template {
         let view = Arc::new(View {
             files: files.clone(),
             read: Mutex::new(BTreeSet::new()),
-            missing: Mutex::new(None),
+            missing: Mutex::new(BTreeSet::new()),
         });
         let mut env = environment(budget.work.clone());
         env.set_fuel(Some(budget.fuel));
@@ -202,8 +202,24 @@ impl Template {
             }
             Err(e) => {
                 let line = e.line().map(|l| l as u32);
+                // The file the error is about: one that does not exist and
+                // that the failing line names (not a probe such as
+                // `files.x is defined` elsewhere).
+                let text = line
+                    .and_then(|l| self.source.lines().nth((l as usize).saturating_sub(1)))
+                    .unwrap_or_default();
+                let missing = view.missing.lock().map(|m| m.clone()).unwrap_or_default();
+                let named = missing.into_iter().find(|name| {
+                    [
+                        format!("{FILES}.{name}"),
+                        format!("{FILES}[\"{name}\"]"),
+                        format!("{FILES}['{name}']"),
+                    ]
+                    .iter()
+                    .any(|r| text.contains(r.as_str()))
+                });
                 if e.kind() == ErrorKind::UndefinedError
-                    && let Some(name) = view.missing.lock().ok().and_then(|m| m.clone())
+                    && let Some(name) = named
                 {
                     return Err(TemplateError::new(&self.file, line, Problem::NoSuchFile(name)));
                 }
@@ -354,13 +370,14 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-/// One template's view of the files: which it read, and the first name it
-/// asked for that does not exist.
+/// One template's view of the files: which it read, and the names it asked
+/// for that do not exist (constants of the template: an index is always
+/// one).
 #[derive(Debug)]
 struct View {
     files: Arc<Files>,
     read: Mutex<BTreeSet<String>>,
-    missing: Mutex<Option<String>>,
+    missing: Mutex<BTreeSet<String>>,
 }
 
 impl Object for View {
@@ -372,7 +389,7 @@ impl Object for View {
         let name = key.as_str()?;
         let Some(entry) = self.files.entries.get(name) else {
             if let Ok(mut m) = self.missing.lock() {
-                m.get_or_insert_with(|| name.to_string());
+                m.insert(name.to_string());
             }
             return None;
         };
@@ -446,6 +463,20 @@ fn language_error(file: &str, e: &Error) -> TemplateError {
 
 /// Checks the template's tokens against the rules of this module and returns
 /// the files it names literally.
+///
+/// Besides the operators, statements and calls refused outright, the rules
+/// keep every operation whose cost grows with a value charged or bounded by
+/// a constant of the template:
+/// - a list or mapping literal holds constants only (names in literals would
+///   build structures that share their parts, whose size doubles per
+///   statement but whose fuel does not), and there are no tuples;
+/// - a subscript is a constant (`x["key"]`, `x[3]` up to [`MAX_INDEX`]): a
+///   computed index on a string walks it;
+/// - a comparison has a constant on one side, and `in` tests membership in a
+///   literal list, so neither walks two computed values;
+/// - an `if` has at most [`MAX_ELIF`] `elif`s (the parser recurses once per
+///   `elif`, without its depth guard);
+/// - `files` is not assigned (so references stay checkable).
 fn scan(file: &str, source: &str) -> Result<Vec<(String, u32)>, TemplateError> {
     let mut tokens: Vec<(Token<'_>, u32)> = Vec::new();
     for t in tokenize(source, false, syntax()) {
@@ -454,15 +485,23 @@ fn scan(file: &str, source: &str) -> Result<Vec<(String, u32)>, TemplateError> {
             Err(e) => return Err(language_error(file, &e)),
         }
     }
-    let refuse = |line: u32, what: String, hint: &'static str| {
-        Err(TemplateError::new(file, Some(line), Problem::NotAllowed { what, hint }))
+    let refuse = |line: u32, what: &str, hint: &'static str| {
+        Err(TemplateError::new(
+            file,
+            Some(line),
+            Problem::NotAllowed {
+                what: what.to_string(),
+                hint,
+            },
+        ))
     };
     let mut references: Vec<(String, u32)> = Vec::new();
     // Open brackets, innermost last.
-    let mut open: Vec<char> = Vec::new();
+    let mut open: Vec<Open> = Vec::new();
+    let mut tag = Tag::Print;
     let mut statement_start = false;
-    let mut in_set = false;
-    let mut set_assigns = false;
+    // The `elif`s of each open `if`.
+    let mut ifs: Vec<usize> = Vec::new();
     let mut in_tag = 0usize;
     for (i, (token, line)) in tokens.iter().enumerate() {
         let line = *line;
@@ -475,12 +514,28 @@ fn scan(file: &str, source: &str) -> Result<Vec<(String, u32)>, TemplateError> {
         if in_tag > MAX_TAG_TOKENS {
             return refuse(
                 line,
-                format!("a tag of more than {MAX_TAG_TOKENS} tokens"),
+                &format!("a tag of more than {MAX_TAG_TOKENS} tokens"),
                 ": split it, or use a set statement for a part of it",
             );
         }
-        let prev = i.checked_sub(1).map(|p| &tokens[p].0);
-        let next = tokens.get(i + 1).map(|t| &t.0);
+        let at = |k: usize| tokens.get(k).map(|t| &t.0);
+        let prev = i.checked_sub(1).and_then(at);
+        let next = at(i + 1);
+        let in_literal = open.iter().any(|o| matches!(o, Open::List | Open::Dict));
+        if in_literal
+            && !(is_constant(token)
+                || matches!(
+                    token,
+                    Token::Comma | Token::BracketOpen | Token::BracketClose | Token::BraceOpen | Token::BraceClose
+                )
+                || (matches!(token, Token::Colon) && open.last() == Some(&Open::Dict)))
+        {
+            return refuse(
+                line,
+                "a list or mapping literal holding a name or an expression",
+                ": literals hold constants only",
+            );
+        }
         match token {
             Token::Plus
             | Token::Minus
@@ -492,63 +547,159 @@ fn scan(file: &str, source: &str) -> Result<Vec<(String, u32)>, TemplateError> {
             | Token::Tilde => {
                 return refuse(
                     line,
-                    format!("the operator {token}"),
+                    &format!("the operator {token}"),
                     ": write the parts one after the other ({{ a }}{{ b }}) instead of joining them",
                 );
             }
             Token::BlockStart => {
                 statement_start = true;
+                tag = Tag::Other;
                 continue;
             }
+            Token::VariableStart => tag = Tag::Print,
             Token::BlockEnd => {
-                if in_set && !set_assigns {
-                    return refuse(
-                        line,
-                        "{% set %} capturing a block".to_string(),
-                        ": assign a value instead",
-                    );
+                if tag == (Tag::Set { assigned: false }) {
+                    return refuse(line, "{% set %} capturing a block", ": assign a value instead");
                 }
-                in_set = false;
                 open.clear();
             }
             Token::VariableEnd => open.clear(),
-            Token::BracketOpen => open.push('['),
+            Token::BracketOpen if !in_literal && ends_value(prev) => {
+                let constant = match next {
+                    Some(Token::Str(_) | Token::String(_)) => true,
+                    Some(Token::Int(n)) => *n <= MAX_INDEX,
+                    _ => false,
+                };
+                if matches!(next, Some(Token::Colon)) || matches!(at(i + 2), Some(Token::Colon)) {
+                    return refuse(line, "a slice", "");
+                }
+                if !constant || !matches!(at(i + 2), Some(Token::BracketClose)) {
+                    return refuse(
+                        line,
+                        "a computed index",
+                        ": index with a constant (x[\"key\"], x[0] up to x[1024]), or iterate with items",
+                    );
+                }
+                open.push(Open::Subscript);
+            }
+            Token::BracketOpen => {
+                if in_literal
+                    && !matches!(
+                        prev,
+                        Some(Token::BracketOpen | Token::BraceOpen | Token::Comma | Token::Colon)
+                    )
+                {
+                    return refuse(line, "a computed index", "");
+                }
+                open.push(Open::List);
+            }
             Token::ParenOpen => {
                 let call = match prev {
                     Some(Token::Ident(name)) => !KEYWORDS.contains(name) && !is_filter_or_test(&tokens, i - 1),
-                    Some(Token::BracketClose | Token::ParenClose | Token::Str(_) | Token::String(_)) => true,
+                    Some(
+                        Token::BracketClose | Token::ParenClose | Token::BraceClose | Token::Str(_) | Token::String(_),
+                    ) => true,
                     _ => false,
                 };
                 if call {
-                    return refuse(
-                        line,
-                        "calling a function".to_string(),
-                        ": use a filter (value | filter)",
-                    );
+                    return refuse(line, "calling a function", ": use a filter (value | filter)");
                 }
-                open.push('(');
+                open.push(if matches!(prev, Some(Token::Ident(_))) {
+                    Open::Args
+                } else {
+                    Open::Group
+                });
             }
-            Token::BraceOpen => open.push('{'),
+            Token::BraceOpen => open.push(Open::Dict),
             Token::BracketClose | Token::ParenClose | Token::BraceClose => {
                 open.pop();
             }
-            Token::Colon if open.last() != Some(&'{') => {
-                return refuse(line, "a slice".to_string(), "");
+            Token::Colon => match open.last() {
+                Some(Open::Dict) => {}
+                Some(Open::Subscript) => return refuse(line, "a slice", ""),
+                _ => return refuse(line, "`:` outside a mapping literal", ""),
+            },
+            Token::Comma => {
+                let allowed = match open.last() {
+                    Some(Open::Args | Open::List | Open::Dict) => true,
+                    Some(Open::Group | Open::Subscript) => false,
+                    // Several targets (`for k, v in`, `set a, b =`) or
+                    // several assignments (`with a = x, b = y`).
+                    None => matches!(
+                        tag,
+                        Tag::For { looped: false } | Tag::With | Tag::Set { assigned: false }
+                    ),
+                };
+                if !allowed {
+                    return refuse(line, "a tuple", ": write the values one by one");
+                }
             }
-            Token::Assign if in_set => set_assigns = true,
+            Token::Assign => {
+                if let Tag::Set { assigned } = &mut tag {
+                    *assigned = true;
+                }
+            }
+            Token::Eq | Token::Ne | Token::Lt | Token::Gt | Token::Lte | Token::Gte => {
+                let before = prev.is_some_and(is_constant);
+                let after = next.is_some_and(is_constant)
+                    && !matches!(at(i + 2), Some(Token::Pipe | Token::Dot | Token::BracketOpen));
+                if !before && !after {
+                    return refuse(
+                        line,
+                        "comparing two computed values",
+                        ": compare with a constant (x == \"on\", n > 3)",
+                    );
+                }
+            }
             Token::Ident(name) => {
+                let attribute = matches!(prev, Some(Token::Dot));
                 if statement_start {
                     if !STATEMENTS.contains(name) {
                         return refuse(
                             line,
-                            format!("{{% {} %}}", echo(name)),
+                            &format!("{{% {} %}}", echo(name)),
                             ": the statements are if, for, set and with",
                         );
                     }
-                    in_set = *name == "set";
-                    set_assigns = false;
+                    tag = match *name {
+                        "set" => Tag::Set { assigned: false },
+                        "with" => Tag::With,
+                        "for" => Tag::For { looped: false },
+                        _ => Tag::Other,
+                    };
+                    match *name {
+                        "if" => ifs.push(0),
+                        "endif" => {
+                            ifs.pop();
+                        }
+                        "elif" => {
+                            if let Some(n) = ifs.last_mut() {
+                                *n += 1;
+                                if *n > MAX_ELIF {
+                                    return refuse(
+                                        line,
+                                        &format!("an if with more than {MAX_ELIF} elifs"),
+                                        ": split it, or map the cases with a literal mapping",
+                                    );
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                } else if attribute {
+                    // An attribute name, not a keyword, filter or variable.
                 } else if *name == "recursive" {
-                    return refuse(line, "a recursive loop".to_string(), "");
+                    return refuse(line, "a recursive loop", "");
+                } else if *name == "in" && tag == (Tag::For { looped: false }) && open.is_empty() {
+                    tag = Tag::For { looped: true };
+                } else if *name == "in" {
+                    if !matches!(next, Some(Token::BracketOpen)) {
+                        return refuse(
+                            line,
+                            "`in` on a computed value",
+                            ": test membership in a literal list (x in [\"a\", \"b\"]), or a key with `is defined`",
+                        );
+                    }
                 } else if matches!(prev, Some(Token::Pipe)) {
                     if !FILTERS.contains(name) {
                         return Err(TemplateError::new(
@@ -565,8 +716,13 @@ fn scan(file: &str, source: &str) -> Result<Vec<(String, u32)>, TemplateError> {
                             Problem::UnknownTest(name.to_string()),
                         ));
                     }
-                } else if *name == FILES && !matches!(prev, Some(Token::Dot)) {
-                    let named = match (next, tokens.get(i + 2).map(|t| &t.0), tokens.get(i + 3).map(|t| &t.0)) {
+                } else if *name == FILES {
+                    let assigned = matches!(next, Some(Token::Assign))
+                        || matches!(tag, Tag::Set { assigned: false } | Tag::For { looped: false });
+                    if assigned {
+                        return refuse(line, "assigning `files`", ": choose another name");
+                    }
+                    let named = match (next, at(i + 2), at(i + 3)) {
                         (Some(Token::Dot), Some(Token::Ident(n)), _) => Some(n.to_string()),
                         (Some(Token::BracketOpen), Some(Token::Str(n)), Some(Token::BracketClose)) => {
                             Some(n.to_string())
@@ -588,6 +744,65 @@ fn scan(file: &str, source: &str) -> Result<Vec<(String, u32)>, TemplateError> {
         statement_start = false;
     }
     Ok(references)
+}
+
+/// What an open bracket of an expression is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// `x[…]`
+    Subscript,
+    /// `[…]`
+    List,
+    /// `{…}`
+    Dict,
+    /// `(…)` around an expression.
+    Group,
+    /// `(…)` after a filter or test: its arguments.
+    Args,
+}
+
+/// The tag being scanned, as far as the rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// `{{ … }}`
+    Print,
+    /// `{% set … %}`, before or after its `=`.
+    Set {
+        assigned: bool,
+    },
+    /// `{% with … %}`
+    With,
+    /// `{% for … %}`, before or after the loop's `in`.
+    For {
+        looped: bool,
+    },
+    Other,
+}
+
+/// Greatest constant index of a subscript.
+pub const MAX_INDEX: u64 = 1024;
+/// Most `elif`s of one `if`.
+pub const MAX_ELIF: usize = 64;
+
+/// Words that are constants.
+const CONSTANTS: &[&str] = &["true", "false", "none", "True", "False", "None"];
+
+/// Whether a token is a constant of the template.
+fn is_constant(t: &Token<'_>) -> bool {
+    match t {
+        Token::Str(_) | Token::String(_) | Token::Int(_) | Token::Int128(_) | Token::Float(_) => true,
+        Token::Ident(n) => CONSTANTS.contains(n),
+        _ => false,
+    }
+}
+
+/// Whether a token ends a value, so that `[` after it is a subscript.
+fn ends_value(t: Option<&Token<'_>>) -> bool {
+    match t {
+        Some(Token::Ident(n)) => !KEYWORDS.contains(n) || CONSTANTS.contains(n),
+        Some(Token::Str(_) | Token::String(_) | Token::BracketClose | Token::ParenClose | Token::BraceClose) => true,
+        _ => false,
+    }
 }
 
 /// Whether the identifier at `i` names a filter or a test (so a `(` after it
@@ -633,17 +848,22 @@ fn environment(work: Arc<Work>) -> Environment<'static> {
     });
 
     env.add_filter("default", minijinja::filters::default);
-    env.add_filter("length", minijinja::filters::length);
+    let w = work.clone();
+    env.add_filter("length", move |v: &Value| -> Result<usize, Error> {
+        // A string's length counts its characters.
+        w.charge("length", v.as_bytes().map_or(0, <[u8]>::len) as u64)?;
+        minijinja::filters::length(v)
+    });
     let w = work.clone();
     env.add_filter("items", move |v: &Value| {
-        let n = v.len().unwrap_or(0) as u64;
+        let n = v.len().unwrap_or(0).max(1) as u64;
         w.charge("items", n.saturating_mul(64))?;
         minijinja::filters::items(v)
     });
     let w = work.clone();
     env.add_filter("trim", move |s: &str| -> Result<Value, Error> {
+        w.charge("trim", s.len() as u64)?;
         let t = s.trim();
-        w.charge("trim", t.len() as u64)?;
         Ok(Value::from(t))
     });
     let w = work.clone();
@@ -667,14 +887,19 @@ fn environment(work: Arc<Work>) -> Environment<'static> {
             let size = (s.len() as u64)
                 .saturating_sub(n.saturating_mul(from.len() as u64))
                 .saturating_add(n.saturating_mul(to.len() as u64));
-            w.charge("replace", size)?;
+            w.charge("replace", size.max(s.len() as u64))?;
             Ok(Value::from(s.replace(from, to)))
         },
     );
     let w = work.clone();
     env.add_filter(
         "indent",
-        move |s: &str, width: u32, first: Option<bool>| -> Result<Value, Error> {
+        move |s: &str, width: u32, first: Option<bool>, kwargs: Kwargs| -> Result<Value, Error> {
+            let first = match first {
+                Some(f) => Some(f),
+                None => kwargs.get::<Option<bool>>("first")?,
+            };
+            kwargs.assert_all_used()?;
             if width > 64 {
                 return Err(filter_error("indent", "the width is more than 64"));
             }
@@ -700,7 +925,10 @@ fn environment(work: Arc<Work>) -> Environment<'static> {
     let w = work.clone();
     env.add_filter("join", move |v: &Value, sep: Option<&str>| -> Result<Value, Error> {
         let sep = sep.unwrap_or("");
-        let mut parts: Vec<Value> = Vec::new();
+        // Items are gathered before their sizes are known.
+        let items = v.len().ok_or_else(|| filter_error("join", "joins a list of strings"))?;
+        w.charge("join", (items as u64).saturating_mul(32))?;
+        let mut parts: Vec<Value> = Vec::with_capacity(items);
         let mut size = 0u64;
         for item in v.try_iter()? {
             let len = item
@@ -722,14 +950,10 @@ fn environment(work: Arc<Work>) -> Environment<'static> {
     });
     let w = work.clone();
     env.add_filter("fromjson", move |s: &str| -> Result<Value, Error> {
-        // A parsed value takes a few times its text in memory.
-        w.charge("fromjson", (s.len() as u64).saturating_mul(8))?;
-        serde_json::from_str::<Value>(s).map_err(|e| {
-            filter_error(
-                "fromjson",
-                &format!("the value is not JSON (line {}, column {})", e.line(), e.column()),
-            )
-        })
+        // A parsed value takes up to ~30 times its text in memory (`[[],…]`).
+        w.charge("fromjson", (s.len() as u64).saturating_mul(32))?;
+        // Where the text stops being JSON says something about the value.
+        serde_json::from_str::<Value>(s).map_err(|_| filter_error("fromjson", "the value is not JSON"))
     });
     let w = work.clone();
     env.add_filter("tojson", move |v: &Value| -> Result<Value, Error> {
@@ -894,6 +1118,82 @@ mod tests {
         assert_eq!(e.problem, Problem::UnknownTest("odd".into()));
         let e = Template::compile("t", "x\n{% if %}").expect_err("syntax");
         assert!(e.to_string().starts_with("template t, line 2: syntax error"), "{e}");
+    }
+
+    /// What a review found could grow without being paid for, or walk a
+    /// value per instruction, or overflow the stack, and what stays allowed.
+    #[test]
+    fn shared_structures_computed_indexes_and_comparisons_are_refused() {
+        let doubling: String = std::iter::once("{% set a = [1] %}".to_string())
+            .chain((0..64).map(|_| "{% set a = [a, a] %}".to_string()))
+            .collect::<String>()
+            + "{{ a in \"x\" }}";
+        for (source, what) in [
+            (
+                doubling.as_str(),
+                "a list or mapping literal holding a name or an expression",
+            ),
+            (
+                "{% set a = {'k': files.a} %}",
+                "a list or mapping literal holding a name or an expression",
+            ),
+            (
+                "{% set a = [[[files.a]]] %}",
+                "a list or mapping literal holding a name or an expression",
+            ),
+            ("{% set a = files.a, files.a %}", "a tuple"),
+            ("{{ (files.a, files.a) }}", "a tuple"),
+            ("{% for x in files.a, files.b %}{% endfor %}", "a tuple"),
+            ("{{ files.a == files.b }}", "comparing two computed values"),
+            (
+                "{{ files.a < files.b | default('x') }}",
+                "comparing two computed values",
+            ),
+            (
+                "{{ files.a == none | default(files.b) }}",
+                "comparing two computed values",
+            ),
+            ("{{ files[files.db] }}", "a computed index"),
+            ("{% for k in files %}{{ files[k] }}{% endfor %}", "a computed index"),
+            ("{{ files.a[100000] }}", "a computed index"),
+            ("{{ 'x' in files.a }}", "`in` on a computed value"),
+            ("{{ files.a in files }}", "`in` on a computed value"),
+            ("{% set files = files.a %}", "assigning `files`"),
+            ("{% for files in files.a %}{% endfor %}", "assigning `files`"),
+            ("{% with files = 1 %}{% endwith %}", "assigning `files`"),
+        ] {
+            let e = Template::compile("t", source).expect_err(source);
+            assert!(
+                matches!(&e.problem, Problem::NotAllowed { what: w, .. } if w == what),
+                "{source}: {e}"
+            );
+        }
+        // An elif chain would overflow the parser's stack: refused first,
+        // on the stack a mount runs on.
+        let chain = format!("{{% if 1 %}}{}{{% endif %}}", "{% elif 1 %}".repeat(25_000));
+        let e = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || Template::compile("t", &chain).map(|_| ()))
+            .expect("thread")
+            .join()
+            .expect("no stack overflow")
+            .expect_err("too many elifs");
+        assert!(
+            matches!(&e.problem, Problem::NotAllowed { what, .. } if what == "an if with more than 64 elifs"),
+            "{e}"
+        );
+
+        let f = files(&[
+            ("a", "on", "1"),
+            ("recursive", "r", "1"),
+            ("j", "{\"k\": [1, 2], \"m\": {\"x\": \"y\"}}", "1"),
+        ]);
+        let allowed = "{% set j = files.j | fromjson %}{% with n = 1, m = 2 %}{{ n }}{{ m }}{% endwith %}\
+                       {% if files.a == \"on\" and 3 > 2 and files.a in [\"on\", \"yes\"] %}on{% endif %}\
+                       {{ files.recursive }}{{ j.k[1] }}{{ j[\"m\"].x }}{{ {\"a\": [1, {\"b\": none}]}.a[0] }}\
+                       {% for k, v in j | items %}{{ k }}{% endfor %}{{ files.a | indent(2, first=true) }}\
+                       {% if j.k is defined and j.nope is undefined %}!{% endif %}";
+        assert_eq!(render(allowed, &f).as_deref(), Ok("12onr2y1km  on!"));
     }
 
     #[test]

@@ -1367,3 +1367,45 @@ async fn rotation_failure_events_can_be_turned_off_and_a_forbidden_write_changes
             .contains("could not record the SecretRotationFailed event")
     );
 }
+
+#[tokio::test]
+async fn a_healthy_volume_does_not_reset_the_failing_one_and_one_namespace_cannot_starve_another() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "ok", "v");
+    env.aws.put_secret_string(REGION, "gone", "v");
+    let healthy = Req::new(&obj("ok", SM), &env.provider.target("healthy"));
+    let failing = Req::new(&obj("gone", SM), &env.provider.target("failing"));
+    env.provider.mount(&healthy).await.expect("mount");
+    env.provider.mount(&failing).await.expect("mount");
+    env.aws.delete_secret(REGION, "gone");
+    // Rotation polls: each remounts both volumes of the pod.
+    for _ in 0..3 {
+        env.provider.mount(&healthy).await.expect("healthy");
+        env.provider.mount(&failing).await.expect_err("gone");
+    }
+    assert_eq!(events_settled(&env.kube, 1).await.len(), 1, "one event for the failing volume");
+
+    // Twelve pods of one namespace fail at once: ten events (the
+    // namespace's burst); a pod of another namespace still gets its own.
+    env.aws.put_secret_string(REGION, "shared", "v");
+    let pod = |i: usize, ns: &str| {
+        Req::new(&obj("shared", SM), &env.provider.target(&format!("{ns}-{i}")))
+            .pod(&format!("p{i}"), "sa-a", TOKEN_A)
+            .set("csi.storage.k8s.io/pod.namespace", ns)
+    };
+    env.kube.add_service_account("team-a", "sa-a", Some(ROLE_A));
+    env.kube.add_service_account("team-b", "sa-a", Some(ROLE_A));
+    let team_a: Vec<Req> = (0..12).map(|i| pod(i, "team-a")).collect();
+    for r in &team_a {
+        env.provider.mount(r).await.expect("mount");
+    }
+    env.provider.mount(&pod(0, "team-b")).await.expect("mount");
+    env.aws.delete_secret(REGION, "shared");
+    for r in &team_a {
+        env.provider.mount(r).await.expect_err("gone");
+    }
+    env.provider.mount(&pod(0, "team-b")).await.expect_err("gone");
+    let events = events_settled(&env.kube, 12).await;
+    let in_ns = |ns: &str| events.iter().filter(|e| e["metadata"]["namespace"] == ns).count();
+    assert_eq!((in_ns("team-a"), in_ns("team-b")), (10, 1), "{events:?}");
+}

@@ -295,6 +295,17 @@ fn hostile_templates() -> Vec<(&'static str, String)> {
         ("template default of undefined", "{{ files.nope | default('x') }}{{ files.b is defined }}".to_string()),
         ("template join", "{{ (files.j | fromjson).n | join(', ') }}".to_string()),
         ("template b64 round trip", "{{ files.a | b64encode | b64decode }}".to_string()),
+        (
+            "template elif chain",
+            format!("{{% if 1 %}}{}{{% endif %}}", "{% elif 1 %}".repeat(2000)),
+        ),
+        (
+            "template shared structure",
+            "{% set a = [1] %}".to_string() + &"{% set a = [a, a] %}".repeat(64) + "{{ a in \"x\" }}",
+        ),
+        ("template computed comparison", "{% for c in files.a %}{{ files.j == files.a }}{% endfor %}".to_string()),
+        ("template computed index", "{{ files[files.a] }}{{ files.a[99999] }}".to_string()),
+        ("template constant literals", "{% if files.a in [\"x\", \"y\"] %}{{ {\"k\": [1, 2]}.k[1] }}{% endif %}".to_string()),
     ]
 }
 
