@@ -1383,7 +1383,11 @@ async fn a_healthy_volume_does_not_reset_the_failing_one_and_one_namespace_canno
         env.provider.mount(&healthy).await.expect("healthy");
         env.provider.mount(&failing).await.expect_err("gone");
     }
-    assert_eq!(events_settled(&env.kube, 1).await.len(), 1, "one event for the failing volume");
+    assert_eq!(
+        events_settled(&env.kube, 1).await.len(),
+        1,
+        "one event for the failing volume"
+    );
 
     // Twelve pods of one namespace fail at once: ten events (the
     // namespace's burst); a pod of another namespace still gets its own.
