@@ -433,6 +433,37 @@ fn eks_addon_examples_validate_and_render_through_the_chart() {
     );
 }
 
+/// The settings an add-on configuration of the Go provider holds (its own
+/// and the driver's) are taken with the same meaning.
+#[test]
+fn go_provider_addon_settings_are_taken_as_they_are() {
+    let config: Json = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/eks-addon/examples/go-provider-settings.json")).unwrap(),
+    )
+    .unwrap();
+    addon_valid(&config).unwrap();
+    let (_, docs) = render(config.clone()).unwrap();
+    validate_strict(&docs);
+    let pod = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"];
+    assert_eq!(pod["dnsPolicy"], "None");
+    assert_eq!(pod["dnsConfig"]["nameservers"][0], "10.100.0.10");
+    assert_eq!(pod["dnsConfig"]["options"][0]["name"], "ndots");
+    assert_eq!(pod["containers"][0]["ports"][0]["containerPort"], 8989);
+    let a = args(&docs);
+    assert!(
+        a.iter().any(|x| x.starts_with("--http-addr=") && x.ends_with(":8989")),
+        "{a:?}"
+    );
+    assert!(a.contains(&"--burst=300".to_string()), "{a:?}");
+    // The driver's settings are values of the driver subchart: the chart's
+    // schema took them (the render above), and an audience list the
+    // provider cannot work with is still the operator's to choose.
+    assert_eq!(
+        schema::token_audiences(&serde_yaml::to_value(&config["secrets-store-csi-driver"]["tokenRequests"]).unwrap()),
+        vec!["sts.amazonaws.com", "pods.eks.amazonaws.com"]
+    );
+}
+
 #[test]
 fn eks_addon_schema_rejects_bad_configurations_and_maps_onto_chart_values() {
     for (config, needle) in [
@@ -440,9 +471,14 @@ fn eks_addon_schema_rejects_bad_configurations_and_maps_onto_chart_values() {
         (json!({"cacheTtl": 300}), "is not of type 'string'"),
         (json!({"podIdentityCacheScope": "node"}), "is not one of"),
         (
-            json!({"secrets-store-csi-driver": {"tokenRequests": []}}),
+            json!({"secrets-store-csi-driver": {"tokenRequests": [{"aud": "sts.amazonaws.com"}]}}),
+            "'audience' is a required property",
+        ),
+        (
+            json!({"dnsConfig": {"nameserver": ["10.0.0.10"]}}),
             "Additional properties are not allowed",
         ),
+        (json!({"port": 70000}), "is greater than the maximum"),
         (json!({"awsRegion": "Oregon"}), "does not match"),
         (json!({"httpBindAddress": "10.0.0.1"}), "is not one of"),
     ] {
