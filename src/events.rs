@@ -115,6 +115,21 @@ struct Series {
     writing: bool,
 }
 
+impl Series {
+    /// A series that has counted nothing and written nothing yet.
+    fn new(generation: u64, note: String, now: Instant) -> Self {
+        Self {
+            generation,
+            note,
+            event: None,
+            count: 0,
+            last_failure: now,
+            last_write: None,
+            writing: false,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Targets mounted successfully, and when.
@@ -226,15 +241,10 @@ impl RotationEvents {
         }
         st.generations += 1;
         let generation = st.generations;
-        let series = st.series.entry(key.clone()).or_insert_with(|| Series {
-            generation,
-            note: note.clone(),
-            event: None,
-            count: 0,
-            last_failure: now,
-            last_write: None,
-            writing: false,
-        });
+        let series = st
+            .series
+            .entry(key.clone())
+            .or_insert_with(|| Series::new(generation, note.clone(), now));
         let due = !series.writing
             && series
                 .last_write
@@ -246,15 +256,7 @@ impl RotationEvents {
                 self.metrics.rotation_event("aggregated");
                 return None;
             }
-            *series = Series {
-                generation,
-                note,
-                event: None,
-                count: 0,
-                last_failure: now,
-                last_write: None,
-                writing: false,
-            };
+            *series = Series::new(generation, note, now);
         }
         series.count = series.count.saturating_add(1);
         series.last_failure = now;

@@ -126,8 +126,9 @@ impl Template {
     /// Checks `source` against the rules of this module and compiles it.
     pub fn compile(file: &str, source: &str) -> Result<Self, TemplateError> {
         let references = scan(file, source)?;
-        let env = environment(Arc::new(Work::new(0)));
-        if let Err(e) = env.template_from_named_str(file, source) {
+        // Compiling needs the syntax only; filters and tests are looked up
+        // when the template runs.
+        if let Err(e) = bare_environment().template_from_named_str(file, source) {
             return Err(language_error(file, &e));
         }
         Ok(Self {
@@ -135,15 +136,6 @@ impl Template {
             source: Arc::from(source),
             references,
         })
-    }
-
-    /// Bytes of the template's text.
-    pub fn len(&self) -> usize {
-        self.source.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.source.is_empty()
     }
 
     /// Renders the template from `files` within `budget`, writing at most
@@ -831,13 +823,20 @@ fn syntax() -> SyntaxConfig {
         .unwrap_or_default()
 }
 
-/// An environment with only the filters and tests of this module, strict
-/// about undefined values, and no auto-escaping.
-fn environment(work: Arc<Work>) -> Environment<'static> {
+/// An environment with the syntax and behaviour of templates and nothing
+/// else: no filters, tests or globals.
+fn bare_environment() -> Environment<'static> {
     let mut env = Environment::empty();
     env.set_syntax(syntax());
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_recursion_limit(16);
+    env
+}
+
+/// An environment with only the filters and tests of this module, strict
+/// about undefined values, and no auto-escaping.
+fn environment(work: Arc<Work>) -> Environment<'static> {
+    let mut env = bare_environment();
 
     env.add_test("defined", |v: &Value| !v.is_undefined());
     env.add_test("undefined", |v: &Value| v.is_undefined());
@@ -1042,6 +1041,18 @@ pub fn unknown_reference<'a>(
     })
 }
 
+/// Compiles each of `sources` on a thread with the smallest stack the
+/// provider parses on (2 MiB); a stack overflow fails the test.
+#[cfg(test)]
+fn on_small_stack(sources: Vec<String>) -> Vec<Result<(), TemplateError>> {
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || sources.iter().map(|c| Template::compile("t", c).map(|_| ())).collect())
+        .expect("thread")
+        .join()
+        .expect("no stack overflow")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1171,13 +1182,7 @@ mod tests {
         // An elif chain would overflow the parser's stack: refused first,
         // on the stack a mount runs on.
         let chain = format!("{{% if 1 %}}{}{{% endif %}}", "{% elif 1 %}".repeat(25_000));
-        let e = std::thread::Builder::new()
-            .stack_size(2 * 1024 * 1024)
-            .spawn(move || Template::compile("t", &chain).map(|_| ()))
-            .expect("thread")
-            .join()
-            .expect("no stack overflow")
-            .expect_err("too many elifs");
+        let e = on_small_stack(vec![chain]).remove(0).expect_err("too many elifs");
         assert!(
             matches!(&e.problem, Problem::NotAllowed { what, .. } if what == "an if with more than 64 elifs"),
             "{e}"
@@ -1323,16 +1328,7 @@ mod nesting {
             format!("{{{{ {}files.a }}}}", "not ".repeat(20_000)),
             format!("{{{{ files.a{} }}}}", " or 1".repeat(20_000)),
         ];
-        let handle = std::thread::Builder::new()
-            .stack_size(2 * 1024 * 1024)
-            .spawn(move || {
-                cases
-                    .iter()
-                    .map(|c| Template::compile("t", c).map(|_| ()).map_err(|e| e.to_string()))
-                    .collect::<Vec<_>>()
-            })
-            .expect("thread");
-        let results = handle.join().expect("no stack overflow");
+        let results = on_small_stack(cases.to_vec());
         // Just within the tag limit, each of them compiles.
         let n = MAX_TAG_TOKENS / 2 - 2;
         let longest = [
@@ -1341,16 +1337,7 @@ mod nesting {
             format!("{{{{ files.a{} }}}}", " or 1".repeat(n)),
             format!("{{{{ {}files.a{} }}}}", "(".repeat(30), ")".repeat(30)),
         ];
-        let handle = std::thread::Builder::new()
-            .stack_size(2 * 1024 * 1024)
-            .spawn(move || {
-                longest
-                    .iter()
-                    .map(|c| Template::compile("t", c).map(|_| ()))
-                    .collect::<Vec<_>>()
-            })
-            .expect("thread");
-        for r in handle.join().expect("no stack overflow") {
+        for r in on_small_stack(longest.to_vec()) {
             assert!(r.is_ok(), "{r:?}");
         }
         for r in &results {

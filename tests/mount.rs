@@ -1413,3 +1413,35 @@ async fn a_healthy_volume_does_not_reset_the_failing_one_and_one_namespace_canno
     let in_ns = |ns: &str| events.iter().filter(|e| e["metadata"]["namespace"] == ns).count();
     assert_eq!((in_ns("team-a"), in_ns("team-b")), (10, 1), "{events:?}");
 }
+
+#[tokio::test]
+async fn a_remount_is_recognised_by_the_versions_an_older_driver_passes() {
+    // Drivers up to v1.5 pass the mounted objects' versions on a rotation;
+    // this provider never mounted the volume and its target is empty.
+    let env = Env::start().await;
+    let target = env.provider.target("old-driver");
+    assert!(all_entries(&target).is_empty());
+    let mut req = Req::new(&obj("gone", SM), &target).build();
+    req.current_object_version = vec![csi_provider_aws::proto::v1alpha1::ObjectVersion {
+        id: "gone".into(),
+        version: "v1".into(),
+    }];
+    let err = env
+        .provider
+        .client()
+        .await
+        .mount(req.clone())
+        .await
+        .expect_err("missing");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let events = events_settled(&env.kube, 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["note"], err.message());
+
+    // The same failure without the versions is a first mount: no event.
+    let fresh = env.provider.target("old-driver-first").to_string_lossy().into_owned();
+    req.current_object_version.clear();
+    req.target_path = fresh;
+    env.provider.client().await.mount(req).await.expect_err("missing");
+    assert_eq!(events_settled(&env.kube, 2).await.len(), 1);
+}

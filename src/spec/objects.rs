@@ -573,19 +573,23 @@ fn limit_error(limits: &Limits, limit: Limit, found: u64, subject: impl FnOnce()
 /// Final file names must be unique, and no file may sit where another needs
 /// a directory (`a` and `a/b` with translation off).
 fn check_file_collisions(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
-    let files = objects.iter().flat_map(|o| {
-        // A bulk object's files are known once fetched, and a
-        // jsonKeysAsFiles object's file is a directory of them (both checked
-        // in render).
+    match paths::find_collision(static_files(objects)) {
+        None => Ok(()),
+        Some(c) => Err(ObjectError::Collision(c)),
+    }
+}
+
+/// The files of `objects` known before fetching, with the object that
+/// writes each: objects' own files and `jmesPath` entries. A bulk object's
+/// files are known once fetched, and a jsonKeysAsFiles object's file is a
+/// directory of them (both checked in render).
+pub fn static_files(objects: &[ObjectSpec]) -> impl Iterator<Item = (&str, &str)> {
+    objects.iter().flat_map(|o| {
         (o.bulk.is_none() && !o.json_keys)
             .then_some((o.file.as_str(), o.name.as_str()))
             .into_iter()
             .chain(o.jmes.iter().map(move |j| (j.file.as_str(), o.name.as_str())))
-    });
-    match paths::find_collision(files) {
-        None => Ok(()),
-        Some(c) => Err(ObjectError::Collision(c)),
-    }
+    })
 }
 
 // === YAML field extraction ===
@@ -695,7 +699,7 @@ fn read_failover(v: &Value, field: &str, limits: &Limits) -> Result<Option<RawFa
 
 /// A name-like scalar (a name, alias, version, label, type): a string of
 /// at most `--max-name-length` bytes; empty and null mean "not set".
-fn scalar(v: &Value, field: &str, limits: &Limits) -> Result<Option<String>, ObjectError> {
+pub(super) fn scalar(v: &Value, field: &str, limits: &Limits) -> Result<Option<String>, ObjectError> {
     let s = text(v, field)?;
     if let Some(s) = &s {
         limits.check(Limit::NameLength, s.len() as u64, || field.to_string())?;
@@ -722,7 +726,7 @@ fn text(v: &Value, field: &str) -> Result<Option<String>, ObjectError> {
 
 /// `filePermission` written as an unquoted number (`0600` reads as 600):
 /// restore the four-digit form.
-fn permission_scalar(v: &Value, field: &str, limits: &Limits) -> Result<Option<String>, ObjectError> {
+pub(super) fn permission_scalar(v: &Value, field: &str, limits: &Limits) -> Result<Option<String>, ObjectError> {
     match v {
         Value::Number(n) if n.is_u64() => Ok(Some(format!("{n:0>4}"))),
         _ => scalar(v, field, limits),

@@ -22,7 +22,7 @@ use serde_yaml::{Mapping, Value};
 use super::objects::{self, ObjectRules, ObjectSpec};
 use super::paths::{self, PathRule};
 use super::{ObjectError, SpecError, yaml};
-use crate::limits::{Limit, Limits, echo};
+use crate::limits::{Limit, echo};
 use crate::template::{self, Template};
 
 /// The parameter's name.
@@ -91,7 +91,7 @@ fn read_template(m: &Mapping, index: usize, rules: &ObjectRules) -> Result<Templ
         let Some(key) = k.as_str() else { continue };
         let field = |f: &str| format!("{KEY}[{index}].{f}");
         match key.to_ascii_lowercase().as_str() {
-            "filename" => name = scalar(v, &field("fileName"), &rules.limits)?,
+            "filename" => name = objects::scalar(v, &field("fileName"), &rules.limits)?,
             "template" => {
                 text = match v {
                     Value::Null => None,
@@ -99,7 +99,7 @@ fn read_template(m: &Mapping, index: usize, rules: &ObjectRules) -> Result<Templ
                     _ => return Err(load(format!("{} must be a string", field("template")))),
                 }
             }
-            "filepermission" => permission = scalar(v, &field("filePermission"), &rules.limits)?,
+            "filepermission" => permission = objects::permission_scalar(v, &field("filePermission"), &rules.limits)?,
             _ => {}
         }
     }
@@ -128,30 +128,10 @@ fn read_template(m: &Mapping, index: usize, rules: &ObjectRules) -> Result<Templ
     })
 }
 
-/// A name-like scalar of a template entry, within `--max-name-length`.
-fn scalar(v: &Value, field: &str, limits: &Limits) -> Result<Option<String>, SpecError> {
-    let s = match v {
-        Value::Null => return Ok(None),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        _ => return Err(ObjectError::Load(format!("{field} must be a string")).into()),
-    };
-    limits
-        .check(Limit::NameLength, s.len() as u64, || field.to_string())
-        .map_err(ObjectError::Limit)?;
-    Ok((!s.is_empty()).then_some(s))
-}
-
 /// Template files must not collide with each other or with the objects'
 /// files, and every file a template names literally must exist.
 fn check_files(templates: &[TemplateSpec], objects: &[ObjectSpec]) -> Result<(), SpecError> {
-    let object_files = objects.iter().flat_map(|o| {
-        (o.bulk.is_none() && !o.json_keys)
-            .then_some((o.file.as_str(), o.name.as_str()))
-            .into_iter()
-            .chain(o.jmes.iter().map(move |j| (j.file.as_str(), o.name.as_str())))
-    });
+    let object_files = objects::static_files(objects);
     let owners: Vec<String> = templates.iter().map(|t| format!("template {}", t.file())).collect();
     let files = object_files.chain(templates.iter().zip(&owners).map(|(t, o)| (t.file(), o.as_str())));
     if let Some(c) = paths::find_collision(files) {
@@ -175,5 +155,26 @@ fn check_files(templates: &[TemplateSpec], objects: &[ObjectSpec]) -> Result<(),
     match template::unknown_reference(templates.iter().map(|t| &t.template), known) {
         Some(e) => Err(e.into()),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_permission_reads_as_in_objects_even_unquoted() {
+        let objects = objects::parse_objects(
+            "- objectName: db\n  objectType: secretsmanager\n",
+            &ObjectRules::default(),
+        )
+        .expect("objects");
+        for text in [
+            "- fileName: a.env\n  filePermission: 0400\n  template: \"{{ files.db }}\"\n",
+            "- fileName: a.env\n  filePermission: \"0400\"\n  template: \"{{ files.db }}\"\n",
+        ] {
+            let t = parse_templates(Some(text), &ObjectRules::default(), &objects).expect(text);
+            assert_eq!((t[0].file(), t[0].mode), ("a.env", 0o400), "{text}");
+        }
     }
 }
