@@ -63,17 +63,6 @@ fn the_fuzz_corpus_holds_every_case_of_the_table() {
     let stale = common::fuzz_seeds::seeds(root).missing(&root.join("fuzz/corpus"));
     assert!(
         stale.is_empty(),
-        "fuzz seeds missing or stale: {stale:?}; run `cargo test --test bad_input -- --ignored write_fuzz_seeds`"
+        "fuzz seeds missing or stale: {stale:?}; run `cargo test --test write_fuzz_seeds`"
     );
-}
-
-/// Rewrites the `seed-*` files of `fuzz/corpus/<target>/`.
-#[test]
-#[ignore = "writes fuzz/corpus: run by hand after changing the table"]
-fn write_fuzz_seeds() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let written = common::fuzz_seeds::seeds(root)
-        .write(&root.join("fuzz/corpus"))
-        .unwrap();
-    assert!(written > 100, "{written} seeds");
 }

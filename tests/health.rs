@@ -626,6 +626,10 @@ async fn the_connection_cap_queues_clients_until_a_slot_frees() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads the provider's memory in /proc: Linux only"
+)]
 async fn two_hundred_connections_at_once_neither_crash_it_nor_grow_its_memory() {
     let (env, port) = env_with_http(&["--http-header-timeout=1s"]).await;
     let before = peak_rss_kib(&env);

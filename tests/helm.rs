@@ -100,6 +100,7 @@ fn validate_strict(docs: &[Value]) {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn default_values_lint_and_render_valid_manifests() {
     let (lint, docs) = render(json!({})).unwrap();
     // The only finding: the optional driver dependency is not vendored in a
@@ -152,6 +153,7 @@ fn default_values_lint_and_render_valid_manifests() {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn rotation_failure_events_off_drops_the_events_rule_and_tells_the_binary() {
     let (_, docs) = render(json!({"rotationFailureEvents": false, "rotationEventInterval": "10m"})).unwrap();
     let role = kind(&docs, "ClusterRole");
@@ -164,6 +166,7 @@ fn rotation_failure_events_off_drops_the_events_rule_and_tells_the_binary() {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn an_aws_region_drops_the_nodes_rule_and_sets_the_environment() {
     let (_, docs) = render(json!({"awsRegion": "eu-west-1", "useFipsEndpoint": true})).unwrap();
     let role = kind(&docs, "ClusterRole");
@@ -183,6 +186,7 @@ fn an_aws_region_drops_the_nodes_rule_and_sets_the_environment() {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn provider_writes_mode_mounts_the_kubelet_pods_directory() {
     let (_, docs) = render(json!({"driverWritesSecrets": false, "kubeletPath": "/data/kubelet"})).unwrap();
     let c = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0];
@@ -198,6 +202,7 @@ fn provider_writes_mode_mounts_the_kubelet_pods_directory() {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn monitors_are_optional() {
     let (_, docs) = render(json!({})).unwrap();
     assert!(
@@ -219,6 +224,7 @@ fn monitors_are_optional() {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn the_http_endpoint_binds_every_address_or_only_the_pod_ip() {
     let limits = [
         "--http-max-connections=16",
@@ -284,6 +290,7 @@ fn the_http_endpoint_binds_every_address_or_only_the_pod_ip() {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn the_schema_rejects_unknown_keys_and_wrong_types() {
     for (values, needle) in [
         (json!({"awsRegoin": "eu-west-1"}), "awsRegoin"),
@@ -302,6 +309,7 @@ fn the_schema_rejects_unknown_keys_and_wrong_types() {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn go_chart_values_keep_working() {
     let (_, docs) = render(json!({
         "port": 9090,
@@ -411,6 +419,7 @@ fn addon_valid(config: &Json) -> Result<(), String> {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn eks_addon_examples_validate_and_render_through_the_chart() {
     let dir = root().join("deploy/eks-addon/examples");
     let mut seen = 0;
@@ -436,6 +445,7 @@ fn eks_addon_examples_validate_and_render_through_the_chart() {
 /// The settings an add-on configuration of the Go provider holds (its own
 /// and the driver's) are taken with the same meaning.
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn go_provider_addon_settings_are_taken_as_they_are() {
     let config: Json = serde_json::from_str(
         &std::fs::read_to_string(root().join("deploy/eks-addon/examples/go-provider-settings.json")).unwrap(),
@@ -465,6 +475,7 @@ fn go_provider_addon_settings_are_taken_as_they_are() {
 }
 
 #[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
 fn eks_addon_schema_rejects_bad_configurations_and_maps_onto_chart_values() {
     for (config, needle) in [
         (json!({"imageRepository": "x"}), "Additional properties are not allowed"),

@@ -294,18 +294,30 @@ async fn run_table(driver_writes: bool) -> Vec<String> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads the provider's memory in /proc: Linux only"
+)]
 async fn hostile_classes_are_refused_in_provider_writes_mode_and_the_node_keeps_serving() {
     let report = run_table(false).await;
     eprintln!("provider-writes:\n{}", report.join("\n"));
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads the provider's memory in /proc: Linux only"
+)]
 async fn hostile_classes_are_refused_in_driver_writes_mode_and_the_node_keeps_serving() {
     let report = run_table(true).await;
     eprintln!("driver-writes:\n{}", report.join("\n"));
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads the provider's memory in /proc: Linux only"
+)]
 async fn an_oversized_request_is_refused_by_the_transport_and_the_provider_keeps_serving() {
     let env = Env::start().await;
     env.aws.put_secret_string(REGION, "s", "v");

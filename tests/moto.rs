@@ -13,20 +13,12 @@ use aws_sdk_ssm::types::ParameterType;
 use common::moto::{self, unique};
 use common::*;
 
-/// A provider on moto, with sa-a → role A and pod-a on a node in us-west-2.
 async fn moto_env(args: &[&str]) -> (FakeKube, Provider) {
-    let kube = FakeKube::start().await;
-    kube.add_service_account("default", "sa-a", Some(ROLE_A));
-    kube.add_pod("default", "pod-a", "node-1");
-    kube.add_node("node-1", Some(REGION));
-    let provider = Provider::start(Options {
-        aws_endpoint: moto::endpoint(),
-        kubeconfig: Some(kube.kubeconfig.clone()),
+    moto::env(Options {
         args: args.iter().map(|s| s.to_string()).collect(),
         ..Options::default()
     })
-    .await;
-    (kube, provider)
+    .await
 }
 
 async fn create_secret(region: &str, name: &str, value: &str) -> (String, String) {
@@ -66,6 +58,7 @@ async fn put_param(region: &str, name: &str, value: &str, kind: ParameterType) -
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn driver_e2e_basic_mount_reads_secrets_and_parameters_with_region_from_the_node() {
     let (kube, provider) = moto_env(&[]).await;
     let sm1 = unique("SecretsManagerTest1");
@@ -122,6 +115,7 @@ async fn driver_e2e_basic_mount_reads_secrets_and_parameters_with_region_from_th
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn driver_e2e_rotation_of_a_parameter_and_a_secret_reaches_the_files() {
     let (_kube, provider) = moto_env(&[]).await;
     let pm = unique("ParameterStoreRotationTest");
@@ -147,6 +141,7 @@ async fn driver_e2e_rotation_of_a_parameter_and_a_secret_reaches_the_files() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn integration_jmes_paths_with_capitalised_keys_on_ssm_and_secrets_manager() {
     let (_kube, provider) = moto_env(&[]).await;
     let sm = unique("secretsManagerJson");
@@ -201,6 +196,7 @@ async fn integration_jmes_paths_with_capitalised_keys_on_ssm_and_secrets_manager
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn integration_failover_object_with_arns_in_two_regions() {
     let (_kube, provider) = moto_env(&[]).await;
     let name = unique("failover-db");
@@ -219,6 +215,7 @@ async fn integration_failover_object_with_arns_in_two_regions() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn versions_stages_and_labels_resolve_against_moto() {
     let (_kube, provider) = moto_env(&[]).await;
     let sm = unique("staged");
@@ -275,6 +272,7 @@ async fn versions_stages_and_labels_resolve_against_moto() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn binary_secrets_and_string_lists_against_moto() {
     let (_kube, provider) = moto_env(&[]).await;
     let bin = unique("binary");
@@ -304,6 +302,7 @@ async fn binary_secrets_and_string_lists_against_moto() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn more_than_ten_parameters_against_moto() {
     let (_kube, provider) = moto_env(&[]).await;
     let mut objects = String::new();
@@ -323,6 +322,7 @@ async fn more_than_ten_parameters_against_moto() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn a_missing_secret_and_a_missing_parameter_fail_against_moto() {
     let (_kube, provider) = moto_env(&[]).await;
     let target = provider.target("missing");
@@ -352,6 +352,7 @@ async fn a_missing_secret_and_a_missing_parameter_fail_against_moto() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn integration_driver_writes_mode_through_the_debug_client_creates_symlinks() {
     let (_kube, provider) = moto_env(&["--driver-writes-secrets"]).await;
     let sm = unique("dw-secret");
@@ -406,6 +407,7 @@ async fn integration_driver_writes_mode_through_the_debug_client_creates_symlink
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn integration_pod_identity_variant_against_moto() {
     let agent = FakeAgent::start("127.0.0.1:0").await;
     let url = agent.url();
@@ -459,6 +461,7 @@ async fn seed_central_account() -> (String, String) {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn cross_account_secrets_are_read_through_the_chained_role_with_irsa_and_not_without() {
     let (_kube, provider) = moto_env(&[]).await;
     let (secret, param) = seed_central_account().await;
@@ -504,6 +507,7 @@ async fn cross_account_secrets_are_read_through_the_chained_role_with_irsa_and_n
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn cross_account_secrets_are_read_through_the_chained_role_with_pod_identity() {
     let agent = FakeAgent::start("127.0.0.1:0").await;
     let url = agent.url();
@@ -528,6 +532,7 @@ async fn cross_account_secrets_are_read_through_the_chained_role_with_pod_identi
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn every_json_key_becomes_a_file_under_the_alias_in_both_write_modes() {
     let secret = unique("json-keys");
     let (_, version) = create_secret(
@@ -613,6 +618,7 @@ async fn every_json_key_becomes_a_file_under_the_alias_in_both_write_modes() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn bulk_parameters_by_path_and_secrets_by_prefix_and_tag_against_moto() {
     let (_kube, provider) = moto_env(&[]).await;
     let root = format!("/{}", unique("bulk"));
@@ -715,6 +721,7 @@ async fn bulk_parameters_by_path_and_secrets_by_prefix_and_tag_against_moto() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn values_are_decoded_and_non_string_results_written_as_json_when_asked() {
     let (_kube, provider) = moto_env(&[]).await;
     // A keystore kept base64 in a JSON field, a hex key, a base64 binary
@@ -795,6 +802,7 @@ async fn values_are_decoded_and_non_string_results_written_as_json_when_asked() 
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
 async fn templates_combine_secrets_manager_ssm_and_jmespath_values_and_follow_rotation() {
     let (_kube, provider) = moto_env(&[]).await;
     let db = unique("tmpl-db");

@@ -2,8 +2,7 @@
 //! case of the bad-input table, in the input format of each target it
 //! applies to, the example SecretProviderClass, and hostile inputs (alias
 //! bombs, deep nesting, 20,000 objects, long names, deep and doubling
-//! JMESPath). Written by `cargo test --test bad_input -- --ignored
-//! write_fuzz_seeds`; the files it writes start with `seed-`, and it
+//! JMESPath). Written by `cargo test --test write_fuzz_seeds`; the files it writes start with `seed-`, and it
 //! replaces only those.
 
 use std::collections::BTreeMap;

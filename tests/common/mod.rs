@@ -54,6 +54,9 @@ pub struct Options {
     /// Another build of the provider to run (else `CSI_PROVIDER_BIN`, else
     /// this one).
     pub binary: Option<PathBuf>,
+    /// A program that runs the binary, with its arguments (an emulator:
+    /// `qemu-aarch64` runs the arm64 release binary).
+    pub launcher: Vec<String>,
 }
 
 /// The provider binary running on a temporary socket.
@@ -78,7 +81,14 @@ impl Provider {
                 .filter(|b| !b.is_empty())
                 .unwrap_or_else(|| env!("CARGO_BIN_EXE_csi-provider-aws").into())
         });
-        let mut cmd = Command::new(bin);
+        let mut cmd = match opts.launcher.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &home)

@@ -9,6 +9,8 @@ use std::sync::{Mutex, OnceLock};
 
 use aws_sdk_secretsmanager::config::{Credentials, Region};
 
+use super::{FakeKube, Options, Provider, REGION, ROLE_A};
+
 static MOTO: OnceLock<(Mutex<Child>, String)> = OnceLock::new();
 
 fn python() -> PathBuf {
@@ -49,6 +51,22 @@ pub fn endpoint() -> String {
     })
     .1
     .clone()
+}
+
+/// A provider on moto (`opts` with moto's endpoint and the fake API
+/// server's kubeconfig), with sa-a → role A and pod-a on a node in us-west-2.
+pub async fn env(opts: Options) -> (FakeKube, Provider) {
+    let kube = FakeKube::start().await;
+    kube.add_service_account("default", "sa-a", Some(ROLE_A));
+    kube.add_pod("default", "pod-a", "node-1");
+    kube.add_node("node-1", Some(REGION));
+    let provider = Provider::start(Options {
+        aws_endpoint: endpoint(),
+        kubeconfig: Some(kube.kubeconfig.clone()),
+        ..opts
+    })
+    .await;
+    (kube, provider)
 }
 
 fn creds() -> Credentials {
