@@ -2,9 +2,7 @@
 //! expected message and InvalidArgument, writes nothing, and makes no
 //! Kubernetes or AWS call (everything is validated before any call).
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use common::bad_cases::{Expect, cases};
 use common::*;

@@ -3,9 +3,7 @@
 //! collisions, empty sets, limits, faults midway, denials and caching.
 //! The same reads against moto are in tests/moto.rs.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

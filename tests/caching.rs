@@ -3,9 +3,7 @@
 //! ServiceAccounts is assumed separately for each, nothing cached is served
 //! to another identity, a failed credential fetch is not kept.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

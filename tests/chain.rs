@@ -4,9 +4,7 @@
 //! cross-account reads themselves are proven against moto (tests/moto.rs),
 //! invalid fields in the bad-input table (tests/common/bad_cases.rs).
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
-mod common;
+use crate::common;
 
 use common::fake_agent::{FakeAgent, agent_key_for};
 use common::fake_aws::{Effect, Rule, chained_key_for};

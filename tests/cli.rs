@@ -2,9 +2,7 @@
 //! attributes from a SecretProviderClass manifest, mounts through a running
 //! provider, and reports what happened.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -3,15 +3,13 @@
 //! on, and the Dockerfile passes the linter. The tools come from
 //! `scripts/venv` (run by `scripts/test`).
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml::Value;
 
-mod endpoint;
-mod schema;
+use crate::endpoint;
+use crate::schema;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

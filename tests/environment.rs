@@ -3,9 +3,7 @@
 //! rate limit; and it tolerates, but never relies on, the driver's
 //! `current_object_version`.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

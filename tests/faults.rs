@@ -16,9 +16,7 @@
 //! 300ms, a Kubernetes request after 500ms. Timing bounds are generous and
 //! only prove "did not hang" or "failed by the deadline, not later".
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -4,9 +4,7 @@
 //! (header and idle timeouts, the connection cap) against stalling,
 //! dribbling and flooding clients.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,16 +4,14 @@
 //! values drive the manifests as documented — including the Go chart's value
 //! names.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{Value as Json, json};
 use serde_yaml::Value;
 
-mod endpoint;
-mod schema;
+use crate::endpoint;
+use crate::schema;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

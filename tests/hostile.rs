@@ -6,9 +6,7 @@
 //! flag, nothing is written, and (for everything checked before the fetch)
 //! no Kubernetes or AWS call is made.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -15,9 +15,7 @@
 //! provider (root, or a ptrace_scope that allows it).
 //! `HYGIENE_CORE_DIR=<dir>` keeps the core files there for inspection.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

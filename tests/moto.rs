@@ -4,9 +4,7 @@
 //! out-of-order, selector-less GetParameters answers), and the fake
 //! Kubernetes API for ServiceAccounts, pods and nodes.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use aws_sdk_secretsmanager::primitives::Blob;
 use aws_sdk_ssm::types::ParameterType;

@@ -2,9 +2,7 @@
 //! in-repo fake AWS (call counting, fault injection) and fake Kubernetes
 //! API. Mirrors the groups of the reference's server test matrix.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -3,8 +3,6 @@
 //! the mount attributes). Arbitrary input never panics, and whatever is
 //! accepted satisfies the invariants the writer and the driver rely on.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
 use csi_provider_aws::fetch::Fetched;
 use csi_provider_aws::limits::Limits;
 use csi_provider_aws::render;

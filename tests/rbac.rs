@@ -6,9 +6,7 @@
 //! accepts (create, then a series patch). Every token comes from the real
 //! TokenRequest API.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

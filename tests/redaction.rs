@@ -1,9 +1,7 @@
 //! Secret values and service-account tokens never reach logs or errors,
 //! even with trace logging for every crate (the SDK included).
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use common::*;
 

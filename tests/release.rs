@@ -4,9 +4,7 @@
 //! each serving a real Mount through its socket against moto, the arm64 one
 //! under `qemu-aarch64`.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -2,9 +2,7 @@
 //! stale-socket removal, and SIGTERM (socket removed, in-flight mount
 //! drained).
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;

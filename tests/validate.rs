@@ -1,9 +1,7 @@
 //! `csi-provider-aws validate`: the Mount validation, offline, over
 //! SecretProviderClass manifests.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Output;
 

@@ -2,8 +2,6 @@
 //! changes nothing, removed objects disappear, symlinks in the target are
 //! never followed, and an unchanged payload is not rewritten.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
-
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
