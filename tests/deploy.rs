@@ -242,7 +242,15 @@ fn the_dockerfile_cross_compiles_with_the_release_script_onto_an_empty_base() {
     let script = std::fs::read_to_string(root().join("scripts/release")).unwrap();
     assert!(script.contains("cargo auditable build --locked --release"));
     assert!(script.contains("unknown-linux-musl"), "static binary");
-    // Every file the build reads is copied in.
+    // Every file the build reads is copied in, the scripts the release
+    // script runs among them.
+    let scripts: Vec<&str> = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '-')))
+        .filter(|w| w.starts_with("scripts/") && w.len() > "scripts/".len())
+        .collect();
+    assert!(scripts.contains(&"scripts/apt-install"), "{scripts:?}");
     for file in [
         "rust-toolchain.toml",
         "Cargo.lock",
@@ -250,7 +258,10 @@ fn the_dockerfile_cross_compiles_with_the_release_script_onto_an_empty_base() {
         "scripts/release",
         "proto",
         "src",
-    ] {
+    ]
+    .into_iter()
+    .chain(scripts)
+    {
         assert!(
             text.lines()
                 .any(|l| l.starts_with("COPY ") && l.split_whitespace().any(|w| w == file)),
