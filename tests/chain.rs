@@ -4,6 +4,8 @@
 //! cross-account reads themselves are proven against moto (tests/moto.rs),
 //! invalid fields in the bad-input table (tests/common/bad_cases.rs).
 
+#![allow(clippy::panic)]
+
 use crate::common;
 
 use common::fake_agent::{FakeAgent, agent_key_for};

@@ -4,6 +4,8 @@
 //! (header and idle timeouts, the connection cap) against stalling,
 //! dribbling and flooding clients.
 
+#![allow(clippy::panic)]
+
 use crate::common;
 
 use std::io::{Read, Write};

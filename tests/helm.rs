@@ -4,6 +4,8 @@
 //! values drive the manifests as documented — including the Go chart's value
 //! names.
 
+#![allow(clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

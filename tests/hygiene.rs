@@ -15,6 +15,8 @@
 //! provider (root, or a ptrace_scope that allows it).
 //! `HYGIENE_CORE_DIR=<dir>` keeps the core files there for inspection.
 
+#![allow(clippy::panic)]
+
 use crate::common;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! in-repo fake AWS (call counting, fault injection) and fake Kubernetes
 //! API. Mirrors the groups of the reference's server test matrix.
 
+#![allow(clippy::panic)]
+
 use crate::common;
 
 use std::sync::atomic::Ordering;

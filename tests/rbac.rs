@@ -6,6 +6,8 @@
 //! accepts (create, then a series patch). Every token comes from the real
 //! TokenRequest API.
 
+#![allow(clippy::panic)]
+
 use crate::common;
 
 use std::path::{Path, PathBuf};

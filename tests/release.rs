@@ -4,6 +4,8 @@
 //! each serving a real Mount through its socket against moto, the arm64 one
 //! under `qemu-aarch64`.
 
+#![allow(clippy::panic)]
+
 use crate::common;
 
 use std::collections::BTreeSet;
