@@ -42,11 +42,10 @@ fn run(data: &[u8]) {
         ..Limits::default()
     };
     let inputs = [("a", a), ("b", b), ("j", j), ("db-password", b"s" as &[u8])];
-    let files = Arc::new(Files::new(
-        inputs
-            .iter()
-            .map(|(n, v)| (n.to_string(), SecretBytes::new(v.to_vec()), "v1".to_string())),
-    ));
+    let files =
+        Arc::new(Files::new(inputs.iter().map(|(n, v)| {
+            (n.to_string(), SecretBytes::new(v.to_vec()), "v1".to_string())
+        })));
     let input_bytes: u64 = inputs.iter().map(|(_, v)| v.len() as u64).sum();
 
     let base = LIVE.load(Ordering::Relaxed);

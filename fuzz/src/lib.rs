@@ -3,8 +3,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::path::{Component, Path};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use csi_provider_aws::limits::Limits;
 use csi_provider_aws::spec::objects::parse_file_permission;
@@ -70,14 +70,9 @@ pub fn check_objects(objects: &[ObjectSpec], translation: PathTranslation, limit
         // An object that selects many is named by a description of its
         // selection (bounded by the fields it is made of).
         let name = o.bulk.is_none().then_some(&o.name);
-        for field in [
-            name,
-            o.alias.as_ref(),
-            o.version.as_ref(),
-            o.version_label.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
+        for field in [name, o.alias.as_ref(), o.version.as_ref(), o.version_label.as_ref()]
+            .into_iter()
+            .flatten()
         {
             assert!(
                 !field.is_empty() && field.len() <= limits.max_name_length,
@@ -88,7 +83,10 @@ pub fn check_objects(objects: &[ObjectSpec], translation: PathTranslation, limit
         assert!(o.mode <= 0o777, "{:o}", o.mode);
         match &o.bulk {
             None => assert_eq!(o.file, translation.file_name(o.alias.as_deref().unwrap_or(&o.name))),
-            Some(_) => assert_eq!(o.file, o.alias.as_deref().map(|a| translation.file_name(a)).unwrap_or_default()),
+            Some(_) => assert_eq!(
+                o.file,
+                o.alias.as_deref().map(|a| translation.file_name(a)).unwrap_or_default()
+            ),
         }
         if let Some(a) = arn::parse(&o.name) {
             assert_eq!(arn::kind_of_service(a.service), Some(o.kind), "{}", o.name);
@@ -310,4 +308,3 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
 }
-
