@@ -149,7 +149,7 @@ fn render_env(keys: usize) {
         SecretBytes::from(json.clone()),
         "v1".to_string(),
     )]));
-    let template = Template::compile(
+    let mut template = Template::compile(
         "app.env",
         "{% for k, v in files.app | fromjson | items %}\nexport {{ k | upper }}={{ v | shellquote }}\n{% endfor %}\n",
     )

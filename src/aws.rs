@@ -24,8 +24,16 @@ use aws_smithy_runtime_api::client::retries::classifiers::{
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use crate::memory::{Charge, Charges, MemoryError, MountMemory, Stage};
 use crate::secret::SecretString;
 use crate::telemetry::{Family, Metrics, outcome};
 
@@ -320,6 +328,123 @@ impl AwsClients {
         self.metrics
             .count(family, operation, outcome(&result, |e: &AwsError| e.failure));
         result
+    }
+}
+
+// === charging responses as they arrive ===
+
+/// Bytes held per byte of a response body while its call runs: the body as
+/// received, the one buffer the SDK collects it into, and the output it is
+/// parsed into.
+pub const RESPONSE_FACTOR: u64 = 3;
+
+/// An interceptor that charges the bodies of a call's responses to a
+/// mount's memory budget as they arrive (every attempt), holding the
+/// charges in `charges` until the caller drops them: a response larger than
+/// what the mount may still hold stops being read, and the call fails.
+#[derive(Debug, Clone)]
+pub struct ChargeResponses {
+    memory: MountMemory,
+    charges: Arc<Charges>,
+}
+
+impl ChargeResponses {
+    pub fn new(memory: MountMemory) -> Self {
+        Self {
+            memory,
+            charges: Arc::new(Charges::default()),
+        }
+    }
+
+    /// The charges of the responses so far, and their refusal if any.
+    pub fn charges(&self) -> &Arc<Charges> {
+        &self.charges
+    }
+}
+
+impl Intercept for ChargeResponses {
+    fn name(&self) -> &'static str {
+        "ChargeResponses"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = context.response_mut();
+        let body = std::mem::replace(response.body_mut(), SdkBody::taken());
+        *response.body_mut() = SdkBody::from_body_1_x(ChargedBody {
+            inner: body,
+            memory: self.memory.clone(),
+            charges: self.charges.clone(),
+            pending: None,
+        });
+        Ok(())
+    }
+}
+
+type PendingCharge = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Charge, MemoryError>> + Send + Sync>>;
+
+/// A response body whose data frames are charged before they are handed on.
+struct ChargedBody {
+    inner: SdkBody,
+    memory: MountMemory,
+    charges: Arc<Charges>,
+    /// A frame waiting for its charge.
+    pending: Option<(Bytes, PendingCharge)>,
+}
+
+impl http_body::Body for ChargedBody {
+    type Data = Bytes;
+    type Error = aws_smithy_types::body::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        loop {
+            if let Some((_, charge)) = self.pending.as_mut() {
+                let charged = std::task::ready!(charge.as_mut().poll(cx));
+                let Some((data, _)) = self.pending.take() else {
+                    return Poll::Ready(None);
+                };
+                return match charged {
+                    Ok(c) => {
+                        self.charges.add(c);
+                        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        self.charges.refuse(e);
+                        Poll::Ready(Some(Err(message.into())))
+                    }
+                };
+            }
+            let frame = match std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                other => return Poll::Ready(other),
+            };
+            match frame.into_data() {
+                Ok(data) if !data.is_empty() => {
+                    let memory = self.memory.clone();
+                    let bytes = data.len() as u64 * RESPONSE_FACTOR;
+                    self.pending = Some((data, Box::pin(async move { memory.charge(Stage::Aws, bytes).await })));
+                }
+                Ok(data) => return Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_none() && http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
     }
 }
 

@@ -11,9 +11,10 @@
 //! fetch of its own instead of joining one nobody waits for (and inheriting
 //! its hang or its failure). Expired values are dropped by [`Cache::sweep`]
 //! (the provider runs it on a timer), and a cache never keeps more than its
-//! capacity.
+//! capacity: a number of values, and, for a cache that weighs its values, a
+//! number of bytes, beyond which the values kept longest are evicted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -85,6 +86,9 @@ enum Entry<V, E> {
     Ready {
         value: V,
         until: Instant,
+        /// What it weighs (bytes), and its place in the eviction order.
+        weight: u64,
+        seq: u64,
     },
     Pending {
         generation: u64,
@@ -98,7 +102,26 @@ enum Entry<V, E> {
 struct Inner<K, V, E> {
     entries: HashMap<K, Entry<V, E>>,
     generation: u64,
+    /// Kept values in the order they were kept (entries replaced since are
+    /// skipped by their sequence number).
+    order: VecDeque<(K, u64)>,
+    /// Bytes the kept values weigh.
+    bytes: u64,
 }
+
+/// How a cache weighs its values, and the most they may weigh together.
+struct Weight<V> {
+    weigh: fn(&V) -> u64,
+    max: u64,
+}
+
+impl<V> Clone for Weight<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for Weight<V> {}
 
 /// Default capacity: kept values (entries being fetched do not count).
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -107,6 +130,7 @@ pub struct Cache<K, V, E> {
     inner: Arc<Mutex<Inner<K, V, E>>>,
     deadline: Option<Duration>,
     capacity: usize,
+    weight: Option<Weight<V>>,
 }
 
 impl<K, V, E> Clone for Cache<K, V, E> {
@@ -115,6 +139,7 @@ impl<K, V, E> Clone for Cache<K, V, E> {
             inner: self.inner.clone(),
             deadline: self.deadline,
             capacity: self.capacity,
+            weight: self.weight,
         }
     }
 }
@@ -125,34 +150,104 @@ impl<K, V, E> Default for Cache<K, V, E> {
             inner: Arc::new(Mutex::new(Inner {
                 entries: HashMap::new(),
                 generation: 0,
+                order: VecDeque::new(),
+                bytes: 0,
             })),
             deadline: None,
             capacity: DEFAULT_CAPACITY,
+            weight: None,
         }
     }
 }
 
 impl<K, V, E> Inner<K, V, E>
 where
-    K: Hash + Eq,
+    K: Hash + Eq + Clone,
 {
-    fn sweep(&mut self, now: Instant) -> usize {
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, e| !matches!(e, Entry::Ready { until, .. } if *until <= now));
-        before - self.entries.len()
+    /// Removes `key`'s entry, keeping the byte count.
+    fn remove(&mut self, key: &K) -> Option<Entry<V, E>> {
+        let e = self.entries.remove(key);
+        if let Some(Entry::Ready { weight, .. }) = &e {
+            self.bytes = self.bytes.saturating_sub(*weight);
+        }
+        e
     }
 
-    /// Keeps a value unless the cache is full of unexpired ones.
-    fn keep(&mut self, key: K, value: V, until: Instant, capacity: usize) {
+    /// Removes every expired value; returns them (to be dropped outside
+    /// the lock).
+    fn expired(&mut self, now: Instant) -> Vec<Entry<V, E>> {
+        let keys: Vec<K> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Ready { until, .. } if *until <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let removed: Vec<Entry<V, E>> = keys.iter().filter_map(|k| self.remove(k)).collect();
+        self.compact();
+        removed
+    }
+
+    /// Drops places in the eviction order of values no longer kept.
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        self.order
+            .retain(|(k, s)| matches!(entries.get(k), Some(Entry::Ready { seq, .. }) if seq == s));
+    }
+
+    /// Evicts the value kept longest; `false` if none is left.
+    fn evict_oldest(&mut self, dropped: &mut Vec<Entry<V, E>>) -> bool {
+        while let Some((k, seq)) = self.order.pop_front() {
+            if matches!(self.entries.get(&k), Some(Entry::Ready { seq: s, .. }) if *s == seq)
+                && let Some(e) = self.remove(&k)
+            {
+                dropped.push(e);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Keeps a value unless the cache is full of unexpired ones (by count),
+    /// evicting the values kept longest to stay within its bytes. Returns
+    /// what was dropped (to be dropped outside the lock).
+    fn keep(
+        &mut self,
+        key: K,
+        value: V,
+        until: Instant,
+        capacity: usize,
+        weight: Option<Weight<V>>,
+    ) -> Vec<Entry<V, E>> {
+        let mut dropped: Vec<Entry<V, E>> = self.remove(&key).into_iter().collect();
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            self.compact();
+        }
         if self.entries.len() >= capacity {
-            self.sweep(Instant::now());
+            dropped.extend(self.expired(Instant::now()));
+        }
+        let w = weight.map_or(0, |w| (w.weigh)(&value));
+        if let Some(weight) = weight {
+            if w > weight.max {
+                return dropped;
+            }
+            while self.bytes + w > weight.max && self.evict_oldest(&mut dropped) {}
         }
         if self.entries.len() < capacity {
-            self.entries.insert(key, Entry::Ready { value, until });
-        } else {
-            self.entries.remove(&key);
+            self.generation += 1;
+            let seq = self.generation;
+            self.order.push_back((key.clone(), seq));
+            self.bytes += w;
+            self.entries.insert(
+                key,
+                Entry::Ready {
+                    value,
+                    until,
+                    weight: w,
+                    seq,
+                },
+            );
         }
+        dropped
     }
 
     /// Ends the fetch of `generation` for `key`, if it is still the entry's.
@@ -192,7 +287,7 @@ where
 /// dropped because its caller gave up), it leaves the entry.
 struct Waiting<K, V, E>
 where
-    K: Hash + Eq,
+    K: Hash + Eq + Clone,
 {
     inner: Arc<Mutex<Inner<K, V, E>>>,
     key: K,
@@ -201,7 +296,7 @@ where
 
 impl<K, V, E> Drop for Waiting<K, V, E>
 where
-    K: Hash + Eq,
+    K: Hash + Eq + Clone,
 {
     fn drop(&mut self) {
         self.inner
@@ -231,6 +326,18 @@ where
     pub fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
+    }
+
+    /// Keep values weighing at most `max` bytes together (as `weigh` weighs
+    /// them), evicting the values kept longest to make room.
+    pub fn with_max_bytes(mut self, max: u64, weigh: fn(&V) -> u64) -> Self {
+        self.weight = Some(Weight { weigh, max });
+        self
+    }
+
+    /// Bytes the kept values weigh.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K, V, E>> {
@@ -283,7 +390,7 @@ where
     {
         let mut inner = self.lock();
         match inner.entries.get_mut(key) {
-            Some(Entry::Ready { value, until }) if *until > Instant::now() => return Ok(value.clone()),
+            Some(Entry::Ready { value, until, .. }) if *until > Instant::now() => return Ok(value.clone()),
             Some(Entry::Pending {
                 fetch,
                 waiters,
@@ -325,7 +432,7 @@ where
     where
         Fut: Future<Output = Result<(V, Option<Instant>), E>> + Send + 'static,
     {
-        let (deadline, capacity) = (self.deadline, self.capacity);
+        let (deadline, capacity, weight) = (self.deadline, self.capacity, self.weight);
         let inner = self.inner.clone();
         let k = key.clone();
         let task = tokio::spawn(
@@ -341,9 +448,13 @@ where
                 let ours = inner.finish(&k, generation);
                 match result {
                     Ok((value, Some(until))) => {
-                        if ours {
-                            inner.keep(k, value.clone(), until, capacity);
-                        }
+                        let dropped = if ours {
+                            inner.keep(k, value.clone(), until, capacity, weight)
+                        } else {
+                            Vec::new()
+                        };
+                        drop(inner);
+                        drop(dropped);
                         Ok(value)
                     }
                     Ok((value, None)) => Ok(value),
@@ -376,15 +487,16 @@ where
     /// A kept, unexpired value, without fetching.
     pub fn get(&self, key: &K) -> Option<V> {
         match self.lock().entries.get(key) {
-            Some(Entry::Ready { value, until }) if *until > Instant::now() => Some(value.clone()),
+            Some(Entry::Ready { value, until, .. }) if *until > Instant::now() => Some(value.clone()),
             _ => None,
         }
     }
 
     /// Keeps `value` for `key` until `until` (unless the cache is full).
     pub fn insert(&self, key: K, value: V, until: Instant) {
-        let capacity = self.capacity;
-        self.lock().keep(key, value, until, capacity);
+        let (capacity, weight) = (self.capacity, self.weight);
+        let dropped = self.lock().keep(key, value, until, capacity, weight);
+        drop(dropped);
     }
 
     /// Drops the kept value of `key` if `stale` says so (a fetch in flight
@@ -393,7 +505,7 @@ where
         let mut inner = self.lock();
         let drop_it = matches!(inner.entries.get(key), Some(Entry::Ready { value, .. }) if stale(value));
         if drop_it {
-            inner.entries.remove(key);
+            inner.remove(key);
         }
         drop_it
     }
@@ -401,20 +513,7 @@ where
     /// Drops every expired value (they are zeroized as they drop); returns
     /// how many.
     pub fn sweep(&self) -> usize {
-        let removed = {
-            let mut inner = self.lock();
-            let now = Instant::now();
-            let expired: Vec<K> = inner
-                .entries
-                .iter()
-                .filter(|(_, e)| matches!(e, Entry::Ready { until, .. } if *until <= now))
-                .map(|(k, _)| k.clone())
-                .collect();
-            expired
-                .into_iter()
-                .filter_map(|k| inner.entries.remove(&k))
-                .collect::<Vec<_>>()
-        };
+        let removed = self.lock().expired(Instant::now());
         // Dropped outside the lock.
         removed.len()
     }
@@ -641,6 +740,37 @@ mod tests {
         let (v, _) = cache.get_or_fetch("d", || async { Ok((4, keep_for(60))) }).await;
         assert_eq!(v.unwrap(), 4, "a value that cannot be kept is still returned");
         assert_eq!(cache.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_weighed_cache_evicts_the_values_kept_longest_to_stay_within_its_bytes() {
+        let cache = TestCache::new().with_max_bytes(100, |v| u64::from(*v));
+        let later = Instant::now() + Duration::from_secs(60);
+        cache.insert("a", 40, later);
+        cache.insert("b", 40, later);
+        assert_eq!(cache.bytes(), 80);
+        cache.insert("c", 40, later);
+        assert_eq!(
+            (cache.get(&"a"), cache.get(&"b"), cache.get(&"c")),
+            (None, Some(40), Some(40))
+        );
+        assert_eq!(cache.bytes(), 80);
+        // Replacing a value re-weighs it and moves it to the back.
+        cache.insert("b", 10, later);
+        cache.insert("d", 60, later);
+        assert_eq!(
+            (cache.get(&"b"), cache.get(&"c"), cache.get(&"d")),
+            (Some(10), None, Some(60))
+        );
+        assert_eq!(cache.bytes(), 70);
+        // A value heavier than the whole cache is not kept.
+        cache.insert("e", 101, later);
+        assert_eq!(cache.get(&"e"), None);
+        assert!(cache.forget_if(&"b", |_| true));
+        assert_eq!(cache.bytes(), 60);
+        cache.insert("old", 30, Instant::now());
+        assert_eq!(cache.sweep(), 1);
+        assert_eq!((cache.bytes(), cache.len()), (60, 1));
     }
 
     #[tokio::test]

@@ -162,6 +162,26 @@ pub struct ServeArgs {
     /// AWS calls in flight at once, all mounts together.
     #[arg(long, default_value_t = AwsSettings::default().max_concurrent_calls, help_heading = "Deadlines")]
     pub max_concurrent_aws_calls: usize,
+    /// Throttled AWS calls the node may retry (with jittered backoff, within
+    /// the mount's deadline) before calls succeed again: each retry spends
+    /// one, every five successful calls earn one back.
+    #[arg(long, default_value_t = crate::fetch::DEFAULT_THROTTLE_RETRIES, help_heading = "Deadlines")]
+    pub throttle_retries: u32,
+    /// Pages one object that selects many may list, empty pages included.
+    #[arg(long, default_value_t = crate::fetch::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u32).range(1..),
+          help_heading = "Deadlines")]
+    pub max_pages_per_selection: u32,
+
+    // === memory ===
+    /// Memory for everything mounts hold, all together (requests, classes,
+    /// AWS responses, values, files, responses, kept values): `auto` (half
+    /// of the container's memory limit, else 50MiB) or a size (KiB, MiB).
+    #[arg(long, default_value = "auto", value_parser = parse_budget, help_heading = "Memory")]
+    pub memory_budget: MemoryBudgetArg,
+    /// What each admitted mount may hold out of a reserve no other mount
+    /// can take (a typical mount's whole life fits in it).
+    #[arg(long, default_value = "256KiB", value_parser = crate::limits::parse_bytes, help_heading = "Memory")]
+    pub memory_floor_per_mount: usize,
 
     // === the health and metrics endpoint ===
     /// How long a client may take to send a request's headers.
@@ -173,6 +193,28 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the listen queue.
     #[arg(long, default_value_t = 32, help_heading = "HTTP endpoint")]
     pub http_max_connections: usize,
+}
+
+/// `--memory-budget`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryBudgetArg {
+    /// A share of the container's memory limit.
+    Auto,
+    Bytes(u64),
+}
+
+fn parse_budget(s: &str) -> Result<MemoryBudgetArg, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(MemoryBudgetArg::Auto);
+    }
+    let bytes = crate::limits::parse_bytes(s).map_err(|e| format!("{e}, or auto"))? as u64;
+    if bytes < crate::memory::MIN_BUDGET {
+        return Err(format!(
+            "invalid memory budget {s:?}: at least {} (or auto)",
+            crate::memory::Bytes(crate::memory::MIN_BUDGET)
+        ));
+    }
+    Ok(MemoryBudgetArg::Bytes(bytes))
 }
 
 /// How logs are written.
@@ -223,6 +265,19 @@ impl ServeArgs {
     /// The request limits.
     pub fn limits(&self) -> Limits {
         self.limits.limits()
+    }
+
+    /// The memory budget: its size (from `limit`, the container's memory
+    /// limit, when `auto`) and how it is shared.
+    pub fn memory_settings(&self, limit: Option<u64>) -> crate::memory::BudgetSettings {
+        crate::memory::BudgetSettings {
+            total: match self.memory_budget {
+                MemoryBudgetArg::Auto => crate::memory::auto_budget(limit),
+                MemoryBudgetArg::Bytes(b) => b,
+            },
+            floor: self.memory_floor_per_mount as u64,
+            mounts: self.max_concurrent_mounts.max(1),
+        }
     }
 
     /// Deadlines and concurrency of AWS calls.
@@ -297,6 +352,10 @@ const GO_FLAGS: &[&str] = &[
     "max-concurrent-mounts",
     "max-concurrent-aws-calls",
     "max-inflight-response-bytes",
+    "throttle-retries",
+    "max-pages-per-selection",
+    "memory-budget",
+    "memory-floor-per-mount",
     "http-header-timeout",
     "http-idle-timeout",
     "http-max-connections",

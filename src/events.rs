@@ -92,6 +92,28 @@ struct PodRef {
     uid: String,
 }
 
+/// What the rotation record needs of a `Mount` request, taken before the
+/// request is parsed (and dropped once it is): the target, the pod, and
+/// whether the driver passed the versions of what is mounted.
+#[derive(Debug, Clone, Default)]
+pub struct Volume {
+    target: String,
+    pod: Option<PodRef>,
+    remount: bool,
+}
+
+impl Volume {
+    /// The volume of `req`. Only the pod's fields are read (the rest is
+    /// skipped); a request whose attributes are not JSON names no pod.
+    pub fn of(req: &MountRequest) -> Self {
+        Self {
+            target: req.target_path.clone(),
+            pod: serde_json::from_str::<PodRef>(&req.attributes).ok(),
+            remount: !req.current_object_version.is_empty(),
+        }
+    }
+}
+
 /// A volume of a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct VolumeKey {
@@ -180,36 +202,30 @@ impl RotationEvents {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The pod of `req`. Only the pod's fields are read (the rest is
-    /// skipped); a request whose attributes are not JSON names no pod.
-    fn pod(req: &MountRequest) -> Option<PodRef> {
-        serde_json::from_str::<PodRef>(&req.attributes).ok()
-    }
-
-    /// The mount of `req` succeeded: its target is mounted, and its pod's
-    /// failure series (if any) is over.
-    pub fn mounted(&self, req: &MountRequest) {
+    /// The mount of `volume` succeeded: its target is mounted, and its
+    /// pod's failure series (if any) is over.
+    pub fn mounted(&self, volume: &Volume) {
         let mut st = self.lock();
-        if st.mounted.len() >= MAX_TRACKED && !st.mounted.contains_key(&req.target_path) {
+        if st.mounted.len() >= MAX_TRACKED && !st.mounted.contains_key(&volume.target) {
             forget_oldest(&mut st.mounted, |t| *t);
         }
-        st.mounted.insert(req.target_path.clone(), Instant::now());
+        st.mounted.insert(volume.target.clone(), Instant::now());
         if !st.series.is_empty()
-            && let Some(pod) = Self::pod(req)
+            && let Some(pod) = volume.pod.clone()
         {
             st.series.remove(&VolumeKey {
                 pod,
-                target: req.target_path.clone(),
+                target: volume.target.clone(),
             });
         }
     }
 
-    /// The mount of `req` failed with `message` (the status users read) and
-    /// error `code`. If it was a remount, the failure is counted and, within
-    /// the rate limits, written as an event on the pod.
-    pub async fn failed(self: &Arc<Self>, req: &MountRequest, code: &'static str, message: &str) {
-        let known = !req.current_object_version.is_empty() || self.lock().mounted.contains_key(&req.target_path);
-        if !known && !has_files(&req.target_path).await {
+    /// The mount of `volume` failed with `message` (the status users read)
+    /// and error `code`. If it was a remount, the failure is counted and,
+    /// within the rate limits, written as an event on the pod.
+    pub async fn failed(self: &Arc<Self>, volume: &Volume, code: &'static str, message: &str) {
+        let known = volume.remount || self.lock().mounted.contains_key(&volume.target);
+        if !known && !has_files(&volume.target).await {
             return;
         }
         self.metrics.rotation_failure(code);
@@ -220,10 +236,10 @@ impl RotationEvents {
         if !self.settings.enabled {
             return;
         }
-        let Some(pod) = Self::pod(req) else { return };
+        let Some(pod) = volume.pod.clone() else { return };
         let key = VolumeKey {
             pod,
-            target: req.target_path.clone(),
+            target: volume.target.clone(),
         };
         let note = cap_message(message.to_string(), MAX_NOTE);
         let Some(write) = self.decide(&key, note) else { return };
@@ -424,7 +440,7 @@ mod tests {
             .map(|c| KubeClient::new(c, 5.0, 10, metrics.clone()))
             .expect("client");
         let events = RotationEvents::new(EventSettings::default(), kube, metrics);
-        let pod = RotationEvents::pod(&req);
+        let pod = Volume::of(&req).pod;
         assert_eq!(
             pod,
             Some(PodRef {
@@ -449,6 +465,6 @@ mod tests {
             attributes: "not json".into(),
             ..req
         };
-        assert_eq!(RotationEvents::pod(&req), None);
+        assert_eq!(Volume::of(&req).pod, None);
     }
 }

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod jmes;
 pub mod kube;
 pub mod limits;
+pub mod memory;
 pub mod mount;
 pub mod proto;
 pub mod region;

@@ -13,6 +13,7 @@ use csi_provider_aws::fetch::{FetchSettings, Fetcher};
 use csi_provider_aws::health::{self, HttpSettings};
 use csi_provider_aws::identity::{IdentityResolver, IdentitySettings, PodIdentityClient, PodIdentityConfig};
 use csi_provider_aws::kube::{KubeClient, KubeSettings};
+use csi_provider_aws::memory::MemoryBudget;
 use csi_provider_aws::mount::{MountSettings, Provider};
 use csi_provider_aws::region;
 use csi_provider_aws::telemetry::Metrics;
@@ -138,6 +139,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
         },
         metrics.clone(),
     );
+    let limit = csi_provider_aws::memory::container_limit();
+    let memory = MemoryBudget::new(args.memory_settings(limit), &metrics);
+    tracing::info!(
+        budget = %csi_provider_aws::memory::Bytes(memory.total()),
+        container_limit = %limit.map_or_else(|| "none".to_string(), |l| csi_provider_aws::memory::Bytes(l).to_string()),
+        "memory budget for what mounts hold (--memory-budget)"
+    );
     let fetcher = Fetcher::new(
         aws.clone(),
         FetchSettings {
@@ -148,8 +156,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
             stale_max_age: (!args.serve_stale_max_age.is_zero()).then_some(args.serve_stale_max_age),
             single_flight: args.single_flight,
             shared_deadline: shared_deadline(&args),
+            throttle_retries: args.throttle_retries,
+            max_pages: args.max_pages_per_selection,
         },
         metrics.clone(),
+        memory.clone(),
     );
     let known_region = match aws.env_region() {
         Some(r) => Some(r),
@@ -179,6 +190,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         identity,
         fetcher,
         metrics,
+        memory,
     );
     let http = if args.http_addr.is_empty() {
         None

@@ -18,10 +18,11 @@ use tracing::Span;
 
 use crate::aws::{AwsClients, Failure};
 use crate::events::{EventSettings, RotationEvents};
-use crate::fetch::{Budget, FetchError, Fetched, Fetcher};
+use crate::fetch::{FetchError, Fetched, Fetcher, MountQuota};
 use crate::identity::{IdentityError, IdentityResolver, Signer, Signers};
 use crate::kube::KubeClient;
 use crate::limits::Limits;
+use crate::memory::{Charge, MemoryBudget, MemoryError, MountMemory, Stage as MemoryStage};
 use crate::proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion};
 use crate::region::{self, RegionError, Regions};
 use crate::render::write::{GateTicket, WriteError, WriteGates, WriteOptions, WriteOutcome};
@@ -31,6 +32,11 @@ use crate::telemetry::Metrics;
 
 /// Above this response size the driver warns that Secret sync may fail.
 const SYNC_WARN_BYTES: u64 = 1024 * 1024;
+
+/// Bytes held per byte of an encoded `Mount` request until it is parsed:
+/// the transport's buffer, the decoded message, and the maps of its
+/// attributes and secrets read from it (measured: `spec::tests`).
+pub const REQUEST_FACTOR: u64 = 4;
 
 /// Provider-wide settings that shape a mount.
 #[derive(Debug, Clone)]
@@ -81,6 +87,8 @@ pub struct Provider {
     pub fetcher: Fetcher,
     pub metrics: Arc<Metrics>,
     pub gates: WriteGates,
+    /// What mounts may hold in memory, all together.
+    pub memory: Arc<MemoryBudget>,
     admission: Semaphore,
     cpu: Arc<Semaphore>,
     /// Pod events of failed rotations.
@@ -97,10 +105,19 @@ pub struct Mounted {
     pub reservation: Option<Reservation>,
 }
 
-/// A share of `--max-inflight-response-bytes`, released when dropped: the
-/// server keeps it with the response's body until the driver has read it.
+/// A share of `--max-inflight-response-bytes` and the response's charge of
+/// the memory budget, released when dropped: the server keeps it with the
+/// response's body until the driver has read it.
 #[derive(Clone)]
-pub struct Reservation(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+pub struct Reservation(#[allow(dead_code)] Arc<(tokio::sync::OwnedSemaphorePermit, Vec<Charge>)>);
+
+/// What a mount took before its request was decoded: its memory ledger
+/// (its deadline starts here) and the request's charge.
+pub struct Admitted {
+    pub started: Instant,
+    pub memory: MountMemory,
+    pub request: Charge,
+}
 
 /// The step a mount was in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +170,8 @@ pub enum MountError {
     Busy { limit: usize, waited: Duration },
     #[error("mount deadline of {} (--mount-timeout) exceeded while {stage}", humantime::format_duration(*.after))]
     Deadline { stage: Stage, after: Duration },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
     #[error("internal error while {stage}: {message}")]
     Internal { stage: Stage, message: String },
 }
@@ -165,7 +184,7 @@ impl MountError {
             MountError::Region(e) => e.failure(),
             MountError::Identity(e) => e.failure(),
             MountError::Fetch(e) => e.failure(),
-            MountError::Busy { .. } => Failure::Throttled,
+            MountError::Busy { .. } | MountError::Memory(_) => Failure::Throttled,
             MountError::Write(_) | MountError::Deadline { .. } | MountError::Internal { .. } => Failure::Unavailable,
         }
     }
@@ -179,6 +198,7 @@ impl Provider {
         identity: IdentityResolver,
         fetcher: Fetcher,
         metrics: Arc<Metrics>,
+        memory: Arc<MemoryBudget>,
     ) -> Arc<Self> {
         let admission = Semaphore::new(settings.max_concurrent_mounts.max(1));
         let cpu = Arc::new(Semaphore::new(settings.max_concurrent_cpu_work.max(1)));
@@ -197,6 +217,7 @@ impl Provider {
             fetcher,
             metrics,
             gates: WriteGates::default(),
+            memory,
             rotation,
             admission,
             cpu,
@@ -205,10 +226,33 @@ impl Provider {
         })
     }
 
-    /// Serves one `Mount` request (shared with the caller, which may still
-    /// need it once the mount has ended).
-    pub async fn mount(&self, req: Arc<MountRequest>) -> Result<Mounted, MountError> {
-        let started = Instant::now();
+    /// The memory ledger of a new mount and the charge of its request,
+    /// `encoded` bytes on the wire, taken as the request arrives and before
+    /// it is decoded. The request is read at once whatever happens (one
+    /// HTTP/2 window is shared by every mount on the driver's connection),
+    /// so a request that does not fit is refused rather than kept waiting.
+    pub fn admit_request(&self, encoded: u64, started: Instant) -> Result<Admitted, MountError> {
+        let memory = MountMemory::new(self.memory.clone(), started + self.settings.timeout);
+        let request = memory.try_charge(MemoryStage::Request, encoded.saturating_mul(REQUEST_FACTOR))?;
+        Ok(Admitted {
+            started,
+            memory,
+            request,
+        })
+    }
+
+    /// Serves one `Mount` request, with what the transport took for it
+    /// (`None`: it is taken here). The request is dropped once parsed.
+    pub async fn mount(&self, req: MountRequest, admitted: Option<Admitted>) -> Result<Mounted, MountError> {
+        let admitted = match admitted {
+            Some(a) => a,
+            None => self.admit_request(prost::Message::encoded_len(&req) as u64, Instant::now())?,
+        };
+        let Admitted {
+            started,
+            memory,
+            request,
+        } = admitted;
         let deadline = started + self.settings.timeout;
         let within = |stage| Step {
             stage,
@@ -220,18 +264,39 @@ impl Provider {
         // to finish: it fails fast and the kubelet retries it.
         let _slot = self.admit(started + self.settings.timeout / 2).await?;
         let limits = self.settings.limits;
-        let heavy = (req.attributes.len() + req.secrets.len()) as u64 > INLINE_WORK;
-        let spec = within(Stage::Parse)
-            .cpu(heavy.then_some(&self.cpu), move || {
-                spec::parse_request(
-                    &req.attributes,
-                    &req.secrets,
-                    &req.target_path,
-                    &req.permission,
-                    &limits,
-                )
+        // Parsing in steps, each charged before it runs: reading the JSON
+        // maps (paid for by the request's charge), pre-scanning the YAML
+        // (what a scan may hold is bounded from the text), then building
+        // the class (what that builds the scan tells), on a blocking thread
+        // when it is large or compiles templates.
+        let large = (req.attributes.len() + req.secrets.len()) as u64 > INLINE_WORK;
+        let mut read = within(Stage::Parse)
+            .cpu(large.then_some(&self.cpu), move || {
+                // Nothing of the request is held past this step.
+                spec::read_attributes(&req.attributes, &req.secrets, &req.target_path)
+                    .map(|read| (read, req.permission))
             })
             .await?;
+        let scanning = memory.charge(MemoryStage::Request, read.0.scan_cost(&limits)).await?;
+        let scanned = read.0.scan_cost(&limits) > INLINE_WORK;
+        let read = within(Stage::Parse)
+            .cpu(scanned.then_some(&self.cpu), move || {
+                read.0.scan(&limits);
+                Ok::<_, MountError>(read)
+            })
+            .await?;
+        let parsing = memory.charge(MemoryStage::Request, read.0.parse_cost()).await?;
+        drop(scanning);
+        let heavy = read.0.heavy(INLINE_WORK);
+        let spec = within(Stage::Parse)
+            .cpu(heavy.then_some(&self.cpu), move || {
+                let (read, permission) = read;
+                spec::parse_attributes(read, &permission, &limits)
+            })
+            .await?;
+        // What is left of the request: the class, for the mount.
+        let _class = settle(parsing, MemoryStage::Class, spec.estimated_bytes(), &memory)?;
+        drop(request);
         record_pod(&spec);
         let gate = (!self.settings.driver_writes).then(|| self.gates.enter(&spec.target_path));
 
@@ -240,22 +305,29 @@ impl Provider {
             .run(self.identity.signers(&spec, &regions))
             .await?;
         let values = within(Stage::Fetch)
-            .run(self.fetch(&spec, &regions, signers, within(Stage::Identity)))
+            .run(self.fetch(&spec, &regions, signers, within(Stage::Identity), &memory))
             .await?;
-        let (objects, templates) = (spec.objects, spec.templates);
+        let (objects, mut templates) = (spec.objects, spec.templates);
         let heavy = !templates.is_empty() || render_work(&objects, &values) > INLINE_WORK;
+        let render_memory = memory.clone();
         let rendered = within(Stage::Render)
             .cpu(heavy.then_some(&self.cpu), move || {
-                render::render(&objects, &templates, values, &limits)
+                render::render(&objects, &mut templates, values, &limits, Some(&render_memory))
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                MountError::Render(RenderError::Memory(m)) => MountError::Memory(m),
+                e => e,
+            })?;
         match gate {
             None => {
+                let (response, charges) = respond(rendered);
+                let encoded = prost::Message::encoded_len(&response) as u64;
                 let reservation = within(Stage::Respond)
-                    .reserve(&self.responses, self.response_kib, rendered.total_bytes)
+                    .reserve(&self.responses, self.response_kib, encoded, &memory, charges)
                     .await?;
                 Ok(Mounted {
-                    response: respond(rendered),
+                    response,
                     reservation: Some(reservation),
                 })
             }
@@ -320,12 +392,15 @@ impl Provider {
         regions: &Regions,
         signers: Signers,
         renew: Step,
+        memory: &MountMemory,
     ) -> Result<Vec<Fetched>, MountError> {
         let m = MountFetch {
             spec,
             regions,
             renew,
-            budget: Budget::new(&self.settings.limits),
+            quota: MountQuota::new(&self.settings.limits),
+            memory,
+            deadline: renew.deadline,
         };
         let mut groups: Vec<(Option<&spec::AssumeRole>, Vec<usize>)> = Vec::new();
         for (i, o) in spec.objects.iter().enumerate() {
@@ -374,19 +449,25 @@ impl Provider {
         (identity, creds): Signer,
         objects: &[spec::ObjectSpec],
     ) -> Result<Vec<Fetched>, MountError> {
+        let mount = crate::fetch::ForMount {
+            quota: &m.quota,
+            memory: m.memory,
+            deadline: m.deadline,
+        };
         match self
             .fetcher
-            .fetch_all(&identity, &creds, m.regions, objects, &m.budget)
+            .fetch_all(&identity, &creds, m.regions, objects, &mount)
             .await
         {
             Err(e) if e.credentials_refused() && self.identity.forget(&identity, &creds) => {
                 let (identity, creds) = m.renew.run(self.identity.signer(m.spec, m.regions, role)).await?;
-                Ok(self
-                    .fetcher
-                    .fetch_all(&identity, &creds, m.regions, objects, &m.budget)
-                    .await?)
+                fetched(
+                    self.fetcher
+                        .fetch_all(&identity, &creds, m.regions, objects, &mount)
+                        .await,
+                )
             }
-            result => Ok(result?),
+            result => fetched(result),
         }
     }
 }
@@ -430,8 +511,9 @@ fn record_pod(spec: &MountSpec) {
     }
 }
 
-/// The driver-writes response: files share the values' buffers.
-fn respond(rendered: Rendered) -> MountResponse {
+/// The driver-writes response: files share the values' buffers; the
+/// charges of the files rendered into new ones go with it.
+fn respond(rendered: Rendered) -> (MountResponse, Vec<Charge>) {
     if rendered.total_bytes > SYNC_WARN_BYTES {
         tracing::warn!(
             bytes = rendered.total_bytes,
@@ -439,7 +521,7 @@ fn respond(rendered: Rendered) -> MountResponse {
              4 MiB the driver rejects the response unless --max-call-recv-msg-size is raised"
         );
     }
-    MountResponse {
+    let response = MountResponse {
         object_version: versions(&rendered),
         error: None,
         files: rendered
@@ -451,7 +533,8 @@ fn respond(rendered: Rendered) -> MountResponse {
                 contents: f.contents.share(),
             })
             .collect(),
-    }
+    };
+    (response, rendered.charges)
 }
 
 fn versions(rendered: &Rendered) -> Vec<ObjectVersion> {
@@ -465,17 +548,43 @@ fn versions(rendered: &Rendered) -> Vec<ObjectVersion> {
         .collect()
 }
 
+/// A fetch's result, a memory refusal reported as the mount's own.
+fn fetched(result: Result<Vec<Fetched>, FetchError>) -> Result<Vec<Fetched>, MountError> {
+    result.map_err(|e| match e.memory() {
+        Some(m) => MountError::Memory(m.clone()),
+        None => MountError::Fetch(e),
+    })
+}
+
+/// `charge` (of the work that made it) settled to `bytes` held for
+/// `stage` from now on; more is taken if `bytes` exceeds it.
+fn settle(mut charge: Charge, stage: MemoryStage, bytes: u64, memory: &MountMemory) -> Result<Vec<Charge>, MountError> {
+    charge.restage(stage);
+    if bytes <= charge.bytes() {
+        charge.shrink_to(bytes);
+        return Ok(vec![charge]);
+    }
+    let more = memory.try_charge(stage, bytes - charge.bytes())?;
+    Ok(vec![charge, more])
+}
+
 /// What the fetches of one mount share.
 struct MountFetch<'a> {
     spec: &'a MountSpec,
     regions: &'a Regions,
     /// Where new credentials are obtained if AWS refuses the cached ones.
     renew: Step,
-    /// The matches of objects that select many, for the whole mount.
-    budget: Arc<Budget>,
+    /// What the mount may still fetch (`--max-mount-bytes`, and the files
+    /// of objects that select many), for the whole mount.
+    quota: Arc<MountQuota>,
+    /// The mount's memory ledger.
+    memory: &'a MountMemory,
+    /// The mount's deadline.
+    deadline: Instant,
 }
 
 /// One step of a mount, bounded by the mount's deadline.
+#[derive(Clone, Copy)]
 struct Step {
     stage: Stage,
     deadline: Instant,
@@ -542,13 +651,16 @@ impl Step {
         .await
     }
 
-    /// Reserves `bytes` of the responses in flight (all `capacity` if the
-    /// response alone is larger), waiting until the deadline.
+    /// Reserves `bytes` (an encoded response) of the responses in flight
+    /// (all `capacity` if the response alone is larger), and their memory,
+    /// waiting until the deadline.
     async fn reserve(
         &self,
         responses: &Arc<Semaphore>,
         capacity: usize,
         bytes: u64,
+        memory: &MountMemory,
+        mut charges: Vec<Charge>,
     ) -> Result<Reservation, MountError> {
         let want = u32::try_from(kib(bytes).clamp(1, capacity)).unwrap_or(u32::MAX);
         let stage = self.stage;
@@ -564,7 +676,8 @@ impl Step {
                     })
             })
             .await?;
-        Ok(Reservation(Arc::new(permit)))
+        charges.push(memory.charge(MemoryStage::Response, bytes).await?);
+        Ok(Reservation(Arc::new((permit, charges))))
     }
 
     /// Writes the files through the target's gate. The write runs to

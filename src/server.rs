@@ -16,8 +16,9 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::aws::Failure;
+use crate::events::Volume;
 use crate::limits::cap_message;
-use crate::mount::{MountError, Provider, Reservation};
+use crate::mount::{Admitted, MountError, Provider, Reservation};
 use crate::proto::v1alpha1::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::v1alpha1::{MountRequest, MountResponse, VersionRequest, VersionResponse};
 
@@ -67,8 +68,13 @@ impl CsiDriverProvider for ProviderService {
         }))
     }
 
-    async fn mount(&self, req: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
-        let req = Arc::new(req.into_inner());
+    async fn mount(&self, mut req: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+        let admitted = req
+            .extensions_mut()
+            .remove::<Admission>()
+            .and_then(|a| a.0.lock().ok().and_then(|mut a| a.take()));
+        let req = req.into_inner();
+        let volume = Volume::of(&req);
         // The pod's fields are recorded once the request is parsed.
         let span = tracing::info_span!(
             "mount",
@@ -79,13 +85,13 @@ impl CsiDriverProvider for ProviderService {
         let metrics = self.provider.metrics.clone();
         async move {
             let _in_flight = metrics.mount_started();
-            let started = Instant::now();
-            let result = self.provider.mount(req.clone()).await;
+            let started = admitted.as_ref().map_or_else(Instant::now, |a| a.started);
+            let result = self.provider.mount(req, admitted).await;
             let elapsed = started.elapsed();
             let elapsed_ms = elapsed.as_millis() as u64;
             match result {
                 Ok(mounted) => {
-                    self.provider.rotation.mounted(&req);
+                    self.provider.rotation.mounted(&volume);
                     let objects = mounted.response.object_version.len();
                     metrics.mount_finished(elapsed.as_secs_f64(), objects, None);
                     tracing::info!(objects, elapsed_ms, outcome = "success", "mount succeeded");
@@ -100,7 +106,7 @@ impl CsiDriverProvider for ProviderService {
                     metrics.mount_finished(elapsed.as_secs_f64(), 0, Some(code));
                     tracing::warn!(error = %e, code, elapsed_ms, outcome = "error", "mount failed");
                     let status = status(&e);
-                    self.provider.rotation.failed(&req, code, status.message()).await;
+                    self.provider.rotation.failed(&volume, code, status.message()).await;
                     Err(status)
                 }
             }
@@ -131,7 +137,7 @@ pub fn status(e: &MountError) -> Status {
         MountError::Spec(_) | MountError::Render(_) => tonic::Code::InvalidArgument,
         MountError::Fetch(f) if f.limit().is_some() => tonic::Code::InvalidArgument,
         MountError::Write(_) | MountError::Internal { .. } => tonic::Code::Internal,
-        MountError::Busy { .. } => tonic::Code::ResourceExhausted,
+        MountError::Busy { .. } | MountError::Memory(_) => tonic::Code::ResourceExhausted,
         MountError::Deadline { .. } => tonic::Code::DeadlineExceeded,
         MountError::Region(_) | MountError::Identity(_) | MountError::Fetch(_) => by_failure(e.failure()),
     };
@@ -149,6 +155,7 @@ pub fn error_code(e: &MountError) -> &'static str {
         MountError::Render(_) => "JmesPathFailed",
         MountError::Write(_) => "FileWriteFailed",
         MountError::Busy { .. } => "Busy",
+        MountError::Memory(_) => "MemoryExhausted",
         MountError::Deadline { .. } => "DeadlineExceeded",
         MountError::Internal { .. } => "Internal",
         MountError::Identity(i) => match i.failure() {
@@ -219,6 +226,7 @@ pub async fn serve(
     let sweeper = tokio::spawn(provider.clone().sweep_every(SWEEP_EVERY));
     let max_request = provider.settings.limits.max_request_bytes;
     let streams = u32::try_from(provider.settings.max_concurrent_mounts.saturating_mul(2)).unwrap_or(u32::MAX);
+    let admit = provider.clone();
     let service = CsiDriverProviderServer::new(ProviderService::new(provider))
         .max_decoding_message_size(max_request)
         // The driver's client accepts 4 MiB by default; files are bounded
@@ -226,7 +234,15 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(streams)
+        // What the driver may send before the provider reads it: one
+        // request, on a stream and on its connection.
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
         .layer(tower::layer::layer_fn(HoldUntilSent))
+        .layer(tower::layer::layer_fn(move |inner| ChargeRequests {
+            inner,
+            provider: admit.clone(),
+        }))
         .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
@@ -235,6 +251,165 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// HTTP/2 flow-control windows of the provider socket (stream and
+/// connection): what a client may send that the provider has not read.
+const WINDOW: u32 = 1024 * 1024;
+
+/// The gRPC path of `Mount`.
+const MOUNT_PATH: &str = "/v1alpha1.CSIDriverProvider/Mount";
+
+// === impl ChargeRequests ===
+
+/// What [`ChargeRequests`] took for a mount, handed to the service through
+/// the request's extensions (which must be `Clone`).
+#[derive(Clone)]
+struct Admission(Arc<std::sync::Mutex<Option<Admitted>>>);
+
+/// Charges each `Mount` request to the memory budget by its encoded size
+/// (the gRPC length prefix), before it is decoded. A request that does not
+/// fit is read to its end and dropped, never kept waiting unread (HTTP/2
+/// shares one window between the mounts on the driver's connection), and
+/// refused with `RESOURCE_EXHAUSTED`.
+#[derive(Clone)]
+struct ChargeRequests<S> {
+    inner: S,
+    provider: Arc<Provider>,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for ChargeRequests<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        // The service that was made ready serves this call; its clone the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if req.uri().path() != MOUNT_PATH {
+            return Box::pin(inner.call(req));
+        }
+        let provider = self.provider.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let (parts, mut body) = req.into_parts();
+            let head = read_prefix(&mut body, started + provider.settings.timeout).await;
+            let max = provider.settings.limits.max_request_bytes as u64;
+            let admitted = match message_len(&head) {
+                // Larger ones are refused by the transport before decoding.
+                Some(len) if len <= max => provider.admit_request(len + PREFIX as u64, started).map(Some),
+                _ => Ok(None),
+            };
+            match admitted {
+                Err(e) => {
+                    drain(body).await;
+                    Ok(refused(&provider, &e, started))
+                }
+                Ok(admitted) => {
+                    let mut req =
+                        http::Request::from_parts(parts, tonic::body::Body::new(Prefixed { head, rest: body }));
+                    if let Some(a) = admitted {
+                        req.extensions_mut()
+                            .insert(Admission(Arc::new(std::sync::Mutex::new(Some(a)))));
+                    }
+                    inner.call(req).await
+                }
+            }
+        })
+    }
+}
+
+/// The gRPC message prefix: a compression flag and a 4-byte length.
+const PREFIX: usize = 5;
+
+/// The first bytes of a request body, at least the message prefix unless
+/// the body ends (or errs, or stalls past `deadline`) first.
+async fn read_prefix(body: &mut tonic::body::Body, deadline: Instant) -> bytes::Bytes {
+    use http_body_util::BodyExt;
+    let mut head = bytes::BytesMut::new();
+    while head.len() < PREFIX {
+        match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => head.extend_from_slice(&data),
+                Err(_) => break,
+            },
+            _ => break,
+        }
+    }
+    head.freeze()
+}
+
+/// The length of an uncompressed gRPC message from its prefix.
+fn message_len(head: &[u8]) -> Option<u64> {
+    match head {
+        [0, a, b, c, d, ..] => Some(u64::from(u32::from_be_bytes([*a, *b, *c, *d]))),
+        _ => None,
+    }
+}
+
+/// Reads a refused request to its end, dropping it frame by frame.
+async fn drain(mut body: tonic::body::Body) {
+    use http_body_util::BodyExt;
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
+/// The answer to a mount refused before its request was decoded: counted
+/// and logged like any failed mount (its pod is not known yet).
+fn refused(provider: &Provider, e: &MountError, started: Instant) -> http::Response<tonic::body::Body> {
+    let code = error_code(e);
+    provider
+        .metrics
+        .mount_finished(started.elapsed().as_secs_f64(), 0, Some(code));
+    tracing::warn!(error = %e, code, outcome = "error", "mount refused before its request was read");
+    status(e).into_http()
+}
+
+/// A body whose first bytes were read already.
+struct Prefixed {
+    head: bytes::Bytes,
+    rest: tonic::body::Body,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if !self.head.is_empty() {
+            let head = std::mem::take(&mut self.head);
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(head))));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut hint = self.rest.size_hint();
+        let head = self.head.len() as u64;
+        hint.set_lower(hint.lower() + head);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + head);
+        }
+        hint
+    }
 }
 
 // === impl HoldUntilSent ===

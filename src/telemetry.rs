@@ -90,6 +90,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -114,6 +119,11 @@ pub struct Metrics {
     in_flight: Gauge,
     tasks: Gauge,
     open_fds: Gauge,
+    memory_budget: Gauge,
+    memory_reserved: Gauge,
+    memory_used: MetricFamily<StageLabels, Gauge>,
+    memory_refusals: MetricFamily<StageLabels, Counter>,
+    memory_waits: MetricFamily<StageLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -189,6 +199,36 @@ impl Default for Metrics {
         registry.register("runtime_tasks", "Tasks alive in the async runtime", tasks.clone());
         let open_fds = Gauge::default();
         registry.register("open_fds", "File descriptors the process has open", open_fds.clone());
+        let memory_budget = Gauge::default();
+        registry.register(
+            "memory_budget_bytes",
+            "The memory budget for what mounts hold (--memory-budget)",
+            memory_budget.clone(),
+        );
+        let memory_reserved = Gauge::default();
+        registry.register(
+            "memory_reserved_bytes",
+            "The part of the memory budget reserved for each admitted mount's floor",
+            memory_reserved.clone(),
+        );
+        let memory_used = MetricFamily::<StageLabels, Gauge>::default();
+        registry.register(
+            "memory_used_bytes",
+            "Bytes of the memory budget held now, by stage",
+            memory_used.clone(),
+        );
+        let memory_refusals = MetricFamily::<StageLabels, Counter>::default();
+        registry.register(
+            "memory_refusals",
+            "Charges of the memory budget refused (the mount failed with RESOURCE_EXHAUSTED), by stage",
+            memory_refusals.clone(),
+        );
+        let memory_waits = MetricFamily::<StageLabels, Counter>::default();
+        registry.register(
+            "memory_waits",
+            "Charges of the memory budget that had to wait for other mounts to free memory, by stage",
+            memory_waits.clone(),
+        );
         let build = MetricFamily::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Build information", build.clone());
         build
@@ -212,6 +252,11 @@ impl Default for Metrics {
             in_flight,
             tasks,
             open_fds,
+            memory_budget,
+            memory_reserved,
+            memory_used,
+            memory_refusals,
+            memory_waits,
         }
     }
 }
@@ -297,6 +342,33 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// The memory budget's instruments: sets its size and reserve, and
+    /// returns the used gauge, refusal and wait counters of each stage.
+    pub fn memory(
+        &self,
+        stages: &[&'static str],
+        total: u64,
+        reserved: u64,
+    ) -> (Vec<Gauge>, Vec<Counter>, Vec<Counter>) {
+        self.memory_budget.set(total as i64);
+        self.memory_reserved.set(reserved as i64);
+        let label = |s: &str| StageLabels { stage: s.to_string() };
+        (
+            stages
+                .iter()
+                .map(|s| self.memory_used.get_or_create(&label(s)).clone())
+                .collect(),
+            stages
+                .iter()
+                .map(|s| self.memory_refusals.get_or_create(&label(s)).clone())
+                .collect(),
+            stages
+                .iter()
+                .map(|s| self.memory_waits.get_or_create(&label(s)).clone())
+                .collect(),
+        )
     }
 
     /// A mount started; the guard records its end.

@@ -32,6 +32,7 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use sha2::{Digest, Sha256};
 
 use crate::limits::{Echo, Limit, LimitError, Limits, echo};
+use crate::memory::{Charge, MemoryError, MountMemory, Stage};
 use crate::secret::SecretBytes;
 
 /// The variable through which a template reads the mount's files.
@@ -73,8 +74,14 @@ const KEYWORDS: &[&str] = &[
     "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None",
 ];
 
-/// A template that compiled under the rules of this module.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Bytes a compiled template holds per byte of its text, at most
+/// (instructions with their spans, the environment), measured on templates
+/// of the shortest tags (`template::tests`).
+pub const COMPILED_FACTOR: u64 = 24;
+
+/// A template that compiled under the rules of this module: compiled once,
+/// when the class is validated, and rendered from that.
+#[derive(Clone)]
 pub struct Template {
     /// The file it renders (its name in errors).
     pub file: String,
@@ -82,6 +89,28 @@ pub struct Template {
     /// The files it names literally (`files.name`, `files["name"]`), with
     /// the line of their first use.
     pub references: Vec<(String, u32)>,
+    /// The compiled template, in an environment of its own whose filters
+    /// charge `work`.
+    env: Environment<'static>,
+    work: Arc<WorkCell>,
+}
+
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        self.file == other.file && self.source == other.source
+    }
+}
+
+impl Eq for Template {}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template")
+            .field("file", &self.file)
+            .field("bytes", &self.source.len())
+            .field("references", &self.references)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A template that cannot be compiled or rendered: its file, the line, and
@@ -110,6 +139,8 @@ pub enum Problem {
     NoSuchFile(String),
     #[error(transparent)]
     Limit(LimitError),
+    #[error(transparent)]
+    Memory(MemoryError),
 }
 
 impl TemplateError {
@@ -126,16 +157,23 @@ impl Template {
     /// Checks `source` against the rules of this module and compiles it.
     pub fn compile(file: &str, source: &str) -> Result<Self, TemplateError> {
         let references = scan(file, source)?;
-        // Compiling needs the syntax only; filters and tests are looked up
-        // when the template runs.
-        if let Err(e) = bare_environment().template_from_named_str(file, source) {
+        let work = Arc::new(WorkCell::default());
+        let mut env = environment(work.clone());
+        if let Err(e) = env.add_template_owned(file.to_string(), source.to_string()) {
             return Err(language_error(file, &e));
         }
         Ok(Self {
             file: file.to_string(),
             source: Arc::from(source),
             references,
+            env,
+            work,
         })
+    }
+
+    /// An upper bound of what the compiled template holds (bytes).
+    pub fn compiled_bytes(&self) -> u64 {
+        (self.source.len() as u64).saturating_mul(COMPILED_FACTOR)
     }
 
     /// Renders the template from `files` within `budget`, writing at most
@@ -143,7 +181,7 @@ impl Template {
     /// digest of the template and of the names and versions of the files it
     /// read: it changes exactly when one of those, or the template, does.
     pub fn render(
-        &self,
+        &mut self,
         files: &Arc<Files>,
         budget: &mut Budget,
         max_bytes: u64,
@@ -155,11 +193,14 @@ impl Template {
             read: Mutex::new(BTreeSet::new()),
             missing: Mutex::new(BTreeSet::new()),
         });
-        let mut env = environment(budget.work.clone());
-        env.set_fuel(Some(budget.fuel));
+        // This render's filters charge the mount's work budget.
+        self.work.set(Some(budget.work.clone()));
+        let _unset = Unset(&self.work);
+        self.env.set_fuel(Some(budget.fuel));
         let fail = |problem| TemplateError::new(&self.file, None, problem);
-        let template = env
-            .template_from_named_str(&self.file, &self.source)
+        let template = self
+            .env
+            .get_template(&self.file)
             .map_err(|e| language_error(&self.file, &e))?;
         let mut out = Capped {
             buf: Vec::new(),
@@ -265,10 +306,25 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(limits: &Limits) -> Self {
+        Self::metered(limits, None)
+    }
+
+    /// A budget whose work is also charged to the mount's memory.
+    pub fn metered(limits: &Limits, memory: Option<MountMemory>) -> Self {
         Self {
             fuel: limits.max_template_fuel,
-            work: Arc::new(Work::new(limits.max_template_work)),
+            work: Arc::new(Work::new(limits.max_template_work, memory)),
         }
+    }
+
+    /// The memory charges of the work done so far, held until the files
+    /// are no longer.
+    pub fn charges(&self) -> Vec<Charge> {
+        self.work
+            .charges
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
     }
 }
 
@@ -279,14 +335,19 @@ struct Work {
     remaining: AtomicU64,
     max: u64,
     problem: Mutex<Option<Problem>>,
+    /// The mount's memory, charged for each filter's result.
+    memory: Option<MountMemory>,
+    charges: Mutex<Vec<Charge>>,
 }
 
 impl Work {
-    fn new(max: u64) -> Self {
+    fn new(max: u64, memory: Option<MountMemory>) -> Self {
         Self {
             remaining: AtomicU64::new(max),
             max,
             problem: Mutex::new(None),
+            memory,
+            charges: Mutex::new(Vec::new()),
         }
     }
 
@@ -295,16 +356,30 @@ impl Work {
         let paid = self
             .remaining
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(bytes));
-        if paid.is_ok() {
-            return Ok(());
+        if paid.is_err() {
+            return self.stop(Problem::Limit(LimitError {
+                subject: format!("the filters of this mount's templates (at {filter})"),
+                limit: Limit::TemplateWork,
+                found: self.max.saturating_add(1),
+                at_least: true,
+                max: self.max,
+            }));
         }
-        let problem = Problem::Limit(LimitError {
-            subject: format!("the filters of this mount's templates (at {filter})"),
-            limit: Limit::TemplateWork,
-            found: self.max.saturating_add(1),
-            at_least: true,
-            max: self.max,
-        });
+        if let Some(memory) = &self.memory {
+            match memory.try_charge(Stage::Files, bytes) {
+                Ok(c) => {
+                    if let Ok(mut charges) = self.charges.lock() {
+                        charges.push(c);
+                    }
+                }
+                Err(e) => return self.stop(Problem::Memory(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the render for `problem`.
+    fn stop(&self, problem: Problem) -> Result<(), Error> {
         if let Ok(mut p) = self.problem.lock() {
             *p = Some(problem);
         }
@@ -313,6 +388,45 @@ impl Work {
 
     fn take_problem(&self) -> Option<Problem> {
         self.problem.lock().ok().and_then(|mut p| p.take())
+    }
+}
+
+/// The work budget a compiled template's filters charge: the one of the
+/// mount rendering it, set for the render.
+#[derive(Debug, Default)]
+struct WorkCell(Mutex<Option<Arc<Work>>>);
+
+impl WorkCell {
+    fn set(&self, work: Option<Arc<Work>>) {
+        if let Ok(mut w) = self.0.lock() {
+            *w = work;
+        }
+    }
+
+    fn current(&self) -> Result<Arc<Work>, Error> {
+        self.0.lock().ok().and_then(|w| w.clone()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                "a template runs only within a mount's budget",
+            )
+        })
+    }
+
+    fn charge(&self, filter: &'static str, bytes: u64) -> Result<(), Error> {
+        self.current()?.charge(filter, bytes)
+    }
+
+    fn remaining(&self) -> u64 {
+        self.current().map_or(0, |w| w.remaining.load(Ordering::Relaxed))
+    }
+}
+
+/// Clears a template's work budget when its render ends.
+struct Unset<'a>(&'a WorkCell);
+
+impl Drop for Unset<'_> {
+    fn drop(&mut self) {
+        self.0.set(None);
     }
 }
 
@@ -835,7 +949,7 @@ fn bare_environment() -> Environment<'static> {
 
 /// An environment with only the filters and tests of this module, strict
 /// about undefined values, and no auto-escaping.
-fn environment(work: Arc<Work>) -> Environment<'static> {
+fn environment(work: Arc<WorkCell>) -> Environment<'static> {
     let mut env = bare_environment();
 
     env.add_test("defined", |v: &Value| !v.is_undefined());
@@ -956,7 +1070,7 @@ fn environment(work: Arc<Work>) -> Environment<'static> {
     });
     let w = work.clone();
     env.add_filter("tojson", move |v: &Value| -> Result<Value, Error> {
-        let remaining = w.remaining.load(Ordering::Relaxed);
+        let remaining = w.remaining();
         let mut out = Capped {
             buf: Vec::new(),
             max: remaining,
@@ -1064,7 +1178,7 @@ mod tests {
     }
 
     fn render_with(source: &str, f: &Arc<Files>, limits: &Limits) -> Result<Rendered, TemplateError> {
-        let t = Template::compile("out.env", source)?;
+        let mut t = Template::compile("out.env", source)?;
         t.render(
             f,
             &mut Budget::new(limits),
@@ -1289,7 +1403,7 @@ mod tests {
         let (v2, read) = version(&[("flag", "off", "2"), ("a", "A", "1"), ("b", "B", "1")]);
         assert_ne!(v2, v1);
         assert_eq!(read, vec!["b".to_string(), "flag".to_string()]);
-        let other = Template::compile("out.env", "{{ files.a }}{{ files.flag }}").expect("compiles");
+        let mut other = Template::compile("out.env", "{{ files.a }}{{ files.flag }}").expect("compiles");
         let r = other
             .render(
                 &files(&[("flag", "on", "1"), ("a", "A", "1")]),

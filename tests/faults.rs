@@ -298,7 +298,9 @@ async fn pods_of_many_identities_over_the_batch_quota_all_mount_through_the_fall
 
 #[tokio::test]
 async fn a_throttling_storm_fails_the_mount_whole_naming_secrets_manager_and_recovery_is_immediate() {
-    let env = start(&[]).await;
+    // The node may retry two throttled calls in all (then calls must
+    // succeed to earn retries back).
+    let env = start(&["--throttle-retries=2"]).await;
     let req = Req::new(CLASS, &env.provider.target("storm"));
     let before = mounted_then_rotated(&env, &req).await;
     env.aws.clear_calls();
@@ -311,15 +313,17 @@ async fn a_throttling_storm_fails_the_mount_whole_naming_secrets_manager_and_rec
         Code::ResourceExhausted,
         &["Secrets Manager", "ThrottlingException"],
     );
-    // AWS_MAX_ATTEMPTS=2: one call and one retry of each GetSecretValue,
-    // all throttled; the throttled batch is not retried, its objects are
-    // asked one by one.
+    // AWS_MAX_ATTEMPTS=2: one call and the SDK's retry of each
+    // GetSecretValue, all throttled, then the node's two retries of
+    // throttled calls (each again two attempts); the throttled batch is not
+    // retried, its objects are asked one by one.
     assert_eq!((count(&env, BATCH), env.aws.faulted(BATCH)), (1, 1));
     let gets = env.aws.calls_of(GET);
     assert!(gets.len() >= 2 && gets.iter().all(|c| c.injected.is_some()), "{gets:?}");
+    assert!(gets.len() <= 2 * (SECRETS.len() + 2), "{} calls", gets.len());
     for name in SECRETS {
         let asked = gets.iter().filter(|c| c.names == [name]).count();
-        assert!(asked <= 2, "{name} asked {asked} times");
+        assert!(asked <= 2 * 3, "{name} asked {asked} times");
     }
     env.aws.recover();
     recovers_at_once(&env, &req, REGION).await;
@@ -327,7 +331,7 @@ async fn a_throttling_storm_fails_the_mount_whole_naming_secrets_manager_and_rec
 
 #[tokio::test]
 async fn an_ssm_throttling_storm_fails_naming_parameter_store() {
-    let env = start(&[]).await;
+    let env = start(&["--throttle-retries=2"]).await;
     env.aws.put_param(REGION, "flags", "String", "on");
     env.aws.add_rule(Rule::op(PARAMS, Effect::too_many_requests()));
     let req = Req::new(&obj("flags", SSM), &env.provider.target("ssm-storm"));
@@ -337,10 +341,27 @@ async fn an_ssm_throttling_storm_fails_naming_parameter_store() {
         Code::ResourceExhausted,
         &["SSM Parameter Store", "flags", "TooManyRequestsException"],
     );
-    assert_eq!(env.aws.faulted(PARAMS), 2);
+    // The SDK's two attempts, then two retries of the node's budget of
+    // two, each of two attempts: the budget, not the deadline, ends it.
+    assert_eq!(env.aws.faulted(PARAMS), 2 * 3);
     env.aws.recover();
     env.provider.mount(&req).await.expect("after recovery");
     assert_eq!(read_mount(&req.target)["flags"], b"on");
+}
+
+#[tokio::test]
+async fn a_throttled_call_is_retried_within_the_mounts_deadline_until_it_passes() {
+    let env = start(&[]).await;
+    env.aws.put_param(REGION, "flags", "String", "on");
+    // Six throttled answers: three rounds of the SDK's two attempts.
+    env.aws.add_rule(Rule::op(PARAMS, Effect::throttling()).times(6));
+    let req = Req::new(&obj("flags", SSM), &env.provider.target("ssm-throttled"));
+    env.provider
+        .mount(&req)
+        .await
+        .expect("retried until the throttling passed");
+    assert_eq!(read_mount(&req.target)["flags"], b"on");
+    assert_eq!((env.aws.faulted(PARAMS), count(&env, PARAMS)), (6, 7));
 }
 
 // === 5xx ===

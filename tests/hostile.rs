@@ -12,6 +12,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
+use common::attacks;
 use common::fake_aws::access_key_for;
 use common::*;
 
@@ -96,13 +97,19 @@ fn cases() -> Vec<Case> {
         Case {
             label: "YAML alias bomb",
             objects: alias_bomb,
-            expect: vec!["YAML anchors", "not supported"],
+            expect: vec!["aliases expanded", "(line 7 column"],
             after_fetch: false,
         },
         Case {
-            label: "YAML merge key",
-            objects: "- objectName: s\n  <<: {objectType: secretsmanager}\n".to_string(),
-            expect: vec!["merge keys"],
+            label: "YAML merge keys multiplying one large object",
+            objects: format!(
+                "- &o {{objectName: s, objectType: secretsmanager, x: [{}]}}\n{}",
+                "a,".repeat(2_000),
+                (0..100)
+                    .map(|i| format!("- {{<<: *o, objectAlias: c{i}}}\n"))
+                    .collect::<String>()
+            ),
+            expect: vec!["aliases expanded", "--max-files-per-mount"],
             after_fetch: false,
         },
         Case {
@@ -414,4 +421,72 @@ async fn a_storm_of_large_driver_writes_mounts_stays_within_the_response_budget(
         unbounded > 2 * bounded,
         "the budget is what bounds it: +{unbounded} KiB without, +{bounded} KiB with"
     );
+}
+
+// === Overload: one memory budget ===
+
+/// An attack of `tests/common/attacks.rs` at default flags, in one write
+/// mode: the provider stays up and under the chart's memory limit, the
+/// benign tenant's mount succeeds meanwhile, and every hostile mount that
+/// failed names the budget or the cap that stopped it.
+async fn overload(class: attacks::Class, driver_writes: bool) {
+    let extra: &[&str] = if driver_writes {
+        &["--driver-writes-secrets"]
+    } else {
+        &[]
+    };
+    let outcome = attacks::run(class, extra).await;
+    eprintln!("{}", outcome.line());
+    let logs = || outcome.logs.lines().rev().take(30).collect::<Vec<_>>().join("\n");
+    assert!(outcome.alive, "the provider died:\n{}", logs());
+    assert!(
+        outcome.peak_kib < attacks::CHART_MEMORY_LIMIT_KIB,
+        "{}: peak RSS {} KiB, over the chart's limit",
+        class.label(),
+        outcome.peak_kib
+    );
+    assert_eq!(outcome.benign, Ok(()), "{}", outcome.line());
+    for (code, (_, message)) in &outcome.failed {
+        let named = ["--memory-budget", "--max-mount-bytes", "--max-concurrent-mounts"]
+            .iter()
+            .any(|flag| message.contains(flag));
+        assert!(named, "{code}: {message}");
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads the provider's memory in /proc: Linux only"
+)]
+async fn many_distinct_legal_objects_from_a_few_pods_stay_within_the_budget() {
+    overload(attacks::Class::ManyObjects, false).await;
+    overload(attacks::Class::ManyObjects, true).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads the provider's memory in /proc: Linux only"
+)]
+async fn requests_padded_to_the_limit_while_aws_is_slow_stay_within_the_budget() {
+    overload(attacks::Class::PaddedRequests, true).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads the provider's memory in /proc: Linux only"
+)]
+async fn large_templates_of_ordinary_tags_stay_within_the_budget() {
+    overload(attacks::Class::LargeTemplate, true).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads the provider's memory in /proc: Linux only"
+)]
+async fn a_new_failover_region_on_every_remount_keeps_kept_values_within_their_bytes() {
+    overload(attacks::Class::FailoverRegionChurn, false).await;
 }

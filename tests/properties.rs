@@ -105,7 +105,7 @@ proptest! {
         let yaml = format!("- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: '{}'\n      objectAlias: out\n", path.replace('\'', "''"));
         if let Ok(objects) = parse_objects(&yaml, &rules(PathTranslation::default())) {
             let fetched = vec![Fetched { value: SecretBytes::from(json), version: "v".into(), ..Default::default() }];
-            if let Ok(r) = render::render(&objects, &[], fetched, &Limits::default()) {
+            if let Ok(r) = render::render(&objects, &mut [], fetched, &Limits::default(), None) {
                 prop_assert_eq!(r.files.len(), 2);
                 prop_assert_eq!(r.versions.len(), 2);
             }

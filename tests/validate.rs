@@ -171,21 +171,38 @@ fn validate_applies_the_providers_limits_and_takes_the_same_flags() {
         "objects".to_string(),
         "- objectName: a\n  objectType: secretsmanager\n- objectName: b\n  objectType: secretsmanager\n".to_string(),
     );
-    let mut bomb = params.clone();
-    bomb.insert(
+    // Anchors, aliases and merge keys are read as the Go provider reads
+    // them; what they expand to counts against the limits.
+    let mut merged = params.clone();
+    merged.insert(
         "objects".to_string(),
-        "- objectName: a\n  objectType: secretsmanager\n  x: &a [1, 2]\n  y: *a\n".to_string(),
+        "- &a {objectName: a, objectType: secretsmanager, filePermission: '0400'}\n- {<<: *a, objectName: b}\n"
+            .to_string(),
     );
-    std::fs::write(&file, manifest("two", &params) + &manifest("bomb", &bomb)).unwrap();
+    let mut bomb = params.clone();
+    let mut text = String::from("- objectName: a\n  objectType: secretsmanager\n  x0: &a0 [1, 2, 3, 4, 5, 6, 7, 8]\n");
+    for i in 1..8 {
+        let prev = i - 1;
+        text.push_str(&format!(
+            "  x{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+        ));
+    }
+    bomb.insert("objects".to_string(), text);
+    std::fs::write(
+        &file,
+        manifest("two", &params) + &manifest("merged", &merged) + &manifest("bomb", &bomb),
+    )
+    .unwrap();
 
-    // Default limits: two objects pass, the alias is refused.
+    // Default limits: two objects pass, so do merged ones; the bomb is
+    // refused by what it expands to, at its line.
     let out = validate(&[&file]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{stdout}");
     assert!(
-        lines[0].contains("shop/bomb") && lines[0].contains("YAML anchors"),
+        lines[0].contains("shop/bomb") && lines[0].contains("aliases expanded") && lines[0].contains("(line "),
         "{stdout}"
     );
 
@@ -200,5 +217,30 @@ fn validate_applies_the_providers_limits_and_takes_the_same_flags() {
     assert!(
         stdout.contains("shop/two") && stdout.contains("2 files, more than the limit of 1 (--max-files-per-mount)"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn validate_reads_a_manifest_as_kubectl_does_anchors_in_metadata_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("anchors.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: secrets-store.csi.x-k8s.io/v1\n\
+         kind: SecretProviderClass\n\
+         metadata:\n  name: orders\n  namespace: shop\n  labels: &labels {team: orders, tier: prod}\n  \
+         annotations:\n    <<: *labels\n\
+         spec:\n  provider: aws\n  parameters:\n    region: us-west-2\n    objects: |\n      \
+         - &db {objectName: prod/orders/db, objectType: secretsmanager, filePermission: '0400'}\n      \
+         - {<<: *db, objectName: prod/orders/api-key}\n",
+    )
+    .unwrap();
+    let out = validate(&[&file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("1 SecretProviderClass(es) for provider aws checked, 0 problem(s)"),
+        "{stderr}"
     );
 }

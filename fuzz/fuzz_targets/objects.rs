@@ -1,16 +1,20 @@
 //! The `objects` parameter through `parse_objects` under the default
 //! limits, with both path translations: never panics, errors are bounded,
-//! accepted lists are within the limits with safe, distinct files, and the
-//! YAML pre-scan lets no alias expansion or deep nesting through to the
-//! parser that builds values.
+//! accepted lists are within the limits with safe, distinct files, the
+//! YAML pre-scan lets no expansion beyond what it counted or deep nesting
+//! through to the parser that builds values, and what scanning holds stays
+//! within what was announced before it ran.
 
 #![no_main]
 
 use csi_provider_aws::limits::Limits;
 use csi_provider_aws::spec::PathTranslation;
 use csi_provider_aws::spec::objects::{ObjectRules, parse_objects};
-use csi_provider_aws_fuzz::{check_message, check_objects, check_yaml_is_bounded};
+use csi_provider_aws_fuzz::{Counting, check_message, check_objects, check_yaml_is_bounded};
 use libfuzzer_sys::fuzz_target;
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

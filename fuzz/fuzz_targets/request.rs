@@ -37,7 +37,7 @@ fn run(data: &[u8]) {
     if !canary_elsewhere(attributes, secrets, &[target, permission, region]) {
         check_no_token(&result);
     }
-    let spec = match result {
+    let mut spec = match result {
         Ok(spec) => spec,
         Err(e) => return check_message("request", &e.to_string()),
     };
@@ -87,7 +87,7 @@ fn run(data: &[u8]) {
         .collect();
     // Files known only from values: their names are checked, not predicted.
     let dynamic = spec.objects.iter().any(|o| o.bulk.is_some() || o.json_keys);
-    match render(&spec.objects, &spec.templates, fetched, &limits) {
+    match render(&spec.objects, &mut spec.templates, fetched, &limits, None) {
         Ok(rendered) => {
             // Templates come last; their versions are digests.
             let expected: Vec<(&str, Option<String>)> = spec

@@ -50,7 +50,7 @@ fn run(data: &[u8]) {
 
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
-    let template = match Template::compile("out.env", source) {
+    let mut template = match Template::compile("out.env", source) {
         Ok(t) => t,
         Err(e) => {
             let message = e.to_string();

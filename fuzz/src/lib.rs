@@ -186,10 +186,24 @@ pub fn check_no_token(result: &Result<MountSpec, csi_provider_aws::spec::SpecErr
 /// text allows without aliases (no expansion), and nests no deeper than
 /// the scan allows.
 pub fn check_yaml_is_bounded(text: &str) {
-    if yaml::prescan(text).is_err() {
+    let bounds = yaml::Bounds::of("objects", &csi_provider_aws::limits::Limits::default());
+    let Ok(scan) = yaml::prescan(text, &bounds) else {
         return;
-    }
-    let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+    };
+    // What a reader holds while it scans was bounded beforehand (measured
+    // when the target counts allocations).
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let scanned = yaml::prescan(text, &bounds);
+    let held = PEAK.load(Ordering::Relaxed).saturating_sub(base) as u64;
+    drop(scanned);
+    assert!(
+        held <= yaml::scan_bytes(text),
+        "scanning {} bytes held {held} bytes, {} announced",
+        text.len(),
+        yaml::scan_bytes(text)
+    );
+    let Ok(value) = yaml::load(text) else {
         return;
     };
     let mut nodes = 0usize;
@@ -210,10 +224,13 @@ pub fn check_yaml_is_bounded(text: &str) {
             _ => {}
         }
     }
+    // Aliases expand, within what the pre-scan counted (merge keys move
+    // nodes, they do not add any).
     assert!(
-        nodes <= 4 * text.len() + 4,
-        "{nodes} YAML nodes from {} bytes: the pre-scan let an expansion through",
-        text.len()
+        nodes as u64 <= scan.nodes.max(1) && scan.nodes <= bounds.nodes,
+        "{nodes} YAML nodes, {} counted by the pre-scan (at most {})",
+        scan.nodes,
+        bounds.nodes
     );
     assert!(
         max_depth <= yaml::MAX_DEPTH,

@@ -45,10 +45,10 @@ pub struct Report {
 }
 
 /// Validates the manifests in `text` (the contents of `file`) under
-/// `limits`. Manifests with YAML anchors or aliases are refused before they
-/// are parsed, as `objects` are: alias expansion is unbounded.
+/// `limits`. A manifest is read as `kubectl` reads it, anchors, aliases and
+/// merge keys resolved, once a pre-scan has bounded what they expand to.
 pub fn validate_text(file: &str, text: &str, limits: &Limits, report: &mut Report) {
-    if let Err(e) = spec::yaml::prescan(text) {
+    if let Err(e) = spec::yaml::prescan(text, &spec::yaml::Bounds::manifest(text.len())) {
         let message = match &e.rule {
             spec::yaml::YamlRule::Syntax(m) => format!("not valid YAML: {m}"),
             _ => format!("not checked: {e}"),
@@ -61,7 +61,7 @@ pub fn validate_text(file: &str, text: &str, limits: &Limits, report: &mut Repor
         return;
     }
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = match Value::deserialize(doc) {
+        let value = match Value::deserialize(doc).and_then(|mut v| v.apply_merge().map(|()| v)) {
             Ok(v) => v,
             Err(e) => {
                 report.problems.push(Problem {
@@ -147,11 +147,14 @@ fn validate_class(parameters: Option<&Value>, limits: &Limits) -> Vec<String> {
     let mut problems = Vec::new();
     // Object by object only for `objects` that pass the structural limits
     // (the whole class is checked below and reports those).
-    let splittable = |o: &String| o.len() <= limits.max_objects_bytes && spec::yaml::prescan(o).is_ok();
+    let splittable = |o: &String| {
+        o.len() <= limits.max_objects_bytes
+            && spec::yaml::prescan(o, &spec::yaml::Bounds::of("objects", limits)).is_ok()
+    };
     if let Some(Ok(Value::Sequence(items))) = attrs
         .get(keys::OBJECTS)
         .filter(|o| splittable(o))
-        .map(|o| serde_yaml::from_str::<Value>(o))
+        .map(|o| serde_yaml::from_str::<Value>(o).and_then(|mut v| v.apply_merge().map(|()| v)))
     {
         // Only the parameters that shape objects, so that a faulty
         // parameter elsewhere does not hide the objects' own problems.

@@ -8,16 +8,16 @@
 //! primary region is asked first; the failover region only after a
 //! retryable failure, for the whole set.
 
+use std::collections::HashSet;
+
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 
 use super::secrets_manager::secret_value;
 use super::{FetchError, Fetched, UnitContext};
 use crate::aws::{AwsError, no_client};
 use crate::region::{Failed, with_failover};
-use crate::secret::SecretBytes;
 use crate::spec::ObjectSpec;
 use crate::spec::bulk::{BulkSpec, Selection};
-use crate::telemetry::Family;
 
 /// The two forms of a bulk read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,60 @@ impl Form {
                  secretsmanager:GetSecretValue on each matching secret"
             }
         }
+    }
+}
+
+/// Why paging stopped before the last page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PagingProblem {
+    /// AWS (or a proxy in front of it) answered with a `NextToken` it had
+    /// already given: the same pages would be listed forever.
+    #[error("AWS returned a NextToken it had already returned, after {pages} pages (a paging loop)")]
+    RepeatedToken { pages: u32 },
+    /// More pages than one selection may list, empty pages included.
+    #[error("more than {max} pages, empty ones included (--max-pages-per-selection)")]
+    TooManyPages { max: u32 },
+}
+
+/// The pages of one listing: the token of the next page, and the checks
+/// that it ends. Every page counts, empty ones included.
+pub(crate) struct Pages {
+    max: u32,
+    count: u32,
+    seen: HashSet<String>,
+    next: Option<String>,
+}
+
+impl Pages {
+    pub fn new(max: u32) -> Self {
+        Self {
+            max: max.max(1),
+            count: 0,
+            seen: HashSet::new(),
+            next: None,
+        }
+    }
+
+    /// The token to ask the next page with (`None`: the first page).
+    pub fn token(&self) -> Option<String> {
+        self.next.clone()
+    }
+
+    /// A page came back with `token`: `true` to ask for the next page,
+    /// `false` when this was the last.
+    pub fn next(&mut self, token: Option<String>) -> Result<bool, PagingProblem> {
+        self.count += 1;
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Ok(false);
+        };
+        if self.count >= self.max {
+            return Err(PagingProblem::TooManyPages { max: self.max });
+        }
+        if !self.seen.insert(token.clone()) {
+            return Err(PagingProblem::RepeatedToken { pages: self.count });
+        }
+        self.next = Some(token);
+        Ok(true)
     }
 }
 
@@ -103,7 +157,7 @@ fn form(spec: &BulkSpec) -> Form {
 /// Takes the budget for one page of matches (`page` new members).
 fn take(ctx: &UnitContext, object: &ObjectSpec, page: &[(String, Fetched)]) -> Result<(), FetchError> {
     let bytes: usize = page.iter().map(|(_, f)| f.value.len()).sum();
-    ctx.budget.take(&object.name, page.len() as u64, bytes as u64)
+    ctx.quota.take(&object.name, page.len() as u64, bytes as u64)
 }
 
 async fn parameters(
@@ -121,39 +175,54 @@ async fn parameters(
     };
     let client = ctx.aws.ssm(region).ok_or_else(|| err(no_client(region)))?;
     let mut members = Vec::new();
-    let mut next_token: Option<String> = None;
+    let mut pages = Pages::new(ctx.max_pages);
     loop {
-        let send = client
-            .get_parameters_by_path()
-            .path(path)
-            .recursive(recursive)
-            .with_decryption(true)
-            .max_results(10)
-            .set_next_token(next_token.take())
-            .customize()
-            .config_override(ctx.creds.for_ssm())
-            .send();
-        let out = ctx
-            .aws
-            .call(Family::Aws, "ssm.GetParametersByPath", send)
+        let token = pages.token();
+        let (out, responses) = ctx
+            .call("ssm.GetParametersByPath", ctx.retries_throttled_in(region), |charge| {
+                client
+                    .get_parameters_by_path()
+                    .path(path)
+                    .recursive(recursive)
+                    .with_decryption(true)
+                    .max_results(10)
+                    .set_next_token(token.clone())
+                    .customize()
+                    .config_override(ctx.creds.for_ssm())
+                    .interceptor(charge)
+                    .send()
+            })
             .await
-            .map_err(err)?;
+            .map_err(|e| e.into_fetch(err))?;
         let first = members.len();
         for mut p in out.parameters.unwrap_or_default() {
             let fetched = Fetched {
-                value: SecretBytes::from(p.value.take().unwrap_or_default()),
+                value: ctx.value(p.value.take().unwrap_or_default().into_bytes()).await?,
                 version: p.version.to_string(),
                 ..Default::default()
             };
             members.push((p.name.take().unwrap_or_default(), fetched));
         }
+        drop(responses);
         take(ctx, object, &members[first..])?;
-        match out.next_token {
-            Some(t) if !t.is_empty() => next_token = Some(t),
-            _ => break,
+        if !pages
+            .next(out.next_token)
+            .map_err(|problem| paging(object, Form::Parameters, region, problem))?
+        {
+            break;
         }
     }
     Ok(members)
+}
+
+/// The error of a listing whose paging did not end.
+fn paging(object: &ObjectSpec, form: Form, region: &str, problem: PagingProblem) -> FetchError {
+    FetchError::Paging {
+        what: object.name.clone(),
+        form,
+        region: region.to_string(),
+        problem,
+    }
 }
 
 async fn secrets(
@@ -188,21 +257,27 @@ async fn secrets(
     }
     let client = ctx.aws.secrets_manager(region).ok_or_else(|| err(no_client(region)))?;
     let mut members = Vec::new();
-    let mut next_token: Option<String> = None;
+    let mut pages = Pages::new(ctx.max_pages);
     loop {
-        let send = client
-            .batch_get_secret_value()
-            .set_filters(Some(aws_filters.clone()))
-            .max_results(20)
-            .set_next_token(next_token.take())
-            .customize()
-            .config_override(ctx.creds.for_secrets_manager())
-            .send();
-        let out = ctx
-            .aws
-            .call(Family::Aws, "secretsmanager.BatchGetSecretValue", send)
+        let token = pages.token();
+        let (out, responses) = ctx
+            .call(
+                "secretsmanager.BatchGetSecretValue",
+                ctx.retries_throttled_in(region),
+                |charge| {
+                    client
+                        .batch_get_secret_value()
+                        .set_filters(Some(aws_filters.clone()))
+                        .max_results(20)
+                        .set_next_token(token.clone())
+                        .customize()
+                        .config_override(ctx.creds.for_secrets_manager())
+                        .interceptor(charge)
+                        .send()
+                },
+            )
             .await
-            .map_err(err)?;
+            .map_err(|e| e.into_fetch(err))?;
         // A secret that matched but could not be read fails the set: a
         // partial set would silently drop a file.
         if let Some(e) = out.errors.unwrap_or_default().into_iter().next() {
@@ -221,16 +296,19 @@ async fn secrets(
         let first = members.len();
         for mut v in out.secret_values.unwrap_or_default() {
             let fetched = Fetched {
-                value: secret_value(v.secret_string.take(), v.secret_binary.take()),
+                value: secret_value(ctx, v.secret_string.take(), v.secret_binary.take()).await?,
                 version: v.version_id.take().unwrap_or_default(),
                 ..Default::default()
             };
             members.push((v.name.take().unwrap_or_default(), fetched));
         }
+        drop(responses);
         take(ctx, object, &members[first..])?;
-        match out.next_token {
-            Some(t) if !t.is_empty() => next_token = Some(t),
-            _ => break,
+        if !pages
+            .next(out.next_token)
+            .map_err(|problem| paging(object, Form::Secrets, region, problem))?
+        {
+            break;
         }
     }
     Ok(members)

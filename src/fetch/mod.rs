@@ -15,15 +15,17 @@ pub mod secrets_manager;
 pub mod ssm;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, TryStreamExt, stream};
 
-use crate::aws::{AwsClients, AwsError, Credentials, Failure};
+use crate::aws::{AwsClients, AwsError, ChargeResponses, Credentials, Failure};
 use crate::cache::{Abandoned, Cache};
 use crate::identity::IdentityKey;
 use crate::limits::{Echo, Limit, LimitError, Limits};
+use crate::memory::{MemoryBudget, MemoryError, MountMemory, Stage};
 use crate::region::{Failed, Regions};
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectKind, ObjectSpec};
@@ -64,6 +66,11 @@ pub struct FetchSettings {
     pub single_flight: bool,
     /// How long a shared fetch may run before its waiters get an error.
     pub shared_deadline: Duration,
+    /// Throttled calls the node may retry before calls succeed again
+    /// (`--throttle-retries`).
+    pub throttle_retries: u32,
+    /// Pages one object that selects many may list (`--max-pages-per-selection`).
+    pub max_pages: u32,
 }
 
 impl Default for FetchSettings {
@@ -76,9 +83,17 @@ impl Default for FetchSettings {
             stale_max_age: None,
             single_flight: true,
             shared_deadline: Duration::from_secs(60),
+            throttle_retries: DEFAULT_THROTTLE_RETRIES,
+            max_pages: DEFAULT_MAX_PAGES,
         }
     }
 }
+
+/// Default `--throttle-retries`.
+pub const DEFAULT_THROTTLE_RETRIES: u32 = 100;
+/// Default `--max-pages-per-selection`: every match of the largest mount
+/// (`--max-files-per-mount`, 1,000) in full pages of ten, twice over.
+pub const DEFAULT_MAX_PAGES: u32 = 200;
 
 /// Why an object could not be fetched. Names are echoed truncated.
 #[derive(Debug, thiserror::Error)]
@@ -159,10 +174,25 @@ pub enum FetchError {
         primary: Box<FetchError>,
         failover: Box<FetchError>,
     },
-    /// The matches of objects that select many exceed what one mount may
-    /// hold.
+    /// The values fetched, or the matches of objects that select many,
+    /// exceed what one mount may hold.
     #[error(transparent)]
     TooMany(LimitError),
+    /// Paging of an object that selects many did not end.
+    #[error(
+        "{} in {} in {region}: {problem}; the set is not mounted",
+        Echo(.what),
+        .form.service()
+    )]
+    Paging {
+        what: String,
+        form: bulk::Form,
+        region: String,
+        problem: bulk::PagingProblem,
+    },
+    /// The mount's memory budget refused what it fetched.
+    #[error(transparent)]
+    Memory(MemoryError),
     #[error("fetching from AWS Secrets Manager and SSM Parameter Store: {0}")]
     Abandoned(Abandoned),
     #[error(transparent)]
@@ -175,6 +205,12 @@ impl From<Abandoned> for FetchError {
     }
 }
 
+impl From<MemoryError> for FetchError {
+    fn from(m: MemoryError) -> Self {
+        FetchError::Memory(m)
+    }
+}
+
 impl FetchError {
     pub fn failure(&self) -> Failure {
         match self {
@@ -183,7 +219,8 @@ impl FetchError {
             | FetchError::Parameters { error, .. }
             | FetchError::Bulk { error, .. } => error.failure,
             FetchError::ParameterNotFound { .. } | FetchError::NoMatches { .. } => Failure::NotFound,
-            FetchError::TooMany(_) => Failure::Rejected,
+            // Neither is a reason to ask another region or serve a kept value.
+            FetchError::TooMany(_) | FetchError::Paging { .. } | FetchError::Memory(_) => Failure::Rejected,
             FetchError::Missing { .. } | FetchError::Abandoned(_) => Failure::Unavailable,
             FetchError::SecretAllRegions { failover, .. }
             | FetchError::ParametersAllRegions { failover, .. }
@@ -192,11 +229,21 @@ impl FetchError {
         }
     }
 
-    /// The per-mount limit the matches of objects that select many exceeded.
+    /// The per-mount limit the values (or the matches of objects that
+    /// select many) exceeded.
     pub fn limit(&self) -> Option<&LimitError> {
         match self {
             FetchError::TooMany(l) => Some(l),
             FetchError::Shared(e) => e.limit(),
+            _ => None,
+        }
+    }
+
+    /// The memory budget's refusal, if that is what failed.
+    pub fn memory(&self) -> Option<&MemoryError> {
+        match self {
+            FetchError::Memory(m) => Some(m),
+            FetchError::Shared(e) => e.memory(),
             _ => None,
         }
     }
@@ -281,6 +328,14 @@ pub struct Fetcher {
     batch_denied: Cache<IdentityKey, (), FetchError>,
     /// Set while batching backs off on this node after a throttled batch.
     batch_throttled: Cache<(), (), FetchError>,
+    memory: Arc<MemoryBudget>,
+    retries: Arc<RetryBudget>,
+}
+
+/// What a kept value weighs: its bytes and its matches'.
+fn kept_weight(v: &(Fetched, Instant)) -> u64 {
+    let f = &v.0;
+    (f.value.len() + f.members.iter().map(|(n, m)| n.len() + m.value.len()).sum::<usize>()) as u64
 }
 
 /// What one unit needs to run on its own task.
@@ -289,21 +344,165 @@ pub(crate) struct UnitContext {
     pub aws: AwsClients,
     pub creds: Credentials,
     pub regions: Regions,
-    pub budget: Arc<Budget>,
+    /// What the mount that started the unit may still fetch.
+    pub quota: Arc<MountQuota>,
+    /// The memory ledger of the mount that started the unit: its responses
+    /// and values are charged there.
+    pub memory: MountMemory,
+    /// That mount's deadline: throttled calls are retried until it.
+    pub deadline: Instant,
+    pub retries: Arc<RetryBudget>,
+    /// Pages an object that selects many may list.
+    pub max_pages: u32,
 }
 
-/// What one mount may still hold of the matches of its objects that select
-/// many, shared by all its units (and identities): paging stops as soon as
-/// the mount as a whole would exceed `--max-files-per-mount` or
-/// `--max-mount-bytes`.
+/// Why an AWS call of a unit failed.
+pub(crate) enum CallError {
+    Aws(AwsError),
+    Memory(MemoryError),
+}
+
+impl CallError {
+    /// The fetch error: `aws` makes the one of an AWS error.
+    pub fn into_fetch(self, aws: impl FnOnce(AwsError) -> FetchError) -> FetchError {
+        match self {
+            CallError::Aws(e) => aws(e),
+            CallError::Memory(m) => FetchError::Memory(m),
+        }
+    }
+}
+
+/// The shortest and the longest backoff before retrying a throttled call
+/// (exponential from the first, with full jitter).
+const THROTTLE_BACKOFF_BASE: Duration = Duration::from_millis(100);
+const THROTTLE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl UnitContext {
+    /// One AWS call: `send` builds it (once per attempt) with the
+    /// interceptor that charges its responses to the mount's memory as they
+    /// arrive. A throttled call (after the SDK's own attempts) is retried
+    /// with jittered exponential backoff while the mount's deadline and the
+    /// node's retry budget allow, unless `retry_throttled` is false (another
+    /// API answers for it). Returns the output and the charges of its
+    /// responses, to be dropped once the values taken out of it are charged.
+    pub async fn call<T, E, Fut>(
+        &self,
+        operation: &'static str,
+        retry_throttled: bool,
+        mut send: impl FnMut(ChargeResponses) -> Fut,
+    ) -> Result<(T, ChargeResponses), CallError>
+    where
+        Fut: std::future::Future<
+                Output = Result<
+                    T,
+                    aws_smithy_runtime_api::client::result::SdkError<
+                        E,
+                        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+                    >,
+                >,
+            >,
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let responses = ChargeResponses::new(self.memory.clone());
+        let mut attempt = 0u32;
+        loop {
+            let result = self.aws.call(Family::Aws, operation, send(responses.clone())).await;
+            if let Some(m) = responses.charges().refusal() {
+                return Err(CallError::Memory(m));
+            }
+            let error = match result {
+                Ok(out) => {
+                    self.retries.succeeded();
+                    return Ok((out, responses));
+                }
+                Err(e) => e,
+            };
+            if !(retry_throttled && error.failure == Failure::Throttled) {
+                return Err(CallError::Aws(error));
+            }
+            attempt += 1;
+            let ceiling = THROTTLE_BACKOFF_BASE
+                .saturating_mul(1 << attempt.min(16))
+                .min(THROTTLE_BACKOFF_MAX);
+            let backoff = ceiling.mul_f64(rand::random::<f64>());
+            if Instant::now() + backoff >= self.deadline || !self.retries.take() {
+                return Err(CallError::Aws(error));
+            }
+            tracing::debug!(
+                operation,
+                attempt,
+                ?backoff,
+                "throttled; retrying within the mount's deadline"
+            );
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Whether a throttled call in `region` is retried: in the last region
+    /// asked; the primary's throttling moves to the failover region instead.
+    pub fn retries_throttled_in(&self, region: &str) -> bool {
+        self.regions.failover.is_none() || region != self.regions.primary
+    }
+
+    /// `bytes` taken out of a response as a value, charged to the mount's
+    /// memory (waiting within its deadline if the budget is in use).
+    pub async fn value(&self, bytes: Vec<u8>) -> Result<SecretBytes, FetchError> {
+        let charge = self.memory.charge(Stage::Values, bytes.len() as u64).await?;
+        Ok(SecretBytes::charged(bytes, charge))
+    }
+}
+
+/// The node's budget of retries of throttled calls, as the AWS SDKs keep
+/// one per client: a retry spends [`RETRY_COST`] tokens, a successful call
+/// earns one back, so when most calls are throttled retries stop, and a
+/// throttled account is not hammered by every mount of the node at once.
 #[derive(Debug)]
-pub struct Budget {
-    files: std::sync::atomic::AtomicU64,
-    bytes: std::sync::atomic::AtomicU64,
+pub struct RetryBudget {
+    tokens: AtomicU64,
+    capacity: u64,
+}
+
+/// Tokens a retry of a throttled call spends.
+pub const RETRY_COST: u64 = 5;
+
+impl RetryBudget {
+    /// A budget of `retries` retries.
+    pub fn new(retries: u32) -> Self {
+        let capacity = u64::from(retries) * RETRY_COST;
+        Self {
+            tokens: AtomicU64::new(capacity),
+            capacity,
+        }
+    }
+
+    /// Spends a retry, if the budget has one.
+    pub fn take(&self) -> bool {
+        self.tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(RETRY_COST))
+            .is_ok()
+    }
+
+    /// A call succeeded: one token back.
+    pub fn succeeded(&self) {
+        let _ = self.tokens.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+            (t < self.capacity).then_some(t + 1)
+        });
+    }
+}
+
+/// What one mount may still fetch, shared by all its units (and
+/// identities): each value as it arrives counts towards `--max-mount-bytes`,
+/// and each match of an object that select many towards
+/// `--max-files-per-mount` too, so fetching stops (and what is in flight is
+/// cancelled) as soon as the mount as a whole would exceed them.
+#[derive(Debug)]
+pub struct MountQuota {
+    files: AtomicU64,
+    bytes: AtomicU64,
     limits: Limits,
 }
 
-impl Budget {
+impl MountQuota {
     pub fn new(limits: &Limits) -> Arc<Self> {
         Arc::new(Self {
             files: (limits.max_files as u64).into(),
@@ -315,15 +514,30 @@ impl Budget {
     /// Takes `files` and `bytes` for the matches of `what`, or the limit
     /// they exceed.
     pub(crate) fn take(&self, what: &str, files: u64, bytes: u64) -> Result<(), FetchError> {
-        use std::sync::atomic::Ordering::Relaxed;
+        self.take_for(files, bytes, || {
+            format!("the mount, with the matches of {}", Echo(what))
+        })
+    }
+
+    /// Takes `bytes` for the value of object `what`.
+    fn take_value(&self, what: &str, bytes: u64) -> Result<(), FetchError> {
+        self.take_for(0, bytes, || {
+            format!("the values fetched for this mount (at object {})", Echo(what))
+        })
+    }
+
+    fn take_for(&self, files: u64, bytes: u64, subject: impl FnOnce() -> String) -> Result<(), FetchError> {
         for (left, want, limit) in [
             (&self.files, files, Limit::Files),
             (&self.bytes, bytes, Limit::MountBytes),
         ] {
-            if left.fetch_update(Relaxed, Relaxed, |l| l.checked_sub(want)).is_err() {
+            if left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(want))
+                .is_err()
+            {
                 let max = limit.max(&self.limits);
                 return Err(FetchError::TooMany(LimitError {
-                    subject: format!("the mount, with the matches of {}", Echo(what)),
+                    subject: subject(),
                     limit,
                     found: max + 1,
                     at_least: true,
@@ -333,6 +547,13 @@ impl Budget {
         }
         Ok(())
     }
+}
+
+/// What a mount brings to a fetch: its quota, its memory, its deadline.
+pub struct ForMount<'a> {
+    pub quota: &'a Arc<MountQuota>,
+    pub memory: &'a MountMemory,
+    pub deadline: Instant,
 }
 
 /// Maps the outcome of the failover step of one object to its error.
@@ -347,17 +568,34 @@ pub(crate) fn all_regions<T>(
 }
 
 impl Fetcher {
-    pub fn new(aws: AwsClients, settings: FetchSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(aws: AwsClients, settings: FetchSettings, metrics: Arc<Metrics>, memory: Arc<MemoryBudget>) -> Self {
         let deadline = settings.shared_deadline;
+        let retries = Arc::new(RetryBudget::new(settings.throttle_retries));
         Self {
             aws,
             settings,
             metrics,
             units: Cache::new().with_deadline(deadline),
-            values: Cache::new(),
+            // Values kept (value cache, last good values) weigh at most a
+            // part of the budget; the oldest are evicted to make room.
+            values: Cache::new().with_max_bytes(memory.kept_max(), kept_weight),
             batch_denied: Cache::new(),
             batch_throttled: Cache::new(),
+            memory,
+            retries,
         }
+    }
+
+    /// Bytes of the values kept now.
+    pub fn kept_bytes(&self) -> u64 {
+        self.values.bytes()
+    }
+
+    /// Charges `v` (and its matches) as kept, replacing its fetch-time
+    /// charges; `false` (keeping nothing) when the budget cannot hold it.
+    fn charge_kept(&self, v: &Fetched) -> bool {
+        let take = |len| self.memory.try_charge_detached(Stage::Kept, len).ok();
+        v.value.recharge(take) && v.members.iter().all(|(_, m)| m.value.recharge(take))
     }
 
     fn batch_allowed(&self, identity: &IdentityKey) -> bool {
@@ -379,7 +617,7 @@ impl Fetcher {
         creds: &Credentials,
         regions: &Regions,
         objects: &[ObjectSpec],
-        budget: &Arc<Budget>,
+        mount: &ForMount<'_>,
     ) -> Result<Vec<Fetched>, FetchError> {
         let mut slots: Vec<Option<Fetched>> = vec![None; objects.len()];
         let value_key = |o: &ObjectSpec| (identity.clone(), regions.clone(), ObjectKey::of(o));
@@ -392,6 +630,11 @@ impl Fetcher {
                     .map(|(v, _)| v);
                 let hit = if slot.is_some() { "hit" } else { "miss" };
                 self.metrics.count(Family::Cache, "values", hit);
+            }
+            for (slot, o) in slots.iter().zip(objects) {
+                if let Some(v) = slot {
+                    take_values(mount.quota, o, v)?;
+                }
             }
         }
 
@@ -427,7 +670,11 @@ impl Fetcher {
             aws: self.aws.clone(),
             creds: creds.clone(),
             regions: regions.clone(),
-            budget: budget.clone(),
+            quota: mount.quota.clone(),
+            memory: mount.memory.clone(),
+            deadline: mount.deadline,
+            retries: self.retries.clone(),
+            max_pages: self.settings.max_pages,
         };
         let futures: Vec<BoxFuture<'_, UnitDone>> = units
             .into_iter()
@@ -457,23 +704,26 @@ impl Fetcher {
                 .boxed()
             })
             .collect();
-        let done: Vec<(Vec<usize>, Vec<Fetched>)> = stream::iter(futures)
-            .buffered(self.settings.concurrency.max(1))
-            .try_collect()
-            .await?;
-
-        let now = Instant::now();
+        // Each unit's values count as it finishes: the first that takes the
+        // mount over what it may hold ends the fetch, and dropping the
+        // stream cancels the units still in flight.
+        let mut done = stream::iter(futures).buffered(self.settings.concurrency.max(1));
         let keep = self.settings.value_ttl.max(self.settings.stale_max_age);
-        for (indices, values) in done {
+        while let Some(unit) = done.next().await {
+            let (indices, values) = unit?;
+            let now = Instant::now();
             for (i, v) in indices.into_iter().zip(values) {
+                take_values(mount.quota, &objects[i], &v)?;
                 if let Some(keep) = keep
                     && !v.stale
+                    && self.charge_kept(&v)
                 {
                     self.values.insert(value_key(&objects[i]), (v.clone(), now), now + keep);
                 }
                 slots[i] = Some(v);
             }
         }
+        drop(done);
         slots
             .into_iter()
             .zip(objects)
@@ -579,6 +829,15 @@ impl Fetcher {
         }
         result.map(|v| v.as_ref().clone()).map_err(FetchError::Shared)
     }
+}
+
+/// Counts a value of `object` towards the mount's quota (the matches of an
+/// object that selects many counted themselves, page by page).
+fn take_values(quota: &MountQuota, object: &ObjectSpec, v: &Fetched) -> Result<(), FetchError> {
+    if object.bulk.is_some() {
+        return Ok(());
+    }
+    quota.take_value(&object.name, v.value.len() as u64)
 }
 
 /// Secrets Manager objects with one `GetSecretValue` each, up to

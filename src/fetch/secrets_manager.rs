@@ -4,12 +4,13 @@
 
 use aws_sdk_secretsmanager::primitives::Blob;
 
-use super::{FetchError, Fetched, UnitContext, all_regions};
+use super::bulk::{Form, PagingProblem};
+use super::{CallError, FetchError, Fetched, UnitContext, all_regions};
 use crate::aws::{AwsError, Failure, no_client};
+use crate::memory::MemoryError;
 use crate::region::with_failover;
 use crate::secret::SecretBytes;
 use crate::spec::ObjectSpec;
-use crate::telemetry::Family;
 
 /// The most secrets one `BatchGetSecretValue` call takes.
 pub const MAX_BATCH: usize = 20;
@@ -101,21 +102,26 @@ async fn get(
         error,
     };
     let client = ctx.aws.secrets_manager(region).ok_or_else(|| err(no_client(region)))?;
-    let send = client
-        .get_secret_value()
-        .secret_id(id)
-        .set_version_id(version_id.map(str::to_string))
-        .set_version_stage(stage.map(str::to_string))
-        .customize()
-        .config_override(ctx.creds.for_secrets_manager())
-        .send();
-    let mut out = ctx
-        .aws
-        .call(Family::Aws, "secretsmanager.GetSecretValue", send)
+    let (mut out, _responses) = ctx
+        .call(
+            "secretsmanager.GetSecretValue",
+            ctx.retries_throttled_in(region),
+            |charge| {
+                client
+                    .get_secret_value()
+                    .secret_id(id)
+                    .set_version_id(version_id.map(str::to_string))
+                    .set_version_stage(stage.map(str::to_string))
+                    .customize()
+                    .config_override(ctx.creds.for_secrets_manager())
+                    .interceptor(charge)
+                    .send()
+            },
+        )
         .await
-        .map_err(err)?;
+        .map_err(|e| e.into_fetch(err))?;
     Ok(Fetched {
-        value: secret_value(out.secret_string.take(), out.secret_binary.take()),
+        value: secret_value(ctx, out.secret_string.take(), out.secret_binary.take()).await?,
         version: out.version_id.take().unwrap_or_default(),
         ..Default::default()
     })
@@ -140,9 +146,19 @@ pub(crate) enum BatchError {
 pub(crate) async fn fetch_batch(ctx: &UnitContext, objects: &[ObjectSpec]) -> Result<Vec<Fetched>, BatchError> {
     let ids: Vec<String> = objects.iter().map(|o| o.name.clone()).collect();
     let mut results = match batch_get(ctx, &ctx.regions.primary, &ids).await {
-        Err(error) if error.failure == Failure::AccessDenied => return Err(BatchError::Denied),
-        Err(error) if error.failure == Failure::Throttled => return Err(BatchError::Throttled),
-        Err(error) => {
+        Err(BatchCallError::Aws(error)) if error.failure == Failure::AccessDenied => return Err(BatchError::Denied),
+        Err(BatchCallError::Aws(error)) if error.failure == Failure::Throttled => return Err(BatchError::Throttled),
+        Err(BatchCallError::Memory(m)) => return Err(BatchError::Fetch(FetchError::Memory(m))),
+        Err(BatchCallError::Fetch(e)) => return Err(BatchError::Fetch(e)),
+        Err(BatchCallError::Paging(problem)) => {
+            return Err(BatchError::Fetch(FetchError::Paging {
+                what: ids.join(", "),
+                form: Form::Secrets,
+                region: ctx.regions.primary.clone(),
+                problem,
+            }));
+        }
+        Err(BatchCallError::Aws(error)) => {
             // The call itself failed: every object fails over on its own.
             let mut out = Vec::with_capacity(objects.len());
             for o in objects {
@@ -175,6 +191,14 @@ pub(crate) async fn fetch_batch(ctx: &UnitContext, objects: &[ObjectSpec]) -> Re
     Ok(out)
 }
 
+/// Why one `BatchGetSecretValue` call failed.
+enum BatchCallError {
+    Aws(AwsError),
+    Memory(MemoryError),
+    Fetch(FetchError),
+    Paging(PagingProblem),
+}
+
 /// One `BatchGetSecretValue` call (following pages), answering each id.
 /// Values are moved out of the response, not copied; an id asked by
 /// several objects shares one buffer.
@@ -182,7 +206,7 @@ async fn batch_get(
     ctx: &UnitContext,
     region: &str,
     ids: &[String],
-) -> Result<Vec<Result<Fetched, AwsError>>, AwsError> {
+) -> Result<Vec<Result<Fetched, AwsError>>, BatchCallError> {
     let mut distinct: Vec<String> = Vec::with_capacity(ids.len());
     let mut seen = std::collections::HashSet::new();
     for id in ids {
@@ -190,36 +214,50 @@ async fn batch_get(
             distinct.push(id.clone());
         }
     }
-    let client = ctx.aws.secrets_manager(region).ok_or_else(|| no_client(region))?;
+    let client = ctx
+        .aws
+        .secrets_manager(region)
+        .ok_or_else(|| BatchCallError::Aws(no_client(region)))?;
     let mut entries: Vec<(Option<String>, Option<String>, Fetched)> = Vec::new();
     let mut errors = Vec::new();
-    let mut next_token: Option<String> = None;
+    let mut pages = super::bulk::Pages::new(ctx.max_pages);
     loop {
-        let send = client
-            .batch_get_secret_value()
-            .set_secret_id_list(Some(distinct.clone()))
-            .set_next_token(next_token.take())
-            .customize()
-            // A throttled batch is not retried: its objects go to
-            // GetSecretValue at once (fetch_batch).
-            .config_override(ctx.creds.for_secrets_manager_no_throttle_retry())
-            .send();
-        let out = ctx
-            .aws
-            .call(Family::Aws, "secretsmanager.BatchGetSecretValue", send)
-            .await?;
+        let token = pages.token();
+        let (out, responses) = ctx
+            .call("secretsmanager.BatchGetSecretValue", false, |charge| {
+                client
+                    .batch_get_secret_value()
+                    .set_secret_id_list(Some(distinct.clone()))
+                    .set_next_token(token.clone())
+                    .customize()
+                    // A throttled batch is not retried: its objects go to
+                    // GetSecretValue at once (fetch_batch).
+                    .config_override(ctx.creds.for_secrets_manager_no_throttle_retry())
+                    .interceptor(charge)
+                    .send()
+            })
+            .await
+            .map_err(|e| match e {
+                CallError::Aws(e) => BatchCallError::Aws(e),
+                CallError::Memory(m) => BatchCallError::Memory(m),
+            })?;
         for mut e in out.secret_values.unwrap_or_default() {
+            let value = secret_value(ctx, e.secret_string.take(), e.secret_binary.take())
+                .await
+                .map_err(BatchCallError::Fetch)?;
             let fetched = Fetched {
-                value: secret_value(e.secret_string.take(), e.secret_binary.take()),
+                value,
                 version: e.version_id.take().unwrap_or_default(),
                 ..Default::default()
             };
             entries.push((e.name.take(), e.arn.take(), fetched));
         }
+        drop(responses);
         errors.extend(out.errors.unwrap_or_default());
-        match out.next_token {
-            Some(t) if !t.is_empty() => next_token = Some(t),
-            _ => break,
+        match pages.next(out.next_token) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(problem) => return Err(BatchCallError::Paging(problem)),
         }
     }
     Ok(ids
@@ -252,12 +290,17 @@ async fn batch_get(
 
 /// A secret version's value: `SecretString`, else the raw `SecretBinary`,
 /// else empty — the same for `GetSecretValue` and `BatchGetSecretValue`
-/// (and the Go provider, which writes an empty file). Moved, not copied.
-pub(crate) fn secret_value(string: Option<String>, binary: Option<Blob>) -> SecretBytes {
+/// (and the Go provider, which writes an empty file). Moved, not copied,
+/// and charged to the mount's memory.
+pub(crate) async fn secret_value(
+    ctx: &UnitContext,
+    string: Option<String>,
+    binary: Option<Blob>,
+) -> Result<SecretBytes, FetchError> {
     match (string, binary) {
-        (Some(s), _) => SecretBytes::from(s),
-        (None, Some(b)) => SecretBytes::from(b.into_inner()),
-        (None, None) => SecretBytes::new(Vec::new()),
+        (Some(s), _) => ctx.value(s.into_bytes()).await,
+        (None, Some(b)) => ctx.value(b.into_inner()).await,
+        (None, None) => Ok(SecretBytes::new(Vec::new())),
     }
 }
 

@@ -13,7 +13,6 @@ use crate::aws::no_client;
 use crate::region::with_failover;
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectSpec, arn};
-use crate::telemetry::Family;
 
 /// The most names one `GetParameters` call accepts.
 pub const MAX_BATCH: usize = 10;
@@ -112,18 +111,19 @@ async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(
         error,
     };
     let client = ctx.aws.ssm(region).ok_or_else(|| err(no_client(region)))?;
-    let send = client
-        .get_parameters()
-        .set_names(Some(names.clone()))
-        .with_decryption(true)
-        .customize()
-        .config_override(ctx.creds.for_ssm())
-        .send();
-    let out = ctx
-        .aws
-        .call(Family::Aws, "ssm.GetParameters", send)
+    let (out, responses) = ctx
+        .call("ssm.GetParameters", ctx.retries_throttled_in(region), |charge| {
+            client
+                .get_parameters()
+                .set_names(Some(names.clone()))
+                .with_decryption(true)
+                .customize()
+                .config_override(ctx.creds.for_ssm())
+                .interceptor(charge)
+                .send()
+        })
         .await
-        .map_err(err)?;
+        .map_err(|e| e.into_fetch(err))?;
     let invalid = out.invalid_parameters.unwrap_or_default();
     if let Some(w) = wanted.iter().find(|w| invalid.contains(&w.selector)) {
         return Err(FetchError::ParameterNotFound {
@@ -134,15 +134,12 @@ async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(
     }
     // Values are moved out of the response; a parameter wanted by several
     // objects shares one buffer.
-    let params: Vec<(Parameter, SecretBytes)> = out
-        .parameters
-        .unwrap_or_default()
-        .into_iter()
-        .map(|mut p| {
-            let value = SecretBytes::from(p.value.take().unwrap_or_default());
-            (p, value)
-        })
-        .collect();
+    let mut params: Vec<(Parameter, SecretBytes)> = Vec::new();
+    for mut p in out.parameters.unwrap_or_default() {
+        let value = ctx.value(p.value.take().unwrap_or_default().into_bytes()).await?;
+        params.push((p, value));
+    }
+    drop(responses);
     wanted
         .iter()
         .map(|w| {

@@ -79,6 +79,10 @@ impl<'de> serde::Deserialize<'de> for Entries {
 
 /// The files of `value` under directory `dir`: `(dir/key, contents)` in the
 /// value's key order. serde_json bounds the nesting it parses (128 levels).
+/// Bytes splitting may hold per byte of the value: the parsed entries and
+/// the files made of them.
+pub const WORK_FACTOR: u64 = 4;
+
 pub fn split(dir: &str, value: &[u8]) -> Result<Vec<(String, SecretBytes)>, SplitError> {
     let Entries(entries) = serde_json::from_slice(value).map_err(|_| SplitError::NotObject)?;
     let mut out: Vec<(String, SecretBytes)> = Vec::with_capacity(entries.len());

@@ -14,6 +14,7 @@ pub mod write;
 use crate::fetch::Fetched;
 use crate::jmes::EvalError;
 use crate::limits::{Echo, Limit, LimitError, Limits, echo};
+use crate::memory::{Charge, MemoryError, MountMemory, Stage};
 use crate::secret::SecretBytes;
 use crate::spec::paths::{self, Collision};
 use crate::spec::{ObjectSpec, TemplateSpec};
@@ -55,6 +56,8 @@ pub enum RenderError {
     Limit(#[from] LimitError),
     #[error(transparent)]
     Template(#[from] TemplateError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
 }
 
 /// One file of the mount.
@@ -79,6 +82,34 @@ pub struct Rendered {
     pub versions: Vec<Version>,
     /// Bytes of all files.
     pub total_bytes: u64,
+    /// The memory charges of the files rendered into new buffers (and of
+    /// the work that made them), to be held as long as the files are.
+    pub charges: Vec<Charge>,
+}
+
+/// The mount's memory, when rendering is metered (it is for a mount; the
+/// offline `validate` and the fuzz targets render unmetered).
+#[derive(Clone, Copy)]
+struct Meter<'a>(Option<&'a MountMemory>);
+
+impl Meter<'_> {
+    /// Charges `bytes` of rendering now (a blocking thread cannot wait).
+    fn charge(self, bytes: u64) -> Result<Option<Charge>, RenderError> {
+        match self.0 {
+            Some(m) => Ok(Some(m.try_charge(Stage::Files, bytes)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Rendered {
+    /// Keeps `charge`, settled to `bytes`, with the files.
+    fn hold(&mut self, charge: Option<Charge>, bytes: usize) {
+        if let Some(mut c) = charge {
+            c.shrink_to(bytes as u64);
+            self.charges.push(c);
+        }
+    }
 }
 
 impl Rendered {
@@ -109,22 +140,29 @@ impl Rendered {
 /// matches of an object that selects many, the keys of `jsonKeysAsFiles`)
 /// are checked as names and for collisions with every other file here,
 /// before anything is written.
+///
+/// With `memory`, every file made into a new buffer (a JMESPath result, a
+/// decoded value, a key of `jsonKeysAsFiles`, a template's output) and the
+/// work that makes it are charged to the mount's memory before they are
+/// built, and a render the budget cannot hold fails.
 pub fn render(
     objects: &[ObjectSpec],
-    templates: &[TemplateSpec],
+    templates: &mut [TemplateSpec],
     values: Vec<Fetched>,
     limits: &Limits,
+    memory: Option<&MountMemory>,
 ) -> Result<Rendered, RenderError> {
+    let meter = Meter(memory);
     let mut out = Rendered::default();
     // Who wrote each file: the object, or the match of an object that
     // selects many (so a collision names the two AWS names).
     let mut owners: Vec<String> = Vec::new();
     let dynamic = objects.iter().any(|o| o.bulk.is_some() || o.json_keys);
     for (object, fetched) in objects.iter().zip(values) {
-        add_object(&mut out, &mut owners, object, fetched, limits)?;
+        add_object(&mut out, &mut owners, object, fetched, limits, meter)?;
     }
     if !templates.is_empty() {
-        add_templates(&mut out, &mut owners, templates, limits)?;
+        add_templates(&mut out, &mut owners, templates, limits, memory)?;
     }
     if dynamic {
         let files = out
@@ -145,8 +183,9 @@ pub fn render(
 fn add_templates(
     out: &mut Rendered,
     owners: &mut Vec<String>,
-    templates: &[TemplateSpec],
+    templates: &mut [TemplateSpec],
     limits: &Limits,
+    memory: Option<&MountMemory>,
 ) -> Result<(), RenderError> {
     let files = std::sync::Arc::new(template::Files::new(
         out.files
@@ -154,7 +193,8 @@ fn add_templates(
             .zip(&out.versions)
             .map(|(f, v)| (f.path.clone(), f.contents.clone(), v.version.clone())),
     ));
-    let mut budget = template::Budget::new(limits);
+    let mut budget = template::Budget::metered(limits, memory.cloned());
+    let meter = Meter(memory);
     for t in templates {
         let left = (limits.max_mount_bytes as u64).saturating_sub(out.total_bytes);
         let (max, limit) = if (limits.max_file_bytes as u64) <= left {
@@ -162,7 +202,16 @@ fn add_templates(
         } else {
             (left, Limit::MountBytes)
         };
-        let rendered = t.template.render(&files, &mut budget, max, limit, limits)?;
+        let rendered = t
+            .template
+            .render(&files, &mut budget, max, limit, limits)
+            .map_err(|e| match e.problem {
+                template::Problem::Memory(m) => RenderError::Memory(m),
+                _ => RenderError::Template(e),
+            })?;
+        // The output, charged once it is known (it is cut at `max`).
+        let charge = meter.charge(rendered.contents.len() as u64)?;
+        out.hold(charge, rendered.contents.len());
         let file = FileOut {
             path: t.file().to_string(),
             mode: t.mode,
@@ -171,6 +220,7 @@ fn add_templates(
         out.add(limits, file, &rendered.version)?;
         owners.push(format!("template {}", t.file()));
     }
+    out.charges.extend(budget.charges());
     Ok(())
 }
 
@@ -182,9 +232,10 @@ fn add_object(
     object: &ObjectSpec,
     fetched: Fetched,
     limits: &Limits,
+    meter: Meter<'_>,
 ) -> Result<(), RenderError> {
     let Some(bulk) = &object.bulk else {
-        add_value(out, object, &object.file, fetched, limits)?;
+        add_value(out, object, &object.file, fetched, limits, meter)?;
         owners.resize(out.files.len(), object.name.clone());
         return Ok(());
     };
@@ -198,7 +249,7 @@ fn add_object(
                 rule,
             });
         }
-        add_value(out, object, &file, member, limits)?;
+        add_value(out, object, &file, member, limits, meter)?;
         owners.resize(out.files.len(), name);
     }
     Ok(())
@@ -212,8 +263,12 @@ fn add_value(
     file: &str,
     fetched: Fetched,
     limits: &Limits,
+    meter: Meter<'_>,
 ) -> Result<(), RenderError> {
     for j in &object.jmes {
+        // The evaluation's work, bounded before it runs, then its result.
+        let work = j.path.work_bound(fetched.value.len()).min(limits.max_jmespath_work);
+        let charge = meter.charge(work)?;
         let contents = j
             .path
             .evaluate_with(fetched.value.expose(), limits, j.non_string_json)
@@ -238,7 +293,8 @@ fn add_value(
                     max: limits.max_jmespath_work,
                 }),
             })?;
-        let contents = decode(object, &j.file, j.encoding, contents)?;
+        out.hold(charge, contents.len());
+        let contents = decode(out, meter, object, &j.file, j.encoding, contents)?;
         out.add(
             limits,
             FileOut {
@@ -250,12 +306,15 @@ fn add_value(
         )?;
     }
     if object.json_keys {
+        // The parsed value and the files made of it.
+        let charge = meter.charge((fetched.value.len() as u64).saturating_mul(json_keys::WORK_FACTOR))?;
         let files = json_keys::split(file, fetched.value.expose()).map_err(|error| RenderError::JsonKeys {
             object: object.name.clone(),
             error,
         })?;
+        out.hold(charge, files.iter().map(|(_, c)| c.len()).sum());
         for (path, contents) in files {
-            let contents = decode(object, &path, object.encoding, contents)?;
+            let contents = decode(out, meter, object, &path, object.encoding, contents)?;
             let file = FileOut {
                 path,
                 mode: object.mode,
@@ -265,7 +324,7 @@ fn add_value(
         }
         return Ok(());
     }
-    let contents = decode(object, file, object.encoding, fetched.value)?;
+    let contents = decode(out, meter, object, file, object.encoding, fetched.value)?;
     out.add(
         limits,
         FileOut {
@@ -277,16 +336,26 @@ fn add_value(
     )
 }
 
-/// `contents` of `file` decoded from the object's (or entry's) encoding.
+/// `contents` of `file` decoded from the object's (or entry's) encoding
+/// (a new buffer, charged: at most the input's size, and the input's
+/// whitespace-free copy while base64 is decoded).
 fn decode(
+    out: &mut Rendered,
+    meter: Meter<'_>,
     object: &ObjectSpec,
     file: &str,
     encoding: crate::spec::Encoding,
     contents: SecretBytes,
 ) -> Result<SecretBytes, RenderError> {
-    encoding::decode(encoding, contents).map_err(|_| RenderError::NotEncoded {
+    if encoding == crate::spec::Encoding::Utf8 {
+        return Ok(contents);
+    }
+    let charge = meter.charge((contents.len() as u64).saturating_mul(2))?;
+    let decoded = encoding::decode(encoding, contents).map_err(|_| RenderError::NotEncoded {
         object: object.name.clone(),
         file: file.to_string(),
         encoding: encoding.as_str(),
-    })
+    })?;
+    out.hold(charge, decoded.len());
+    Ok(decoded)
 }

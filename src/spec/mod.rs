@@ -132,6 +132,44 @@ pub struct MountSpec {
     pub templates: Vec<TemplateSpec>,
 }
 
+/// Bytes a validated object holds beyond its text: the structure, its
+/// strings' allocations, a compiled JMESPath program per entry (its syntax
+/// tree: a few hundred bytes per node, at most one node per byte of the
+/// expression).
+const OBJECT_OVERHEAD: u64 = 1024;
+const JMES_BYTES_PER_BYTE: u64 = 256;
+
+impl MountSpec {
+    /// An upper bound of what the validated class holds, in bytes: its
+    /// objects with their JMESPath programs, and its compiled templates.
+    pub fn estimated_bytes(&self) -> u64 {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len) as u64;
+        let objects: u64 = self
+            .objects
+            .iter()
+            .map(|o| {
+                let jmes: u64 = o
+                    .jmes
+                    .iter()
+                    .map(|j| {
+                        OBJECT_OVERHEAD
+                            + (j.alias.len() + j.file.len()) as u64
+                            + j.path.as_str().len() as u64 * JMES_BYTES_PER_BYTE
+                    })
+                    .sum();
+                OBJECT_OVERHEAD
+                    + (o.name.len() + o.file.len()) as u64
+                    + text(&o.alias)
+                    + text(&o.version)
+                    + text(&o.version_label)
+                    + jmes
+            })
+            .sum();
+        let templates: u64 = self.templates.iter().map(|t| t.template.compiled_bytes()).sum();
+        OBJECT_OVERHEAD + objects + templates
+    }
+}
+
 /// A request that is malformed or names invalid parameters. User input is
 /// echoed truncated ([`Echo`]).
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +304,105 @@ struct TokenEntry {
     token: Option<String>,
 }
 
+/// A request's attributes and secrets, read: the first, cheap step of
+/// parsing (the JSON maps). What the rest costs is then known in two more
+/// cheap steps: [`Attributes::scan_cost`] bounds what pre-scanning the YAML
+/// of `objects` and `templates` holds, and once [`Attributes::scan`] has
+/// run, [`Attributes::parse_cost`] bounds what parsing builds.
+#[derive(Debug)]
+pub struct Attributes {
+    target: PathBuf,
+    attrs: HashMap<String, String>,
+    secrets: HashMap<String, String>,
+    /// What building the rest allocates at its peak (bytes), once scanned.
+    parse_cost: Option<u64>,
+}
+
+/// Bytes compiling a template allocates at its peak per byte of its text
+/// (its tokens, syntax tree and instructions), measured with a counting
+/// allocator (`spec::tests`); what it holds afterwards is
+/// [`crate::template::COMPILED_FACTOR`].
+pub const TEMPLATE_COMPILE_FACTOR: u64 = 64;
+
+impl Attributes {
+    /// The YAML parameters, when within their size limit (a larger one is
+    /// refused before it is read).
+    fn yaml(&self, key: &str, limits: &Limits) -> Option<&str> {
+        self.attrs
+            .get(key)
+            .map(String::as_str)
+            .filter(|t| t.len() <= limits.max_objects_bytes)
+    }
+
+    /// An upper bound of what pre-scanning `objects` and `templates` holds.
+    pub fn scan_cost(&self, limits: &Limits) -> u64 {
+        [keys::OBJECTS, templates::KEY]
+            .iter()
+            .filter_map(|k| self.yaml(k, limits))
+            .map(yaml::scan_bytes)
+            .sum()
+    }
+
+    /// Pre-scans `objects` and `templates` for what parsing them builds
+    /// (problems are left to the parse, which reports them in their place).
+    pub fn scan(&mut self, limits: &Limits) {
+        let built = |key: &'static str| -> u64 {
+            self.yaml(key, limits)
+                .and_then(|t| yaml::prescan(t, &yaml::Bounds::of(key, limits)).ok())
+                .map_or(0, |s| s.parse_bytes())
+        };
+        // The rest of the parse (the token map, the objects made of the
+        // values) holds what the request and the class are charged for.
+        let compile = self
+            .yaml(templates::KEY, limits)
+            .map_or(0, |t| t.len() as u64 * TEMPLATE_COMPILE_FACTOR);
+        // Parsing scans again, then builds values (the scan's memory freed).
+        let cost = self.scan_cost(limits).max(built(keys::OBJECTS) + built(templates::KEY)) + compile;
+        self.parse_cost = Some(cost);
+    }
+
+    /// An upper bound of what parsing the rest allocates at its peak, once
+    /// [`Attributes::scan`] has run.
+    pub fn parse_cost(&self) -> u64 {
+        self.parse_cost.unwrap_or_default()
+    }
+
+    /// Whether the rest is worth a blocking thread: templates compile
+    /// there, and large classes parse there.
+    pub fn heavy(&self, inline: u64) -> bool {
+        self.parse_cost() > inline || self.attrs.contains_key(templates::KEY)
+    }
+}
+
+/// Reads `attributes` and `secrets` (JSON maps) for a mount of
+/// `target_path`: the first step of [`parse_request`], bounded by the
+/// request's size. Problems of `objects` and `templates` are found by the
+/// last step, in their place among the other rules.
+pub fn read_attributes(attributes: &str, secrets: &str, target_path: &str) -> Result<Attributes, SpecError> {
+    if target_path.is_empty() {
+        return Err(SpecError::MissingTargetPath);
+    }
+    let target = PathBuf::from(target_path);
+    if !target.is_absolute() {
+        return Err(SpecError::RelativeTargetPath(target_path.to_string()));
+    }
+    let attrs: HashMap<String, String> =
+        serde_json::from_str(attributes).map_err(|e| SpecError::Attributes(json_error(&e)))?;
+    let secrets: HashMap<String, String> = if secrets.is_empty() {
+        HashMap::new()
+    } else {
+        serde_json::from_str::<Option<HashMap<String, String>>>(secrets)
+            .map_err(|e| SpecError::Secrets(json_error(&e)))?
+            .unwrap_or_default()
+    };
+    Ok(Attributes {
+        target,
+        attrs,
+        secrets,
+        parse_cost: None,
+    })
+}
+
 /// Parses and validates a request under `limits`: everything but the rules
 /// that need the resolved region ([`check_regions`]). `attributes`, `secrets`
 /// and the token map are never echoed into errors: their parse errors carry
@@ -277,23 +414,14 @@ pub fn parse_request(
     permission: &str,
     limits: &Limits,
 ) -> Result<MountSpec, SpecError> {
-    if target_path.is_empty() {
-        return Err(SpecError::MissingTargetPath);
-    }
-    let target = PathBuf::from(target_path);
-    if !target.is_absolute() {
-        return Err(SpecError::RelativeTargetPath(target_path.to_string()));
-    }
+    parse_attributes(read_attributes(attributes, secrets, target_path)?, permission, limits)
+}
 
-    let attrs: HashMap<String, String> =
-        serde_json::from_str(attributes).map_err(|e| SpecError::Attributes(json_error(&e)))?;
-    let secrets: HashMap<String, String> = if secrets.is_empty() {
-        HashMap::new()
-    } else {
-        serde_json::from_str::<Option<HashMap<String, String>>>(secrets)
-            .map_err(|e| SpecError::Secrets(json_error(&e)))?
-            .unwrap_or_default()
-    };
+/// The second step of [`parse_request`]: everything else.
+pub fn parse_attributes(read: Attributes, permission: &str, limits: &Limits) -> Result<MountSpec, SpecError> {
+    let Attributes {
+        target, attrs, secrets, ..
+    } = read;
 
     // The driver copies the token map into the attributes; with Kubernetes
     // >= 1.35 (serviceAccountTokenInSecrets) it also travels in `secrets`,
@@ -467,7 +595,7 @@ pub(crate) fn parse_go_bool(v: &str) -> Option<bool> {
 }
 
 /// A JSON error without any quoted input: its category and position.
-fn json_error(e: &serde_json::Error) -> String {
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Io => "I/O error",
         serde_json::error::Category::Syntax => "invalid JSON",
@@ -582,6 +710,98 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.token.expose(), "tok-canary");
+    }
+
+    /// What parsing allocates at its peak, and what the class holds after
+    /// it, against what a mount charges for them: the first step within the
+    /// request's charge, the second within its announced cost, the class
+    /// within its estimate.
+    #[test]
+    fn parsing_stays_within_its_charges_and_the_class_within_its_estimate() {
+        let objects: String = (0..490)
+            .map(|i| {
+                format!(
+                    "- objectName: prod/team-{i:04}/database-credentials\n  objectType: secretsmanager\n  objectAlias: db-{i:04}\n  jmesPath:\n    - {{path: username, objectAlias: u-{i}}}\n"
+                )
+            })
+            .collect();
+        // The most nodes per byte: a flow list of one-letter scalars under an
+        // ignored key, up to the node limit.
+        let flow = format!(
+            "- objectName: a\n  objectType: secretsmanager\n  x: [{}]\n",
+            "a,".repeat(31_000)
+        );
+        let anchored = format!(
+            "- &o {{objectName: a, objectType: secretsmanager, filePermission: '0400', x: [{}]}}\n{}",
+            "a,".repeat(1_000),
+            (0..20)
+                .map(|i| format!("- {{<<: *o, objectAlias: c{i}}}\n"))
+                .collect::<String>()
+        );
+        let mut template = String::new();
+        while template.len() < 190 * 1024 {
+            template.push_str("{{ files.s }}\n");
+        }
+        let templates = format!(
+            "- fileName: out\n  template: |\n{}",
+            template.lines().map(|l| format!("    {l}\n")).collect::<String>()
+        );
+        let mut short_tags = String::new();
+        while short_tags.len() < 190 * 1024 {
+            short_tags.push_str("{{a}}");
+        }
+        let short_tags = format!("- fileName: out\n  template: '{short_tags}'\n");
+        let cases = [
+            (
+                "490 objects with a jmesPath entry each",
+                attrs(&[(keys::OBJECTS, &objects)]),
+            ),
+            ("31,000 scalars in a flow list", attrs(&[(keys::OBJECTS, &flow)])),
+            ("an object merged into 20 others", attrs(&[(keys::OBJECTS, &anchored)])),
+            ("a 250 KiB template", attrs(&[("templates", &templates)])),
+            ("a template of the shortest tags", attrs(&[("templates", &short_tags)])),
+            ("1000 KiB of padding", attrs(&[("padding", &"p".repeat(1000 * 1024))])),
+        ];
+        for (what, attributes) in cases {
+            let size = attributes.len() as u64;
+            let limits = Limits::default();
+            let (mut read, first, _) = measure(|| read_attributes(&attributes, "null", "/t").expect(what));
+            let scan_cost = read.scan_cost(&limits);
+            let ((), scanning, _) = measure(|| read.scan(&limits));
+            let cost = read.parse_cost();
+            let (spec, second, held) = measure(|| parse_attributes(read, "420", &limits));
+            let spec = spec.unwrap_or_else(|e| panic!("{what}: {e}"));
+            eprintln!(
+                "{what}: {size} bytes; read peak {first} ({:.1}x), scan peak {scanning} (cost {scan_cost}), parse peak {second} (cost {cost}), class {held} (estimate {})",
+                first as f64 / size as f64,
+                spec.estimated_bytes()
+            );
+            assert!(
+                scanning <= scan_cost,
+                "{what}: scanning allocated {scanning}, {scan_cost} charged"
+            );
+            // The request's charge pays for the message and what is read
+            // from it.
+            let request = size * crate::mount::REQUEST_FACTOR;
+            assert!(
+                first + size <= request,
+                "{what}: reading allocated {first}, {request} charged"
+            );
+            assert!(second <= cost, "{what}: parsing allocated {second}, {cost} charged");
+            assert!(
+                held <= spec.estimated_bytes(),
+                "{what}: the class holds {held} bytes, estimated {}",
+                spec.estimated_bytes()
+            );
+        }
+    }
+
+    /// `work` with what it allocated at its peak and still holds (bytes).
+    fn measure<T>(work: impl FnOnce() -> T) -> (T, u64, u64) {
+        let mut out = None;
+        let info = allocation_counter::measure(|| out = Some(work()));
+        let out = out.expect("ran");
+        (out, info.bytes_max, info.bytes_current.max(0) as u64)
     }
 
     #[test]

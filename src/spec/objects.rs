@@ -201,8 +201,11 @@ struct RawFailover {
 pub fn parse_objects(text: &str, rules: &ObjectRules) -> Result<Vec<ObjectSpec>, ObjectError> {
     let limits = &rules.limits;
     limits.check(Limit::ObjectsBytes, text.len() as u64, || "objects".to_string())?;
-    yaml::prescan(text).map_err(ObjectError::Yaml)?;
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| ObjectError::Load(e.to_string()))?;
+    yaml::prescan(text, &yaml::Bounds::of("objects", limits)).map_err(ObjectError::Yaml)?;
+    // Aliases expanded and merge keys (`<<: *defaults`) applied, as the Go
+    // provider's YAML reader does; what they expand to was measured by the
+    // pre-scan.
+    let doc: Value = yaml::load(text).map_err(ObjectError::Load)?;
     let items = match doc {
         Value::Null => Vec::new(),
         Value::Sequence(items) => items,
@@ -221,14 +224,15 @@ pub fn parse_objects(text: &str, rules: &ObjectRules) -> Result<Vec<ObjectSpec>,
     let mut objects: Vec<ObjectSpec> = Vec::with_capacity(items.len());
     let mut seen = Seen::default();
     let mut files = 0usize;
-    for (index, item) in items.iter().enumerate() {
+    // Each entry's values are dropped once it is read.
+    for (index, item) in items.into_iter().enumerate() {
         let raw = match item {
             Value::Null => return Err(ObjectError::EmptyEntry),
-            Value::Mapping(m) => read_object(m, index, limits)?,
+            Value::Mapping(m) => read_object(&m, index, limits)?,
             other => {
                 return Err(ObjectError::Load(format!(
                     "objects[{index}] must be a mapping, found {}",
-                    kind_name(other)
+                    kind_name(&other)
                 )));
             }
         };

@@ -58,8 +58,8 @@ pub fn parse_templates(
     limits
         .check(Limit::ObjectsBytes, text.len() as u64, || KEY.to_string())
         .map_err(ObjectError::Limit)?;
-    yaml::prescan(text).map_err(ObjectError::Yaml)?;
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| load(format!("{KEY}: {e}")))?;
+    yaml::prescan(text, &yaml::Bounds::of(KEY, limits)).map_err(ObjectError::Yaml)?;
+    let doc: Value = yaml::load(text).map_err(|e| load(format!("{KEY}: {e}")))?;
     let items = match doc {
         Value::Null => return Ok(Vec::new()),
         Value::Sequence(items) => items,

@@ -1,26 +1,79 @@
-//! A structural pre-scan of the `objects` YAML, run before any value is
-//! built from it. Anchors, aliases and merge keys are refused: a class never
-//! needs them, and aliases let a few KiB of text expand into hundreds of MiB
-//! (serde_yaml expands them while deserializing and has no limit for it).
-//! Nesting is bounded, so nothing downstream recurses deeply. The scan is an
-//! event parser: it allocates per event, never per expansion.
+//! A structural pre-scan of the YAML of `objects` and `templates`, run
+//! before any value is built from it (it allocates per event, never per
+//! expansion). It measures what the document stands for once its aliases
+//! are expanded, as the parser that builds values will expand them:
+//!
+//! - anchors (`&a`), aliases (`*a`) and merge keys (`<<: *a`) are accepted,
+//!   as the Go provider accepts them, but what they expand to counts: the
+//!   expanded document must fit `--max-objects-bytes`, so an alias bomb (a
+//!   few KiB that expand to hundreds of MiB) is refused at the alias that
+//!   crosses the limit, with its line;
+//! - lists and mappings nest at most [`MAX_DEPTH`] levels, aliases
+//!   included, so nothing downstream recurses deeply;
+//! - the expanded document holds at most [`NODES_PER_FILE`] nodes per file
+//!   of `--max-files-per-mount`: building a value costs a few hundred bytes
+//!   per node whatever its text, and the count (not the text) sets what
+//!   parsing costs ([`Scan::parse_bytes`]).
+//!
+//! A document that is JSON (YAML's subset) is scanned and read by a JSON
+//! reader, which holds nothing but its nesting while it scans. A YAML
+//! reader holds a flow collection (`{…}`, `[…]`) whole, a few hundred bytes
+//! per token, while it could still turn out to be a mapping key: what the
+//! scan of YAML may hold is bounded beforehand by [`scan_bytes`], from the
+//! tokens the text can make at most.
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt;
 
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use yaml_rust2::parser::{Event, Parser};
-use yaml_rust2::scanner::TScalarStyle;
+
+use crate::limits::Limits;
 
 /// Deepest nesting of lists and mappings accepted in `objects` (a class
 /// needs four: the list, an object, its `jmesPath` list, an entry).
 pub const MAX_DEPTH: usize = 32;
 
+/// YAML nodes (scalars, lists, mappings) per file a mount may produce: a
+/// class needs about ten per object with all its fields and five per
+/// `jmesPath` entry.
+pub const NODES_PER_FILE: u64 = 32;
+
+/// Bytes the parser allocates per node it builds at most (a mapping entry
+/// with its key, hashes and allocations), and per byte of text: measured
+/// with a counting allocator (`spec::tests`).
+pub const BYTES_PER_NODE: u64 = 512;
+pub const BYTES_PER_TEXT_BYTE: u64 = 4;
+
+/// What a YAML reader that builds values holds whatever the document (its
+/// buffers), measured with a counting allocator.
+pub const READER_BYTES: u64 = 96 * 1024;
+
+/// Bytes a collection stands for in the expansion measure besides its
+/// contents (its brackets and separators).
+const COLLECTION_BYTES: u64 = 2;
+
+/// Bytes a YAML reader holds per token it keeps (the token, its position,
+/// the queue's slack), measured with a counting allocator.
+pub const BYTES_PER_TOKEN: u64 = 256;
+
 /// What the scan refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum YamlRule {
-    Anchor,
-    Alias,
-    MergeKey,
     TooDeep,
+    /// The document expands to more than the limit (aliases included).
+    TooLarge {
+        subject: &'static str,
+        found: u64,
+        max: u64,
+        flag: Option<&'static str>,
+    },
+    /// The document expands to more nodes than the mount's files allow.
+    TooManyNodes {
+        found: u64,
+        max: u64,
+    },
     /// Not YAML at all (the parser's own message, which quotes no input).
     Syntax(String),
 }
@@ -28,10 +81,27 @@ pub enum YamlRule {
 impl fmt::Display for YamlRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            YamlRule::Anchor => f.write_str("YAML anchors (&name) are not supported in objects; write each value out"),
-            YamlRule::Alias => f.write_str("YAML aliases (*name) are not supported in objects; write each value out"),
-            YamlRule::MergeKey => f.write_str("YAML merge keys (<<) are not supported in objects; write each key out"),
-            YamlRule::TooDeep => write!(f, "objects nest deeper than {MAX_DEPTH} levels"),
+            YamlRule::TooDeep => write!(f, "objects nest deeper than {MAX_DEPTH} levels, aliases expanded"),
+            YamlRule::TooLarge {
+                subject,
+                found,
+                max,
+                flag,
+            } => {
+                write!(
+                    f,
+                    "{subject}, with its YAML aliases expanded: {found} or more bytes, more than the limit of {max}"
+                )?;
+                match flag {
+                    Some(flag) => write!(f, " ({flag})"),
+                    None => Ok(()),
+                }
+            }
+            YamlRule::TooManyNodes { found, max } => write!(
+                f,
+                "{found} or more YAML nodes with aliases expanded, more than the {max} a mount's files allow \
+                 ({NODES_PER_FILE} per file of --max-files-per-mount)"
+            ),
             YamlRule::Syntax(m) => write!(f, "not valid YAML: {m}"),
         }
     }
@@ -57,11 +127,201 @@ impl fmt::Display for YamlError {
     }
 }
 
-/// Scans `text` and refuses anchors, aliases, merge keys and deep nesting.
-pub fn prescan(text: &str) -> Result<(), YamlError> {
-    let mut parser = Parser::new_from_str(text);
+/// What a document stands for with its aliases expanded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Nodes: scalars, lists and mappings.
+    pub nodes: u64,
+    /// Bytes of text (scalars, and two per collection).
+    pub bytes: u64,
+}
+
+impl Scan {
+    /// An upper bound of what building values from the document allocates.
+    pub fn parse_bytes(&self) -> u64 {
+        self.nodes
+            .saturating_mul(BYTES_PER_NODE)
+            .saturating_add(self.bytes.saturating_mul(BYTES_PER_TEXT_BYTE))
+            .saturating_add(READER_BYTES)
+    }
+
+    fn add(&mut self, other: Scan) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
+
+/// What the scan may accept.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Bytes of the expanded document, what it is called in the error, and
+    /// the flag that sets the limit.
+    pub bytes: u64,
+    pub subject: &'static str,
+    pub flag: Option<&'static str>,
+    /// Nodes of the expanded document.
+    pub nodes: u64,
+}
+
+/// How much larger than its text a manifest may expand (the limit YAML
+/// readers of Kubernetes manifests put on aliasing is of this order).
+pub const MANIFEST_EXPANSION: u64 = 64;
+
+impl Bounds {
+    /// The bounds of a class's `objects` or `templates` under `limits`.
+    pub fn of(subject: &'static str, limits: &Limits) -> Self {
+        Self {
+            bytes: limits.max_objects_bytes as u64,
+            subject,
+            flag: Some("--max-objects-bytes"),
+            nodes: (limits.max_files as u64).saturating_mul(NODES_PER_FILE),
+        }
+    }
+
+    /// The bounds of a manifest of `len` bytes (read offline by `validate`).
+    pub fn manifest(len: usize) -> Self {
+        let bytes = (len as u64).saturating_mul(MANIFEST_EXPANSION).max(1 << 20);
+        Self {
+            bytes,
+            subject: "the manifest",
+            flag: None,
+            nodes: bytes,
+        }
+    }
+}
+
+/// An open list or mapping: what it holds so far, its anchor, and the
+/// deepest nesting below it.
+struct Frame {
+    anchor: usize,
+    scan: Scan,
+    below: usize,
+}
+
+/// Whether `text` is read as JSON: it opens a JSON list or object and a
+/// JSON reader accepts it (YAML flow style that is not JSON is read as
+/// YAML).
+fn is_json(text: &str) -> bool {
+    matches!(text.trim_start().as_bytes().first(), Some(b'[' | b'{'))
+        && serde_json::from_str::<de::IgnoredAny>(text).is_ok()
+}
+
+/// The document `text` as a value, read as JSON when it is JSON, else as
+/// YAML with its merge keys applied: after [`prescan`] accepted it, what
+/// it builds is bounded by [`Scan::parse_bytes`].
+pub fn load(text: &str) -> Result<serde_yaml::Value, String> {
+    if is_json(text) {
+        return serde_json::from_str(text).map_err(|e| super::json_error(&e));
+    }
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    value.apply_merge().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// An upper bound of what [`prescan`] (or any YAML reader) holds while it
+/// reads `text`. In block style a reader holds at most one line's tokens; a
+/// flow collection (`[…]`, `{…}`) that may turn out to be a mapping key it
+/// holds whole until it closes. Where one closes is told by counting
+/// brackets outside comments, and only trusted while no quote appears
+/// inside one (a quoted bracket would close it early): from the first
+/// bracket on, every token the text can make counts (every indicator
+/// character, every run of other characters, a few per line for blocks
+/// ending), except the content of block scalars (`|`, `>`: one token) met
+/// outside any collection; and the text of scalars, twice. JSON is read
+/// holding nothing but its nesting.
+pub fn scan_bytes(text: &str) -> u64 {
+    if is_json(text) {
+        return 0;
+    }
+    let mut flow = false;
     let mut depth = 0usize;
+    let mut trusted = true;
+    let mut tokens = 0u64;
+    let mut longest_line = 0u64;
+    // The indentation of a block scalar's header while its content runs.
+    let mut block: Option<usize> = None;
+    for line in text.split('\n') {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let content = line.trim();
+        if let Some(header) = block {
+            if content.is_empty() || indent > header {
+                continue;
+            }
+            block = None;
+        }
+        let mut count = 4u64;
+        let mut in_run = false;
+        let mut prev_blank = true;
+        for b in line.bytes() {
+            // A comment runs to the end of the line.
+            if b == b'#' && prev_blank {
+                break;
+            }
+            prev_blank = matches!(b, b' ' | b'\t');
+            count += match b {
+                b'[' | b'{' => {
+                    flow = true;
+                    depth += 1;
+                    in_run = false;
+                    1
+                }
+                b']' | b'}' => {
+                    depth = depth.saturating_sub(1);
+                    in_run = false;
+                    1
+                }
+                b'"' | b'\'' => {
+                    if depth > 0 {
+                        trusted = false;
+                    }
+                    in_run = false;
+                    1
+                }
+                b',' | b':' | b'-' | b'?' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' => {
+                    in_run = false;
+                    1
+                }
+                b' ' | b'\t' | b'\r' => {
+                    in_run = false;
+                    0
+                }
+                _ if !in_run => {
+                    in_run = true;
+                    1
+                }
+                _ => 0,
+            };
+        }
+        longest_line = longest_line.max(count);
+        if flow {
+            tokens += count;
+        }
+        // A block scalar's header: the line's value indicator, then its
+        // content is one token, more indented.
+        let value = content.split(" #").next().unwrap_or_default().trim_end();
+        let indicator = value.trim_end_matches(|c: char| c == '-' || c == '+' || c.is_ascii_digit());
+        if depth == 0 && trusted && (indicator.ends_with('|') || indicator.ends_with('>')) {
+            block = Some(indent);
+        }
+    }
+    // Scalars are held as text too (and copied once into their event).
+    (tokens + longest_line + 64)
+        .saturating_mul(BYTES_PER_TOKEN)
+        .saturating_add(2 * text.len() as u64)
+}
+
+/// Scans `text` within `bounds`, expanding aliases as sizes only.
+pub fn prescan(text: &str, bounds: &Bounds) -> Result<Scan, YamlError> {
+    if is_json(text) {
+        return prescan_json(text, bounds);
+    }
+    let mut parser = Parser::new_from_str(text);
     let mut document = 0usize;
+    // Every anchor's expanded size and depth (the latest definition wins,
+    // as in the parser).
+    let mut anchors: HashMap<usize, (Scan, usize)> = HashMap::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut total = Scan::default();
     loop {
         let (event, mark) = parser.next_token().map_err(|e| YamlError {
             rule: YamlRule::Syntax(e.to_string()),
@@ -69,33 +329,221 @@ pub fn prescan(text: &str) -> Result<(), YamlError> {
             line: e.marker().line(),
             column: e.marker().col() + 1,
         })?;
-        let refuse = |rule| {
-            Err(YamlError {
-                rule,
-                document: document.max(1),
-                line: mark.line(),
-                column: mark.col() + 1,
-            })
+        let refuse = |rule| YamlError {
+            rule,
+            document: document.max(1),
+            line: mark.line(),
+            column: mark.col() + 1,
+        };
+        // A node (or an alias standing for one) of `scan` and `depth`.
+        let mut add = |stack: &mut Vec<Frame>, scan: Scan, depth: usize| -> Result<(), YamlError> {
+            if stack.len() + depth > MAX_DEPTH {
+                return Err(refuse(YamlRule::TooDeep));
+            }
+            match stack.last_mut() {
+                Some(parent) => {
+                    parent.scan.add(scan);
+                    parent.below = parent.below.max(depth);
+                }
+                None => total.add(scan),
+            }
+            let open = stack.iter().fold(total, |mut s, f| {
+                s.add(f.scan);
+                s
+            });
+            if open.bytes > bounds.bytes {
+                return Err(refuse(YamlRule::TooLarge {
+                    subject: bounds.subject,
+                    found: open.bytes,
+                    max: bounds.bytes,
+                    flag: bounds.flag,
+                }));
+            }
+            if open.nodes > bounds.nodes {
+                return Err(refuse(YamlRule::TooManyNodes {
+                    found: open.nodes,
+                    max: bounds.nodes,
+                }));
+            }
+            Ok(())
         };
         match event {
-            Event::StreamEnd => return Ok(()),
+            Event::StreamEnd => return Ok(total),
             Event::DocumentStart => document += 1,
-            Event::Alias(_) => return refuse(YamlRule::Alias),
-            Event::Scalar(_, _, anchor, _) | Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _)
-                if anchor != 0 =>
-            {
-                return refuse(YamlRule::Anchor);
+            Event::Scalar(value, _, anchor, _) => {
+                let scan = Scan {
+                    nodes: 1,
+                    bytes: value.len() as u64,
+                };
+                if anchor != 0 {
+                    anchors.insert(anchor, (scan, 0));
+                }
+                add(&mut stack, scan, 0)?;
             }
-            Event::Scalar(value, TScalarStyle::Plain, _, _) if value == "<<" => return refuse(YamlRule::MergeKey),
-            Event::SequenceStart(..) | Event::MappingStart(..) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return refuse(YamlRule::TooDeep);
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if stack.len() + 1 > MAX_DEPTH {
+                    return Err(refuse(YamlRule::TooDeep));
+                }
+                stack.push(Frame {
+                    anchor,
+                    scan: Scan {
+                        nodes: 1,
+                        bytes: COLLECTION_BYTES,
+                    },
+                    below: 0,
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(frame) = stack.pop() {
+                    let depth = frame.below + 1;
+                    if frame.anchor != 0 {
+                        anchors.insert(frame.anchor, (frame.scan, depth));
+                    }
+                    add(&mut stack, frame.scan, depth)?;
                 }
             }
-            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::Alias(id) => {
+                // The parser refuses an alias of no anchor; an unknown one
+                // here stands for nothing.
+                let (scan, depth) = anchors.get(&id).copied().unwrap_or_default();
+                add(&mut stack, scan, depth)?;
+            }
             _ => {}
         }
+    }
+}
+
+// === JSON ===
+
+/// Scans a JSON document within `bounds` (its nodes and text; JSON has no
+/// aliases), holding nothing but the nesting.
+fn prescan_json(text: &str, bounds: &Bounds) -> Result<Scan, YamlError> {
+    let count = Count {
+        bounds,
+        scan: Cell::new(Scan::default()),
+        depth: Cell::new(0),
+    };
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let result = (&count).deserialize(&mut reader).and_then(|()| reader.end());
+    match result {
+        Ok(()) => Ok(count.scan.get()),
+        Err(e) => {
+            let rule = match count.refused(&e) {
+                Some(rule) => rule,
+                None => YamlRule::Syntax(super::json_error(&e)),
+            };
+            Err(YamlError {
+                rule,
+                document: 1,
+                line: e.line(),
+                column: e.column(),
+            })
+        }
+    }
+}
+
+/// Counts the nodes of a JSON document as it is read.
+struct Count<'a> {
+    bounds: &'a Bounds,
+    scan: Cell<Scan>,
+    depth: Cell<usize>,
+}
+
+/// The marker of a refusal raised while counting (the error's text).
+const REFUSED: &str = "csi-provider-aws: refused by the pre-scan";
+
+impl Count<'_> {
+    fn node<E: de::Error>(&self, bytes: usize) -> Result<(), E> {
+        let mut scan = self.scan.get();
+        scan.add(Scan {
+            nodes: 1,
+            bytes: bytes as u64,
+        });
+        self.scan.set(scan);
+        if scan.bytes > self.bounds.bytes || scan.nodes > self.bounds.nodes {
+            return Err(E::custom(REFUSED));
+        }
+        Ok(())
+    }
+
+    fn enter<E: de::Error>(&self) -> Result<(), E> {
+        self.depth.set(self.depth.get() + 1);
+        if self.depth.get() > MAX_DEPTH {
+            return Err(E::custom(REFUSED));
+        }
+        self.node(COLLECTION_BYTES as usize)
+    }
+
+    /// The rule a counting error stands for, if it is one of ours.
+    fn refused(&self, e: &serde_json::Error) -> Option<YamlRule> {
+        if !e.to_string().starts_with(REFUSED) {
+            return None;
+        }
+        let scan = self.scan.get();
+        Some(if self.depth.get() > MAX_DEPTH {
+            YamlRule::TooDeep
+        } else if scan.bytes > self.bounds.bytes {
+            YamlRule::TooLarge {
+                subject: self.bounds.subject,
+                found: scan.bytes,
+                max: self.bounds.bytes,
+                flag: self.bounds.flag,
+            }
+        } else {
+            YamlRule::TooManyNodes {
+                found: scan.nodes,
+                max: self.bounds.nodes,
+            }
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &Count<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &Count<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.node(5)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.node(8)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.node(8)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.node(8)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.node(v.len())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.node(4)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.enter()?;
+        while seq.next_element_seed(self)?.is_some() {}
+        self.depth.set(self.depth.get() - 1);
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.enter()?;
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        self.depth.set(self.depth.get() - 1);
+        Ok(())
     }
 }
 
@@ -103,34 +551,45 @@ pub fn prescan(text: &str) -> Result<(), YamlError> {
 mod tests {
     use super::*;
 
+    fn bounds() -> Bounds {
+        Bounds::of("objects", &Limits::default())
+    }
+
     fn rule(text: &str) -> Option<YamlRule> {
-        prescan(text).err().map(|e| e.rule)
+        prescan(text, &bounds()).err().map(|e| e.rule)
     }
 
     #[test]
-    fn plain_classes_pass() {
-        assert_eq!(
-            rule("- objectName: a\n  objectType: secretsmanager\n  jmesPath:\n    - path: x\n      objectAlias: y\n"),
-            None
-        );
+    fn plain_classes_pass_and_are_measured() {
+        let text = "- objectName: a\n  objectType: secretsmanager\n  jmesPath:\n    - path: x\n      objectAlias: y\n";
+        let scan = prescan(text, &bounds()).unwrap();
+        // The list, the object, four keys, four values, the entry's list
+        // and mapping.
+        assert_eq!(scan.nodes, 1 + 1 + 2 * 2 + 1 + 1 + 1 + 2 * 2);
         assert_eq!(rule(r#"[{"objectName": "a", "objectType": "ssmparameter"}]"#), None);
         assert_eq!(rule(""), None);
         assert_eq!(rule("- objectName: 'a&b*c'\n  objectAlias: \"<<\"\n"), None);
-        assert_eq!(rule("- objectName: a&b\n  path: foo[*].bar\n"), None);
     }
 
     #[test]
-    fn anchors_aliases_and_merge_keys_are_refused_with_their_position() {
-        assert_eq!(rule("- &x {objectName: a}\n- *x\n"), Some(YamlRule::Anchor));
-        assert_eq!(rule("- objectName: &n a\n"), Some(YamlRule::Anchor));
-        let e = prescan("- objectName: a\n- {<<: {objectType: secretsmanager}}\n").unwrap_err();
-        assert_eq!(e.rule, YamlRule::MergeKey);
-        assert_eq!((e.line, e.column), (2, 4));
-        assert!(e.to_string().contains("line 2 column 4"), "{e}");
+    fn anchors_aliases_and_merge_keys_count_what_they_expand_to() {
+        let plain = prescan(
+            "- {objectName: a, objectType: secretsmanager}\n- {objectName: a, objectType: secretsmanager}\n",
+            &bounds(),
+        )
+        .unwrap();
+        let aliased = prescan("- &o {objectName: a, objectType: secretsmanager}\n- *o\n", &bounds()).unwrap();
+        assert_eq!(plain, aliased);
+        let merged = prescan(
+            "- &base {objectType: secretsmanager, filePermission: '0400'}\n- <<: *base\n  objectName: a\n",
+            &bounds(),
+        )
+        .unwrap();
+        assert!(merged.nodes > 8, "{merged:?}");
     }
 
     #[test]
-    fn an_alias_bomb_is_refused_at_its_first_anchor_without_expanding() {
+    fn an_alias_bomb_is_refused_by_its_expanded_size_at_the_alias_that_crosses_the_limit() {
         let mut doc = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
         for i in 0..9u8 {
             let prev = (b'a' + i) as char;
@@ -139,15 +598,40 @@ mod tests {
                 "{next}: &{next} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
             ));
         }
-        assert_eq!(rule(&doc), Some(YamlRule::Anchor));
+        let e = prescan(&doc, &bounds()).unwrap_err();
+        assert!(
+            matches!(e.rule, YamlRule::TooManyNodes { .. } | YamlRule::TooLarge { .. }),
+            "{e}"
+        );
+        // Nine levels of nine: it crosses the limit a few lines in.
+        assert!((3..=7).contains(&e.line), "{e}");
+        assert!(e.to_string().contains("aliases expanded"), "{e}");
+        // In bytes: a large scalar aliased many times.
+        let big = format!("- &s {}\n{}", "x".repeat(4096), "- *s\n".repeat(100));
+        let e = prescan(&big, &bounds()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("--max-objects-bytes") && text.contains("YAML aliases expanded"),
+            "{text}"
+        );
     }
 
     #[test]
-    fn nesting_is_bounded() {
+    fn nesting_is_bounded_aliases_included() {
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         assert_eq!(rule(&deep), Some(YamlRule::TooDeep));
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert_eq!(rule(&ok), None);
+        // Each half fits; the alias puts one inside the other.
+        let half = MAX_DEPTH / 2 + 1;
+        let doc = format!(
+            "a: &d {}{}\nb: {}*d{}\n",
+            "[".repeat(half),
+            "]".repeat(half),
+            "[".repeat(half),
+            "]".repeat(half)
+        );
+        assert_eq!(rule(&doc), Some(YamlRule::TooDeep));
         // The parser has a recursion limit of its own, above ours.
         let very_deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(matches!(
@@ -157,8 +641,89 @@ mod tests {
     }
 
     #[test]
+    fn nodes_are_bounded_by_the_mounts_files() {
+        let doc = format!("- objectName: a\n  x: [{}]\n", "a,".repeat(40_000));
+        let e = prescan(&doc, &bounds()).unwrap_err();
+        assert!(matches!(e.rule, YamlRule::TooManyNodes { max: 32_000, .. }), "{e}");
+        assert!(e.to_string().contains("--max-files-per-mount"), "{e}");
+    }
+
+    #[test]
+    fn what_a_scan_holds_is_bounded_beforehand() {
+        // A flow collection a YAML reader holds whole: its tokens.
+        for n in [1_000usize, 20_000] {
+            let flow = format!("- {{x: [{}]}}\n", "a,".repeat(n));
+            let info = allocation_counter::measure(|| {
+                let _ = prescan(&flow, &bounds());
+            });
+            assert!(
+                info.bytes_max <= scan_bytes(&flow),
+                "{n}: {} > {}",
+                info.bytes_max,
+                scan_bytes(&flow)
+            );
+        }
+        // Block YAML is charged for a line, JSON for nothing, and the
+        // brackets of a template in a block scalar for nothing.
+        let small = |text: &str| scan_bytes(text) <= 2 * text.len() as u64 + 64 * 1024;
+        let block = "- objectName: a\n  objectType: secretsmanager\n".repeat(2000);
+        assert!(small(&block), "{}", scan_bytes(&block));
+        let template = format!(
+            "- fileName: a\n  template: |\n{}",
+            "    {{ files.a | upper }}\n".repeat(5000)
+        );
+        assert!(small(&template), "{}", scan_bytes(&template));
+        // A quoted bracket inside a collection: the collection is counted
+        // to the end, block scalars or not.
+        let tricky = format!("- {{x: [a, \"]]\", b |\n    {}]}}\n", "a, ".repeat(20_000));
+        let info = allocation_counter::measure(|| {
+            let _ = prescan(&tricky, &bounds());
+        });
+        assert!(
+            info.bytes_max <= scan_bytes(&tricky),
+            "{} > {}",
+            info.bytes_max,
+            scan_bytes(&tricky)
+        );
+        // A comment's brackets close nothing.
+        let commented = format!("- {{x: [a, # ]]\n b |\n    {}]}}\n", "a, ".repeat(20_000));
+        let info = allocation_counter::measure(|| {
+            let _ = prescan(&commented, &bounds());
+        });
+        assert!(
+            info.bytes_max <= scan_bytes(&commented),
+            "{} > {}",
+            info.bytes_max,
+            scan_bytes(&commented)
+        );
+        assert_eq!(scan_bytes(r#"[{"objectName": "a"}]"#), 0);
+    }
+
+    #[test]
+    fn json_is_scanned_and_read_as_json() {
+        let json = format!(
+            "[{}]",
+            (0..900)
+                .map(|i| format!(r#"{{"objectName": "s{i}", "objectType": "secretsmanager"}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let scan = prescan(&json, &bounds()).unwrap();
+        assert_eq!(scan.nodes, 1 + 900 * 5);
+        assert!(matches!(load(&json), Ok(serde_yaml::Value::Sequence(s)) if s.len() == 900));
+        // YAML flow style that is not JSON is YAML.
+        assert_eq!(rule("[{objectName: a, objectType: secretsmanager}]"), None);
+        assert!(matches!(load("[{objectName: a}]"), Ok(serde_yaml::Value::Sequence(s)) if s.len() == 1));
+        // JSON's own limits: nodes, nesting.
+        let many = format!("[{}1]", "1,".repeat(40_000));
+        assert!(matches!(rule(&many), Some(YamlRule::TooManyNodes { .. })));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert_eq!(rule(&deep), Some(YamlRule::TooDeep));
+    }
+
+    #[test]
     fn syntax_errors_carry_no_input() {
-        let e = prescan("- objectName: \"secret-canary\n").unwrap_err();
+        let e = prescan("- objectName: \"secret-canary\n", &bounds()).unwrap_err();
         assert!(matches!(e.rule, YamlRule::Syntax(_)), "{e:?}");
         assert!(!e.to_string().contains("secret-canary"), "{e}");
     }

@@ -3,6 +3,7 @@
 //! and moto (a local AWS emulator) for AWS wire semantics.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod attacks;
 pub mod bad_cases;
 pub mod fake_agent;
 pub mod fake_aws;
@@ -65,6 +66,8 @@ pub struct Provider {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// The health and metrics endpoint, when it listens on loopback.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Provider {
@@ -89,6 +92,13 @@ impl Provider {
             }
             None => Command::new(bin),
         };
+        // The endpoint on a free loopback port unless the test chose one.
+        let http_arg = opts
+            .args
+            .iter()
+            .find_map(|a| a.strip_prefix("--http-addr=").map(str::to_string));
+        let http_arg = http_arg.unwrap_or_else(|| format!("127.0.0.1:{}", free_port()));
+        let http = http_arg.parse().ok();
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &home)
@@ -99,10 +109,7 @@ impl Provider {
             .env("AWS_MAX_ATTEMPTS", "2")
             .env("AWS_RETRY_MODE", "standard")
             .arg(format!("--provider-volume={}", sock_dir.display()))
-            .args(
-                (!opts.args.iter().any(|a| a.starts_with("--http-addr")))
-                    .then(|| "--http-addr=127.0.0.1:0".to_string()),
-            )
+            .args((!opts.args.iter().any(|a| a.starts_with("--http-addr"))).then(|| format!("--http-addr={http_arg}")))
             .args(&opts.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -126,6 +133,7 @@ impl Provider {
             dir,
             socket,
             log,
+            http,
         };
         p.wait_ready().await;
         p
@@ -203,6 +211,67 @@ impl Provider {
     pub async fn mount(&self, req: &Req) -> Result<MountResponse, tonic::Status> {
         self.client().await.mount(req.build()).await.map(|r| r.into_inner())
     }
+
+    /// The body of `GET path` on the health and metrics endpoint.
+    pub async fn http_get(&self, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.http.expect("the endpoint listens on loopback");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the endpoint");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http_get("/metrics").await
+    }
+}
+
+/// The sum of every sample of `/metrics` text whose line starts with `prefix`.
+pub fn metric(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("status field")
+}
+
+/// The process's resident memory now (KiB).
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// The process's peak resident memory since the last reset (KiB).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+/// Resets the process's peak RSS (VmHWM) to its current RSS.
+pub fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs (needs Linux and the same user)");
+}
+
+/// Whether process `pid` still runs.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 impl Drop for Provider {
