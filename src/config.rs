@@ -162,15 +162,17 @@ pub struct ServeArgs {
     /// AWS calls in flight at once, all mounts together.
     #[arg(long, default_value_t = AwsSettings::default().max_concurrent_calls, help_heading = "Deadlines")]
     pub max_concurrent_aws_calls: usize,
+    /// Age at which a connection to the provider socket is recycled (HTTP/2
+    /// GOAWAY once its mounts have answered; the driver reconnects): the
+    /// transport's buffers holding the last requests, the pods' tokens in
+    /// them, are freed (and zeroed) with it.
+    #[arg(long, default_value = "1s", value_parser = parse_positive_duration, help_heading = "Deadlines")]
+    pub max_connection_age: Duration,
     /// Throttled AWS calls the node may retry (with jittered backoff, within
     /// the mount's deadline) before calls succeed again: each retry spends
     /// one, every five successful calls earn one back.
     #[arg(long, default_value_t = crate::fetch::DEFAULT_THROTTLE_RETRIES, help_heading = "Deadlines")]
     pub throttle_retries: u32,
-    /// Pages one object that selects many may list, empty pages included.
-    #[arg(long, default_value_t = crate::fetch::DEFAULT_MAX_PAGES, value_parser = clap::value_parser!(u32).range(1..),
-          help_heading = "Deadlines")]
-    pub max_pages_per_selection: u32,
 
     // === memory ===
     /// Memory for everything mounts hold, all together (requests, classes,
@@ -352,6 +354,7 @@ const GO_FLAGS: &[&str] = &[
     "max-concurrent-mounts",
     "max-concurrent-aws-calls",
     "max-inflight-response-bytes",
+    "max-connection-age",
     "throttle-retries",
     "max-pages-per-selection",
     "memory-budget",

@@ -35,7 +35,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use serde::Deserialize;
 
 use crate::kube::KubeClient;
-use crate::limits::cap_message;
+use crate::limits::{Escaped, cap_message};
 use crate::proto::v1alpha1::MountRequest;
 use crate::telemetry::Metrics;
 
@@ -367,9 +367,9 @@ impl RotationEvents {
             Err(e) => {
                 self.metrics.rotation_event("failed");
                 tracing::warn!(
-                    namespace = %key.pod.namespace,
-                    pod = %key.pod.name,
-                    error = %e,
+                    namespace = %Escaped(&key.pod.namespace),
+                    pod = %Escaped(&key.pod.name),
+                    error = %Escaped(&e),
                     "could not record the SecretRotationFailed event (check the events create/patch RBAC)"
                 );
                 // The next failure that is due creates the event anew,

@@ -4,24 +4,32 @@
 //!
 //! Every pod can reach this port, so it is served (an axum router, over
 //! HTTP/1.1 only) with bounds of its own: at most `--http-max-connections`
-//! connections (more wait in the listen queue), a client must send a
-//! request's headers within `--http-header-timeout` (of connecting, for the
-//! first request), and is disconnected after `--http-idle-timeout` without
-//! traffic, and accept errors (out of file descriptors) back off instead of
-//! spinning (axum's listener sleeps before accepting again).
+//! connections; at the cap a new client is served in place of the oldest
+//! connection that has not sent its request's headers (then of the one idle
+//! longest), so a flood of connections that never finish their headers
+//! cannot keep a well-behaved client out; only when every connection is in
+//! a request does a new one wait. A client must send a request's headers
+//! within `--http-header-timeout` (of connecting, for the first request),
+//! and is disconnected after `--http-idle-timeout` without traffic, and
+//! accept errors (out of file descriptors) back off instead of spinning
+//! (axum's listener sleeps before accepting again).
 //!
 //! HTTP/1.1 only: `axum::serve` would also speak HTTP/2 (prior knowledge)
 //! whenever hyper-util is built with `http2`, as it is for tonic, and one
 //! HTTP/2 connection carries up to 200 concurrent requests past the
 //! connection cap, with frames the header scan below does not understand.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 use axum::Router;
 use axum::extract::State;
@@ -82,6 +90,8 @@ pub async fn serve(listener: TcpListener, settings: HttpSettings, socket: PathBu
     let mut listener = BoundedListener {
         inner: listener,
         slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+        open: Arc::default(),
+        next_id: 0,
         settings,
     };
     loop {
@@ -108,12 +118,97 @@ async fn metrics_text(State(ep): State<Endpoint>) -> Response {
 
 // === impl BoundedListener ===
 
+/// What the listener knows of an open connection.
+#[derive(Debug)]
+struct ConnState {
+    /// When it connected (for the first request) or when the headers of
+    /// its current request began; meaningful while `waiting`.
+    since: Mutex<Instant>,
+    /// Its current request's headers are not complete yet.
+    waiting: AtomicBool,
+    /// Milliseconds since `epoch` of its last read or write.
+    last_io: AtomicU64,
+    epoch: Instant,
+    /// Set to close it (shed for a new client).
+    shed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            since: Mutex::new(now),
+            waiting: AtomicBool::new(true),
+            last_io: AtomicU64::new(0),
+            epoch: now,
+            shed: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_io
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_io.load(Ordering::Relaxed)))
+    }
+}
+
+/// The open connections, by id.
+type Open = Arc<Mutex<HashMap<u64, Arc<ConnState>>>>;
+
+/// How long a connection between requests must have been quiet to be
+/// shed for a new client (a scraper's keep-alive connection reconnects).
+const SHED_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// How long a new connection may take to send its first bytes before it
+/// counts as stalled (a client writes its request right after connecting).
+const SHED_WAITING_AFTER: Duration = Duration::from_millis(20);
+
 /// A TCP listener that holds one of a fixed number of slots per open
-/// connection, and wraps each in [`Bounded`].
+/// connection, and wraps each in [`Bounded`]. At the cap it sheds a
+/// connection that is not in a request for the new client.
 struct BoundedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
+    open: Open,
+    next_id: u64,
     settings: HttpSettings,
+}
+
+impl BoundedListener {
+    /// Closes the connection to shed for a new client: the one waiting
+    /// longest for its request's headers, else the one idle longest
+    /// between requests. `false` if every connection is in a request.
+    fn shed_one(&self) -> bool {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let since = |c: &ConnState| *c.since.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = open
+            .values()
+            .filter(|c| {
+                !c.shed.load(Ordering::Relaxed)
+                    && c.waiting.load(Ordering::Relaxed)
+                    && since(c).elapsed() >= SHED_WAITING_AFTER
+            })
+            .min_by_key(|c| since(c));
+        let victim = waiting.or_else(|| {
+            open.values()
+                .filter(|c| !c.shed.load(Ordering::Relaxed) && c.idle_for() >= SHED_IDLE_AFTER)
+                .max_by_key(|c| c.idle_for())
+        });
+        match victim {
+            Some(c) => {
+                c.shed.store(true, Ordering::Relaxed);
+                c.waker.wake();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl axum::serve::Listener for BoundedListener {
@@ -121,20 +216,59 @@ impl axum::serve::Listener for BoundedListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let slot = loop {
-            // The semaphore is never closed.
-            if let Ok(slot) = self.slots.clone().acquire_owned().await {
-                break slot;
-            }
-        };
         // Accept errors are retried after a pause (axum's listener).
         let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => loop {
+                // At the cap: a connection not in a request gives its slot
+                // (it is released once that connection has closed); while
+                // every one is in a request (or only just connected), the
+                // new client waits, looking again as they age.
+                let shed = self.shed_one();
+                let wait = if shed {
+                    Duration::from_secs(1)
+                } else {
+                    SHED_WAITING_AFTER
+                };
+                // The semaphore is never closed.
+                if let Ok(Ok(slot)) = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+                    break slot;
+                }
+            },
+        };
         let _ = io.set_nodelay(true);
-        (Bounded::new(io, slot, self.settings), addr)
+        let state = Arc::new(ConnState::new());
+        self.next_id += 1;
+        let id = self.next_id;
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state.clone());
+        let registered = Registered {
+            id,
+            open: self.open.clone(),
+            _slot: slot,
+        };
+        (Bounded::new(io, registered, state, self.settings), addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// A connection's slot and its place among the open connections, both
+/// given up when it closes.
+struct Registered {
+    id: u64,
+    open: Open,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
     }
 }
 
@@ -145,10 +279,12 @@ impl axum::serve::Listener for BoundedListener {
 /// endpoint only serves bodiless GETs, so anything after it starts the next
 /// request. The first request's headers are due from the accept: a client
 /// that connects and sends nothing holds its slot no longer than one that
-/// sends half a request.
+/// sends half a request. A connection shed for a new client fails its
+/// pending I/O, and hyper closes it.
 struct Bounded {
     io: TcpStream,
-    _slot: OwnedSemaphorePermit,
+    _registered: Registered,
+    state: Arc<ConnState>,
     settings: HttpSettings,
     /// When the current request's headers must be complete.
     headers_due: Option<Instant>,
@@ -158,10 +294,11 @@ struct Bounded {
 }
 
 impl Bounded {
-    fn new(io: TcpStream, slot: OwnedSemaphorePermit, settings: HttpSettings) -> Self {
+    fn new(io: TcpStream, registered: Registered, state: Arc<ConnState>, settings: HttpSettings) -> Self {
         Self {
             io,
-            _slot: slot,
+            _registered: registered,
+            state,
             settings,
             headers_due: Some(Instant::now() + settings.header_timeout),
             tail: [0; 3],
@@ -171,6 +308,7 @@ impl Bounded {
 
     /// Traffic happened: the idle deadline moves, unless headers are due.
     fn active(&mut self) {
+        self.state.touch();
         let due = self
             .headers_due
             .unwrap_or_else(|| Instant::now() + self.settings.idle_timeout);
@@ -182,19 +320,30 @@ impl Bounded {
         for &b in bytes {
             if self.headers_due.is_none() {
                 self.headers_due = Some(Instant::now() + self.settings.header_timeout);
+                *self.state.since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                self.state.waiting.store(true, Ordering::Relaxed);
             }
             let end = self.tail == *b"\r\n\r" && b == b'\n';
             self.tail = [self.tail[1], self.tail[2], b];
             if end {
                 self.headers_due = None;
                 self.tail = [0; 3];
+                self.state.waiting.store(false, Ordering::Relaxed);
             }
         }
         self.active();
     }
 
-    /// Pending I/O: fails once the deadline passes.
+    /// Pending I/O: fails once the deadline passes, or the connection is
+    /// shed.
     fn expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        self.state.waker.register(cx.waker());
+        if self.state.shed.load(Ordering::Relaxed) {
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed for a new client at --http-max-connections",
+            ));
+        }
         ready!(self.timer.as_mut().poll(cx));
         let what = if self.headers_due.is_some() {
             "request headers not received within --http-header-timeout"

@@ -45,6 +45,8 @@ pub struct Limits {
     pub max_template_fuel: u64,
     /// Bytes the filters of one mount's templates may build.
     pub max_template_work: u64,
+    /// Pages one object that selects many may list, empty ones included.
+    pub max_pages: u32,
 }
 
 /// Nesting depth above which `--max-jmespath-depth` cannot be set: the
@@ -68,6 +70,9 @@ impl Default for Limits {
             max_selections: 10,
             max_template_fuel: 500_000,
             max_template_work: 16 * 1024 * 1024,
+            // Every match of the largest mount (`--max-files-per-mount`)
+            // in full pages of ten, twice over.
+            max_pages: 200,
         }
     }
 }
@@ -119,6 +124,11 @@ pub struct LimitArgs {
     /// before each is run.
     #[arg(long, default_value = "16MiB", value_parser = parse_bytes, help_heading = "Request limits")]
     pub max_template_work: usize,
+    /// Pages one object that selects many may list (parameterPath,
+    /// secretNamePrefix, secretFilters), empty pages included.
+    #[arg(long, default_value_t = Limits::default().max_pages, value_parser = clap::value_parser!(u32).range(1..),
+          help_heading = "Request limits")]
+    pub max_pages_per_selection: u32,
 }
 
 impl LimitArgs {
@@ -137,6 +147,7 @@ impl LimitArgs {
             max_selections: self.max_selections_per_mount,
             max_template_fuel: self.max_template_fuel,
             max_template_work: self.max_template_work as u64,
+            max_pages: self.max_pages_per_selection,
         }
     }
 }
@@ -182,6 +193,7 @@ pub enum Limit {
     Selections,
     TemplateFuel,
     TemplateWork,
+    Pages,
 }
 
 impl Limit {
@@ -200,6 +212,7 @@ impl Limit {
             Limit::Selections => "--max-selections-per-mount",
             Limit::TemplateFuel => "--max-template-fuel",
             Limit::TemplateWork => "--max-template-work",
+            Limit::Pages => "--max-pages-per-selection",
         }
     }
 
@@ -216,6 +229,7 @@ impl Limit {
             Limit::Selections => "objects that select many",
             Limit::TemplateFuel => "instructions",
             Limit::TemplateWork => "bytes built by filters",
+            Limit::Pages => "pages, empty ones included",
         }
     }
 
@@ -234,6 +248,7 @@ impl Limit {
             Limit::Selections => limits.max_selections,
             Limit::TemplateFuel => return limits.max_template_fuel,
             Limit::TemplateWork => return limits.max_template_work,
+            Limit::Pages => return u64::from(limits.max_pages),
         };
         v as u64
     }
@@ -285,23 +300,74 @@ impl Limits {
 }
 
 /// User input as echoed in an error: kept whole up to [`ECHO_MAX`] bytes,
-/// else its start and its length. Errors travel in a gRPC trailer (16 KiB at
-/// most) into a pod event; a long name must not turn the validation message
-/// into a transport error.
+/// else its start and its length, its control characters escaped
+/// ([`Escaped`]). Errors travel in a gRPC trailer (16 KiB at most) into a
+/// pod event and the provider's log; a long name must not turn the
+/// validation message into a transport error, and a line break or a
+/// terminal escape in a name must not forge a log line or hide one.
 pub struct Echo<'a>(pub &'a str);
 
 impl fmt::Display for Echo<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         if s.len() <= ECHO_MAX {
-            return f.write_str(s);
+            return Escaped(s).fmt(f);
         }
         let mut end = ECHO_MAX - 32;
         while !s.is_char_boundary(end) {
             end -= 1;
         }
-        write!(f, "{}…({} bytes)", &s[..end], s.len())
+        write!(f, "{}…({} bytes)", Escaped(&s[..end]), s.len())
     }
+}
+
+/// Text from outside the provider (a tenant's names, an AWS or Kubernetes
+/// error message) as it is written into a log field, an error or an event:
+/// every control character (line breaks, tabs, escape, the C1 controls),
+/// the Unicode line and paragraph separators and the bidirectional
+/// formatting characters (which reorder what a terminal shows) are written
+/// as escapes (`\n`, `\u{1b}`), in text and JSON logs alike.
+pub struct Escaped<T>(pub T);
+
+impl<T: fmt::Display> fmt::Display for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        write!(EscapeWriter(f), "{}", self.0)
+    }
+}
+
+/// Whether `c` is escaped in logs and messages.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
+        )
+}
+
+struct EscapeWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for EscapeWriter<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(i) = rest.find(needs_escape) {
+            self.0.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or_default();
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// [`Escaped`] as a `String`.
+pub fn escaped(s: &str) -> String {
+    Escaped(s).to_string()
 }
 
 /// [`Echo`] as a `String`.
@@ -354,6 +420,23 @@ mod tests {
             e.to_string(),
             "the mount: 1001 or more files, more than the limit of 1000 (--max-files-per-mount)"
         );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_nothing_else() {
+        let forged = "prod/db\n2026-12-07T10:00:00Z  INFO mount succeeded\u{1b}[8m hidden\u{202e}rev\r\t\u{85}";
+        let e = echo(forged);
+        assert!(!e.chars().any(needs_escape), "{e:?}");
+        assert_eq!(
+            e,
+            "prod/db\\n2026-12-07T10:00:00Z  INFO mount succeeded\\u{1b}[8m hidden\\u{202e}rev\\r\\t\\u{85}"
+        );
+        // Escaping twice changes nothing: a backslash is not escaped.
+        assert_eq!(escaped(&e), e);
+        assert_eq!(escaped("plain é ✓ text"), "plain é ✓ text");
+        // A long name is cut, then escaped.
+        let long = format!("{}\n{}", "a".repeat(90), "b".repeat(200));
+        assert!(!echo(&long).contains('\n'));
     }
 
     #[test]

@@ -157,7 +157,6 @@ async fn serve(args: ServeArgs) -> ExitCode {
             single_flight: args.single_flight,
             shared_deadline: shared_deadline(&args),
             throttle_retries: args.throttle_retries,
-            max_pages: args.max_pages_per_selection,
         },
         metrics.clone(),
         memory.clone(),
@@ -174,6 +173,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             timeout: args.mount_timeout,
             max_concurrent_mounts: args.max_concurrent_mounts.max(1),
             max_inflight_response_bytes: args.max_inflight_response_bytes,
+            max_connection_age: args.max_connection_age,
             rotation_events: EventSettings {
                 enabled: args.rotation_failure_events,
                 interval: args.rotation_event_interval,

@@ -61,6 +61,9 @@ pub struct MountSettings {
     pub max_inflight_response_bytes: usize,
     /// How failed rotations are reported on pods.
     pub rotation_events: EventSettings,
+    /// Age at which a connection to the socket is recycled
+    /// (`--max-connection-age`).
+    pub max_connection_age: Duration,
 }
 
 impl Default for MountSettings {
@@ -74,6 +77,7 @@ impl Default for MountSettings {
             max_concurrent_cpu_work: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             max_inflight_response_bytes: 32 * 1024 * 1024,
             rotation_events: EventSettings::default(),
+            max_connection_age: Duration::from_secs(1),
         }
     }
 }
@@ -507,7 +511,7 @@ fn record_pod(spec: &MountSpec) {
         ("pod", &spec.pod.name),
         ("uid", &spec.pod.uid),
     ] {
-        span.record(field, value.as_deref().unwrap_or_default());
+        span.record(field, crate::limits::escaped(value.as_deref().unwrap_or_default()));
     }
 }
 

@@ -165,7 +165,7 @@ where
     if !failure(&primary).is_retryable() {
         return Err(Failed::Primary(primary));
     }
-    tracing::warn!(primary = %regions.primary, failover = %region, error = %primary,
+    tracing::warn!(primary = %regions.primary, failover = %region, error = %crate::limits::Escaped(&primary),
         "the primary region failed with a retryable error; trying the failover region");
     call(region, true)
         .await

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::aws::Failure;
 use crate::events::Volume;
-use crate::limits::cap_message;
+use crate::limits::{Escaped, cap_message, escaped};
 use crate::mount::{Admitted, MountError, Provider, Reservation};
 use crate::proto::v1alpha1::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::v1alpha1::{MountRequest, MountResponse, VersionRequest, VersionResponse};
@@ -104,7 +104,7 @@ impl CsiDriverProvider for ProviderService {
                 Err(e) => {
                     let code = error_code(&e);
                     metrics.mount_finished(elapsed.as_secs_f64(), 0, Some(code));
-                    tracing::warn!(error = %e, code, elapsed_ms, outcome = "error", "mount failed");
+                    tracing::warn!(error = %Escaped(&e), code, elapsed_ms, outcome = "error", "mount failed");
                     let status = status(&e);
                     self.provider.rotation.failed(&volume, code, status.message()).await;
                     Err(status)
@@ -141,7 +141,9 @@ pub fn status(e: &MountError) -> Status {
         MountError::Deadline { .. } => tonic::Code::DeadlineExceeded,
         MountError::Region(_) | MountError::Identity(_) | MountError::Fetch(_) => by_failure(e.failure()),
     };
-    Status::new(code, cap_message(e.to_string(), MAX_STATUS_MESSAGE))
+    // Names in it are escaped already; AWS's and Kubernetes' own messages
+    // are escaped here.
+    Status::new(code, cap_message(escaped(&e.to_string()), MAX_STATUS_MESSAGE))
 }
 
 /// A stable, bounded error code (for logs and metrics).
@@ -227,6 +229,12 @@ pub async fn serve(
     let max_request = provider.settings.limits.max_request_bytes;
     let streams = u32::try_from(provider.settings.max_concurrent_mounts.saturating_mul(2)).unwrap_or(u32::MAX);
     let admit = provider.clone();
+    // The driver keeps one connection: recycled, its buffers (which hold
+    // the last requests and the pods' tokens in them) are freed and zeroed.
+    // Its mounts in flight answer first (they end by --mount-timeout): no
+    // grace period is set, which would close the connection by force
+    // instead (tonic then skips the graceful GOAWAY).
+    let age = provider.settings.max_connection_age;
     let service = CsiDriverProviderServer::new(ProviderService::new(provider))
         .max_decoding_message_size(max_request)
         // The driver's client accepts 4 MiB by default; files are bounded
@@ -238,6 +246,7 @@ pub async fn serve(
         // request, on a stream and on its connection.
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(WINDOW)
+        .max_connection_age(age)
         .layer(tower::layer::layer_fn(HoldUntilSent))
         .layer(tower::layer::layer_fn(move |inner| ChargeRequests {
             inner,
@@ -372,7 +381,7 @@ fn refused(provider: &Provider, e: &MountError, started: Instant) -> http::Respo
     provider
         .metrics
         .mount_finished(started.elapsed().as_secs_f64(), 0, Some(code));
-    tracing::warn!(error = %e, code, outcome = "error", "mount refused before its request was read");
+    tracing::warn!(error = %Escaped(e), code, outcome = "error", "mount refused before its request was read");
     status(e).into_http()
 }
 

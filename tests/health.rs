@@ -563,10 +563,10 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_connection_cap_queues_clients_until_a_slot_frees() {
+async fn at_the_connection_cap_a_new_client_takes_the_slot_of_the_oldest_stalled_one() {
     let (env, port) = env_with_http(&[
         "--http-max-connections=2",
-        "--http-header-timeout=3s",
+        "--http-header-timeout=30s",
         "--http-idle-timeout=60s",
     ])
     .await;
@@ -575,43 +575,38 @@ async fn the_connection_cap_queues_clients_until_a_slot_frees() {
         s.write_all(PARTIAL).await.unwrap();
         s
     };
-    // Two stalled connections hold both slots: a third client waits.
-    let a = stalled().await;
-    let mut b = stalled().await;
+    // Two stalled connections hold both slots: a third client is served at
+    // once, in place of the oldest of them; the other keeps its slot.
+    let mut a = stalled().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let b = stalled().await;
     let mut c = connect(port).await;
     c.write_all(&request("/healthz", true)).await.unwrap();
-    let (read, closed) = until_closed(&mut c, Duration::from_secs(1)).await;
-    assert!(
-        read.is_empty() && closed.is_none(),
-        "served past the cap: {}",
-        String::from_utf8_lossy(&read)
-    );
-    // One of them leaves: the third is served, while the other still holds
-    // its slot.
-    drop(a);
-    let (read, _) = until_closed(&mut c, Duration::from_secs(10)).await;
+    let (read, _) = until_closed(&mut c, Duration::from_secs(1)).await;
     let reply = String::from_utf8_lossy(&read);
     assert!(
         reply.starts_with("HTTP/1.1 200 ") && reply.ends_with("\r\n\r\nok\n"),
         "{reply}"
     );
+    let (read, closed) = until_closed(&mut a, Duration::from_secs(1)).await;
     assert!(
-        !closed_now(&b),
-        "the slot must have come from the closed client, not a timeout"
+        read.is_empty() && closed.is_some(),
+        "the oldest stalled connection was shed"
     );
+    assert!(!closed_now(&b), "the younger one keeps its slot");
 
-    // Now the slots are b's and d's (both stalled): e is served once b's
-    // header timeout frees a slot, not before.
-    let d = stalled().await;
+    // The next client takes the slot of the oldest stalled connection
+    // left (b), not of the newer one (d), which can still finish its
+    // request.
+    let mut d = stalled().await;
     let mut e = connect(port).await;
     e.write_all(&request("/healthz", true)).await.unwrap();
-    let (read, _) = until_closed(&mut e, Duration::from_secs(10)).await;
-    let reply = String::from_utf8_lossy(&read);
-    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
-    assert!(closed_now(&b), "e was served before b's slot was freed");
-    let (read, closed) = until_closed(&mut b, Duration::from_secs(1)).await;
-    assert!(read.is_empty() && closed.is_some());
-    drop(d);
+    let (read, _) = until_closed(&mut e, Duration::from_secs(1)).await;
+    assert!(String::from_utf8_lossy(&read).starts_with("HTTP/1.1 200 "));
+    drop(b);
+    d.write_all(b"\r\n").await.unwrap();
+    let (code, _, body) = response(&mut d).await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"), "d finished its request after all");
 
     // Normal service afterwards, and the process is up.
     for _ in 0..3 {

@@ -490,3 +490,266 @@ async fn large_templates_of_ordinary_tags_stay_within_the_budget() {
 async fn a_new_failover_region_on_every_remount_keeps_kept_values_within_their_bytes() {
     overload(attacks::Class::FailoverRegionChurn, false).await;
 }
+
+// === Tenant text in logs and events ===
+
+/// What a forged log line looks like: the provider's own format.
+const FORGED: &str =
+    "FORGED 2026-12-07T00:00:00.000000Z  INFO mount{namespace=default}: csi_provider_aws::server: mount succeeded";
+
+/// Whether `text` holds a character that breaks, rewrites or hides a line.
+fn raw_control(text: &str) -> Option<char> {
+    text.chars()
+        .find(|c| (c.is_control() && *c != '\n') || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202e}'))
+}
+
+#[tokio::test]
+async fn tenant_text_cannot_forge_or_hide_log_lines_in_text_or_json_logs_nor_in_events() {
+    for json in [false, true] {
+        let env = Env::start_with(|mut o| {
+            if json {
+                o.args.push("--log-format=json".into());
+            }
+            o
+        })
+        .await;
+        env.aws.put_secret_string(REGION, "s", "v");
+        let tricks = [
+            format!("s\n{FORGED}"),
+            format!("s\r\n{FORGED}"),
+            format!("s\u{1b}[2K\u{1b}[1A{FORGED}"),
+            format!("s\u{1b}]0;title\u{7}\u{2028}{FORGED}"),
+            format!("s\u{202e}{FORGED}"),
+        ];
+        // The pod's namespace and name come from the driver; a hostile
+        // value there is escaped too.
+        let mut messages = Vec::new();
+        for (i, trick) in tricks.iter().enumerate() {
+            let quoted = serde_json::to_string(trick).unwrap();
+            for objects in [
+                // An unknown secret: the AWS error names it.
+                format!("- objectName: {quoted}\n  objectType: secretsmanager\n"),
+                // An invalid type: the validation error names it.
+                format!("- objectName: s\n  objectType: {quoted}\n"),
+            ] {
+                let target = env.provider.target(&format!("forge-{i}-{}", messages.len()));
+                let req = Req::new(&objects, &target).set("csi.storage.k8s.io/pod.name", trick);
+                let err = env.provider.mount(&req).await.expect_err("hostile");
+                messages.push(err.message().to_string());
+            }
+        }
+        // A failed rotation's event carries the message: escaped as well.
+        let target = env.provider.target("forge-rotation");
+        env.provider
+            .mount(&Req::new(&obj("s"), &target))
+            .await
+            .expect("first mount");
+        let quoted = serde_json::to_string(&tricks[0]).unwrap();
+        let rotation = Req::new(
+            &format!("- objectName: {quoted}\n  objectType: secretsmanager\n"),
+            &target,
+        );
+        messages.push(
+            env.provider
+                .mount(&rotation)
+                .await
+                .expect_err("rotation")
+                .message()
+                .to_string(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while env.kube.events().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let events = env.kube.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let note = events[0]["note"].as_str().unwrap_or_default().to_string();
+        assert!(note.contains("\\n") && note.contains("FORGED"), "{note}");
+
+        for text in messages.iter().chain([&note]) {
+            assert_eq!(raw_control(text), None, "{text:?}");
+            assert!(text.contains("FORGED"), "the name is still shown, escaped: {text}");
+        }
+        let logs = env.provider.logs();
+        assert_eq!(raw_control(&logs), None, "a raw control character in the log");
+        for line in logs.lines() {
+            assert!(!line.starts_with("FORGED"), "a forged line: {line}");
+            if json {
+                let parsed: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+                assert!(parsed.is_object(), "{line}");
+            }
+        }
+        assert!(
+            logs.lines().filter(|l| l.contains("FORGED")).count() >= tricks.len(),
+            "the mounts were logged, each on one line:\n{logs}"
+        );
+    }
+}
+
+// === The health endpoint under a flood ===
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_connections_that_never_finish_their_headers_does_not_keep_a_probe_out() {
+    use tokio::io::AsyncWriteExt;
+    // Default flags: 32 connections, 5 s to send a request's headers.
+    let env = Env::start().await;
+    let addr = env.provider.http.expect("endpoint");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let done = move || stopped.load(std::sync::atomic::Ordering::Relaxed);
+    // 500 connections that send half a request and wait, opened as fast as
+    // they can be, and held.
+    let flood = tokio::spawn(async move {
+        let mut open = Vec::new();
+        for _ in 0..500 {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n").await;
+                open.push(s);
+            }
+            if done() {
+                break;
+            }
+        }
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        open.len()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A scraper and a probe meanwhile: every answer within a second.
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let path = if i % 2 == 0 { "/readyz" } else { "/metrics" };
+        let started = Instant::now();
+        let body = tokio::time::timeout(Duration::from_secs(1), env.provider.http_get(path))
+            .await
+            .unwrap_or_else(|_| panic!("{path} not answered within a second during the flood"));
+        slowest = slowest.max(started.elapsed());
+        if path == "/readyz" {
+            assert_eq!(body, "ready\n");
+        } else {
+            assert!(body.contains("csi_provider_aws_build_info"), "{body}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flood.await.expect("flood");
+    eprintln!("{opened} stalled connections; slowest answer {slowest:?}");
+    assert!(opened >= 100, "the flood opened {opened} connections");
+    assert!(process_alive(env.provider.pid()));
+}
+
+// === Paging that never ends ===
+
+#[tokio::test]
+async fn a_listing_that_never_ends_stops_at_a_repeated_token_and_at_the_page_cap() {
+    use common::fake_aws::Endless;
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "benign", "benign-value");
+    let classes = [
+        "- parameterPath: /orders/prod\n  objectAlias: config\n",
+        "- secretNamePrefix: orders/prod/\n",
+    ];
+    // A repeated token is AWS (or a proxy) misbehaving: Unavailable, as a
+    // region outage. An endless listing of new tokens meets the page cap.
+    for (how, code, expect, most) in [
+        (
+            Endless::SameToken,
+            tonic::Code::Unavailable,
+            "returned a NextToken it had already returned",
+            2,
+        ),
+        (
+            Endless::NewTokens,
+            tonic::Code::InvalidArgument,
+            "201 or more pages, empty ones included, more than the limit of 200 (--max-pages-per-selection)",
+            200,
+        ),
+    ] {
+        env.aws.endless_pages(how);
+        for (i, class) in classes.iter().enumerate() {
+            env.aws.clear_calls();
+            let target = env.provider.target(&format!("endless-{how:?}-{i}"));
+            let started = Instant::now();
+            let err = env
+                .provider
+                .mount(&Req::new(class, &target))
+                .await
+                .expect_err("endless");
+            assert_eq!(err.code(), code, "{err:?}");
+            assert!(err.message().contains(expect), "{}", err.message());
+            assert!(err.message().contains("the set is not mounted"), "{}", err.message());
+            let pages = env
+                .aws
+                .calls()
+                .iter()
+                .filter(|c| c.op == "GetParametersByPath" || c.op == "BatchGetSecretValue")
+                .count();
+            assert_eq!(pages, most, "{how:?} {class}: {pages} pages");
+            assert!(all_entries(&target).is_empty());
+            eprintln!(
+                "{how:?}, {class:?}: refused after {pages} pages in {:?}",
+                started.elapsed()
+            );
+        }
+        // Another tenant's mount meanwhile.
+        let benign = Req::new(&obj("benign"), &env.provider.target("benign")).pod("pod-b", "sa-b", TOKEN_B);
+        env.provider.mount(&benign).await.expect("benign");
+        env.aws.recover();
+    }
+}
+
+// === Throttling within the deadline ===
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_mounts_at_once_against_a_throttled_quota_all_succeed_within_their_deadline() {
+    // 20 pods of 20 identities (no shared calls) against an SSM quota of
+    // 5 calls a second, with a 30 s mount deadline.
+    let env = Env::start_with(|mut o| {
+        o.args.push("--mount-timeout=30s".into());
+        o.env.push(("TOKIO_WORKER_THREADS".into(), "4".into()));
+        o
+    })
+    .await;
+    env.aws.put_param(REGION, "flags", "String", "on");
+    env.aws.put_secret_string(REGION, "benign", "benign-value");
+    for i in 0..20 {
+        let sa = format!("quota-{i}");
+        env.kube
+            .add_service_account("default", &sa, Some(&format!("arn:aws:iam::123456789012:role/{sa}")));
+    }
+    env.aws.set_quota("GetParameters", REGION, 5.0);
+    let started = Instant::now();
+    let mounts = (0..20).map(|i| {
+        let sa = format!("quota-{i}");
+        let req = Req::new(
+            "- objectName: flags\n  objectType: ssmparameter\n",
+            &env.provider.target(&sa),
+        )
+        .pod(&sa, &sa, &format!("eyJ.{sa}.sig"));
+        let provider = &env.provider;
+        async move { (provider.mount(&req).await, req.target) }
+    });
+    let benign = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let req = Req::new(&obj("benign"), &env.provider.target("benign")).pod("pod-b", "sa-b", TOKEN_B);
+        env.provider.mount(&req).await
+    };
+    let (results, benign) = tokio::join!(futures::future::join_all(mounts), benign);
+    let elapsed = started.elapsed();
+    let throttled = env.aws.faulted("GetParameters");
+    let calls = env.aws.calls_of("GetParameters").len();
+    eprintln!(
+        "20 mounts at once against 5 GetParameters a second: {} succeeded in {elapsed:?}, {calls} calls, {throttled} throttled",
+        results.iter().filter(|(r, _)| r.is_ok()).count()
+    );
+    for (r, target) in results {
+        r.unwrap_or_else(|e| panic!("{}: {e:?}", target.display()));
+        assert_eq!(read_mount(&target)["flags"], b"on");
+    }
+    benign.expect("the other tenant's mount");
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+    // Retries are spaced: far fewer calls than a tight loop would make.
+    assert!(calls < 200, "{calls} calls");
+}

@@ -4,7 +4,8 @@
 //! default), once in driver-writes mode and once in provider-writes mode
 //! (target on tmpfs); then `gcore` dumps its memory and the core file is
 //! searched for three canaries: a Secrets Manager string, an SSM
-//! SecureString, and a password pulled out of a JSON secret by `jmesPath`.
+//! SecureString, and a password pulled out of a JSON secret by `jmesPath`;
+//! and for the pods' service-account tokens.
 //!
 //! No copy may be left: values live in zeroizing buffers the provider owns,
 //! and the binary's allocator zeroes everything else it frees (HTTP bodies,
@@ -49,6 +50,44 @@ const OBJECTS: &str = "
 /// The two measurements run one after the other, never at once: each dumps
 /// a whole process and the machine is small.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The projected token of ServiceAccount `sa`, `n`th of its kind (a new one
+/// every 25 pods), long enough to be told from anything else.
+fn token_of(sa: &str, n: usize) -> String {
+    format!("eyJhbGciOiJSUzI1NiJ9.hygiene-token-{sa}-{n}-CANARY-5e1f0c2a.c2lnbmF0dXJl")
+}
+
+/// The Pod Identity token of pod `i`.
+fn pod_identity_token_of(i: usize) -> String {
+    format!("eyJhbGciOiJSUzI1NiJ9.pod-identity-token-{i:03}-CANARY-7d41b9e0.c2lnbmF0dXJl")
+}
+
+/// Where every canary's common part (`CANARY-`) starts in `hay`: the core
+/// is scanned once, then each canary is matched at these places only.
+fn marks(hay: &[u8]) -> Vec<usize> {
+    const MARK: &[u8] = b"CANARY-";
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(p) = hay[i..].iter().position(|b| *b == MARK[0]) {
+        let at = i + p;
+        if hay[at..].starts_with(MARK) {
+            out.push(at);
+        }
+        i = at + 1;
+    }
+    out
+}
+
+/// Occurrences of `canary` in `hay`, at the `marks` of its `CANARY-` part.
+fn occurrences_at(hay: &[u8], marks: &[usize], canary: &[u8]) -> usize {
+    let Some(k) = canary.windows(7).position(|w| w == b"CANARY-") else {
+        return occurrences(hay, canary);
+    };
+    marks
+        .iter()
+        .filter(|&&at| at >= k && hay[at - k..].starts_with(canary))
+        .count()
+}
 
 /// Non-overlapping occurrences of `needle` in `hay`.
 fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
@@ -103,10 +142,12 @@ async fn measure(driver_writes: bool) {
     } else {
         "provider-writes"
     };
+    let agent = FakeAgent::start("127.0.0.1:0").await;
     let env = Env::start_with(|mut o| {
         if driver_writes {
             o.args.push("--driver-writes-secrets".into());
         }
+        o.args.push(format!("--pod-identity-endpoint-ipv4={}", agent.url()));
         o
     })
     .await;
@@ -118,22 +159,30 @@ async fn measure(driver_writes: bool) {
         &format!(r#"{{"user":"app","password":"{CANARY_JMES}"}}"#),
     );
 
+    // One connection for every mount, as the driver keeps one.
+    let mut client = env.provider.client().await;
     for i in 0..MOUNTS {
         // Pods alternate between two ServiceAccounts (two roles), each with a
-        // new projected token every 25 pods: 8 identities in all.
+        // new projected token every 25 pods: 8 identities in all; every
+        // third pod uses EKS Pod Identity instead, with a token of its own.
         let sa = if i % 2 == 0 { "sa-a" } else { "sa-b" };
-        let token = format!("eyJ.hygiene-{sa}-{}.sig", i / 25);
+        let token = token_of(sa, i / 25);
         let pod = format!("hygiene-pod-{i}");
         let target = if driver_writes {
             env.provider.target(&pod)
         } else {
             env.provider.tmpfs_target(&pod)
         };
-        let req = Req::new(OBJECTS, &target).pod(&pod, sa, &token);
-        let resp = env
-            .provider
-            .mount(&req)
+        let mut req = Req::new(OBJECTS, &target).pod(&pod, sa, &token);
+        if i % 3 == 0 {
+            req.tokens
+                .insert("pods.eks.amazonaws.com".to_string(), pod_identity_token_of(i));
+            req = req.set("usePodIdentity", "true");
+        }
+        let resp = client
+            .mount(req.build())
             .await
+            .map(|r| r.into_inner())
             .unwrap_or_else(|e| panic!("{mode}: mount {i} failed: {e}\n{}", env.provider.logs()));
         let files: std::collections::BTreeMap<String, Vec<u8>> = if driver_writes {
             file_map(&resp).into_iter().map(|(k, (_, v))| (k, v)).collect()
@@ -170,20 +219,36 @@ async fn measure(driver_writes: bool) {
         bytes.len() as f64 / (1024.0 * 1024.0),
         core.display(),
     );
-    for (what, canary) in [
-        ("secretsmanager string", CANARY_SM),
-        ("ssm SecureString", CANARY_SSM),
-        ("jmesPath password", CANARY_JMES),
-    ] {
+    // The pods' service-account tokens are secrets too, from the request to
+    // the STS call or the Pod Identity Agent.
+    let tokens: Vec<(String, String)> = ["sa-a", "sa-b"]
+        .iter()
+        .flat_map(|sa| (0..MOUNTS.div_ceil(25)).map(move |n| (format!("token of {sa} ({n})"), token_of(sa, n))))
+        .chain(
+            (0..MOUNTS)
+                .filter(|i| i % 3 == 0)
+                .map(|i| (format!("Pod Identity token ({i})"), pod_identity_token_of(i))),
+        )
+        .collect();
+    let canaries = [
+        ("secretsmanager string".to_string(), CANARY_SM.to_string()),
+        ("ssm SecureString".to_string(), CANARY_SSM.to_string()),
+        ("jmesPath password".to_string(), CANARY_JMES.to_string()),
+    ]
+    .into_iter()
+    .chain(tokens);
+    let core_marks = marks(&bytes);
+    for (what, canary) in canaries {
+        let (what, canary) = (what.as_str(), canary.as_str());
         let (in_core, in_log) = (
-            occurrences(&bytes, canary.as_bytes()),
+            occurrences_at(&bytes, &core_marks, canary.as_bytes()),
             occurrences(log.as_bytes(), canary.as_bytes()),
         );
         report.push_str(&format!(
             "hygiene [{mode}]:   {what:<22} {canary}: {in_core} in core, {in_log} in provider log\n"
         ));
         if in_core + in_log > 0 {
-            found.push(what);
+            found.push(what.to_string());
         }
     }
     eprint!("{report}");
@@ -200,6 +265,16 @@ async fn no_copy_of_a_secret_is_left_in_memory_after_100_mounts_in_driver_writes
 #[ignore = "needs gcore (gdb) and ptrace; scripts/test runs it"]
 async fn no_copy_of_a_secret_is_left_in_memory_after_100_mounts_in_provider_writes_mode() {
     measure(false).await;
+}
+
+#[test]
+fn canaries_are_found_at_their_marks() {
+    let hay = b"..x-CANARY-1..CANARY-2..x-CANARY-1x-CANARY-1";
+    let m = marks(hay);
+    assert_eq!(m.len(), 4);
+    assert_eq!(occurrences_at(hay, &m, b"x-CANARY-1"), 3);
+    assert_eq!(occurrences_at(hay, &m, b"CANARY-2"), 1);
+    assert_eq!(occurrences_at(hay, &m, b"y-CANARY-1"), 0);
 }
 
 #[test]

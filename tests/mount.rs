@@ -1445,3 +1445,34 @@ async fn a_remount_is_recognised_by_the_versions_an_older_driver_passes() {
     env.provider.client().await.mount(req).await.expect_err("missing");
     assert_eq!(events_settled(&env.kube, 2).await.len(), 1);
 }
+
+#[tokio::test]
+async fn yaml_anchors_aliases_and_merge_keys_are_read_as_the_go_provider_reads_them() {
+    let env = Env::start().await;
+    env.aws.put_secret_string(REGION, "prod/db", "db-value");
+    env.aws.put_secret_string(REGION, "prod/api", "api-value");
+    env.aws.put_param(REGION, "flags", "String", "on");
+    env.aws.put_param(REGION, "limits", "String", "10");
+    // The shared fields once, merged into each object; an alias of a value.
+    let objects = "\
+- &secret
+  objectName: prod/db
+  objectType: secretsmanager
+  filePermission: \"0400\"
+- <<: *secret
+  objectName: prod/api
+- objectName: flags
+  objectType: &ssm ssmparameter
+- {objectName: limits, objectType: *ssm}
+";
+    let target = env.provider.target("anchors");
+    let req = Req::new(objects, &target).set("pathTranslation", "-");
+    env.provider.mount(&req).await.expect("mount");
+    let files = read_mount(&target);
+    assert_eq!(files["prod-db"], b"db-value");
+    assert_eq!(files["prod-api"], b"api-value");
+    assert_eq!((&files["flags"][..], &files["limits"][..]), (&b"on"[..], &b"10"[..]));
+    assert_eq!(files.len(), 4, "{:?}", files.keys().collect::<Vec<_>>());
+    assert_eq!(mode_of(&target.join("prod-api")), 0o400, "merged from the anchor");
+    assert_eq!(mode_of(&target.join("limits")), 0o644);
+}

@@ -54,7 +54,7 @@ pub enum PagingProblem {
     #[error("AWS returned a NextToken it had already returned, after {pages} pages (a paging loop)")]
     RepeatedToken { pages: u32 },
     /// More pages than one selection may list, empty pages included.
-    #[error("more than {max} pages, empty ones included (--max-pages-per-selection)")]
+    #[error("more than {max} pages")]
     TooManyPages { max: u32 },
 }
 
@@ -175,7 +175,7 @@ async fn parameters(
     };
     let client = ctx.aws.ssm(region).ok_or_else(|| err(no_client(region)))?;
     let mut members = Vec::new();
-    let mut pages = Pages::new(ctx.max_pages);
+    let mut pages = Pages::new(ctx.quota.max_pages());
     loop {
         let token = pages.token();
         let (out, responses) = ctx
@@ -207,7 +207,7 @@ async fn parameters(
         take(ctx, object, &members[first..])?;
         if !pages
             .next(out.next_token)
-            .map_err(|problem| paging(object, Form::Parameters, region, problem))?
+            .map_err(|problem| paging(ctx, object, Form::Parameters, region, problem))?
         {
             break;
         }
@@ -216,12 +216,19 @@ async fn parameters(
 }
 
 /// The error of a listing whose paging did not end.
-fn paging(object: &ObjectSpec, form: Form, region: &str, problem: PagingProblem) -> FetchError {
-    FetchError::Paging {
-        what: object.name.clone(),
-        form,
-        region: region.to_string(),
-        problem,
+fn paging(ctx: &UnitContext, object: &ObjectSpec, form: Form, region: &str, problem: PagingProblem) -> FetchError {
+    match problem {
+        PagingProblem::TooManyPages { .. } => ctx.quota.too_many_pages(format!(
+            "{} in {} in {region} (the set is not mounted)",
+            crate::limits::Echo(&object.name),
+            form.service()
+        )),
+        problem => FetchError::Paging {
+            what: object.name.clone(),
+            form,
+            region: region.to_string(),
+            problem,
+        },
     }
 }
 
@@ -257,7 +264,7 @@ async fn secrets(
     }
     let client = ctx.aws.secrets_manager(region).ok_or_else(|| err(no_client(region)))?;
     let mut members = Vec::new();
-    let mut pages = Pages::new(ctx.max_pages);
+    let mut pages = Pages::new(ctx.quota.max_pages());
     loop {
         let token = pages.token();
         let (out, responses) = ctx
@@ -306,7 +313,7 @@ async fn secrets(
         take(ctx, object, &members[first..])?;
         if !pages
             .next(out.next_token)
-            .map_err(|problem| paging(object, Form::Secrets, region, problem))?
+            .map_err(|problem| paging(ctx, object, Form::Secrets, region, problem))?
         {
             break;
         }

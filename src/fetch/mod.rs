@@ -69,8 +69,6 @@ pub struct FetchSettings {
     /// Throttled calls the node may retry before calls succeed again
     /// (`--throttle-retries`).
     pub throttle_retries: u32,
-    /// Pages one object that selects many may list (`--max-pages-per-selection`).
-    pub max_pages: u32,
 }
 
 impl Default for FetchSettings {
@@ -84,16 +82,12 @@ impl Default for FetchSettings {
             single_flight: true,
             shared_deadline: Duration::from_secs(60),
             throttle_retries: DEFAULT_THROTTLE_RETRIES,
-            max_pages: DEFAULT_MAX_PAGES,
         }
     }
 }
 
 /// Default `--throttle-retries`.
 pub const DEFAULT_THROTTLE_RETRIES: u32 = 100;
-/// Default `--max-pages-per-selection`: every match of the largest mount
-/// (`--max-files-per-mount`, 1,000) in full pages of ten, twice over.
-pub const DEFAULT_MAX_PAGES: u32 = 200;
 
 /// Why an object could not be fetched. Names are echoed truncated.
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +214,10 @@ impl FetchError {
             | FetchError::Bulk { error, .. } => error.failure,
             FetchError::ParameterNotFound { .. } | FetchError::NoMatches { .. } => Failure::NotFound,
             // Neither is a reason to ask another region or serve a kept value.
-            FetchError::TooMany(_) | FetchError::Paging { .. } | FetchError::Memory(_) => Failure::Rejected,
+            FetchError::TooMany(_) | FetchError::Memory(_) => Failure::Rejected,
+            // AWS (or a proxy in front of it) misbehaving: another region
+            // or a kept value may do.
+            FetchError::Paging { .. } => Failure::Unavailable,
             FetchError::Missing { .. } | FetchError::Abandoned(_) => Failure::Unavailable,
             FetchError::SecretAllRegions { failover, .. }
             | FetchError::ParametersAllRegions { failover, .. }
@@ -352,8 +349,6 @@ pub(crate) struct UnitContext {
     /// That mount's deadline: throttled calls are retried until it.
     pub deadline: Instant,
     pub retries: Arc<RetryBudget>,
-    /// Pages an object that selects many may list.
-    pub max_pages: u32,
 }
 
 /// Why an AWS call of a unit failed.
@@ -547,6 +542,16 @@ impl MountQuota {
         }
         Ok(())
     }
+
+    /// Pages one object that selects many may list.
+    pub(crate) fn max_pages(&self) -> u32 {
+        self.limits.max_pages
+    }
+
+    /// The error of a listing of `what` cut at the page cap.
+    pub(crate) fn too_many_pages(&self, what: String) -> FetchError {
+        FetchError::TooMany(self.limits.exceeded(Limit::Pages, what))
+    }
 }
 
 /// What a mount brings to a fetch: its quota, its memory, its deadline.
@@ -674,7 +679,6 @@ impl Fetcher {
             memory: mount.memory.clone(),
             deadline: mount.deadline,
             retries: self.retries.clone(),
-            max_pages: self.settings.max_pages,
         };
         let futures: Vec<BoxFuture<'_, UnitDone>> = units
             .into_iter()
@@ -759,7 +763,7 @@ impl Fetcher {
         tracing::warn!(
             objects = values.len(),
             oldest = ?oldest,
-            error = %error,
+            error = %crate::limits::Escaped(error),
             "AWS failed with a retryable error; serving this identity's last good values (--serve-stale-max-age)"
         );
         self.metrics.stale_served(error.failure().as_str(), values.len() as u64);

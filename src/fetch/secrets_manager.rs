@@ -150,6 +150,10 @@ pub(crate) async fn fetch_batch(ctx: &UnitContext, objects: &[ObjectSpec]) -> Re
         Err(BatchCallError::Aws(error)) if error.failure == Failure::Throttled => return Err(BatchError::Throttled),
         Err(BatchCallError::Memory(m)) => return Err(BatchError::Fetch(FetchError::Memory(m))),
         Err(BatchCallError::Fetch(e)) => return Err(BatchError::Fetch(e)),
+        Err(BatchCallError::Paging(PagingProblem::TooManyPages { .. })) => {
+            let what = format!("secrets {}", crate::limits::Echo(&ids.join(", ")));
+            return Err(BatchError::Fetch(ctx.quota.too_many_pages(what)));
+        }
         Err(BatchCallError::Paging(problem)) => {
             return Err(BatchError::Fetch(FetchError::Paging {
                 what: ids.join(", "),
@@ -220,7 +224,7 @@ async fn batch_get(
         .ok_or_else(|| BatchCallError::Aws(no_client(region)))?;
     let mut entries: Vec<(Option<String>, Option<String>, Fetched)> = Vec::new();
     let mut errors = Vec::new();
-    let mut pages = super::bulk::Pages::new(ctx.max_pages);
+    let mut pages = super::bulk::Pages::new(ctx.quota.max_pages());
     loop {
         let token = pages.token();
         let (out, responses) = ctx

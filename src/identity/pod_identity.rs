@@ -83,7 +83,11 @@ impl PodIdentityClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
         connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new()).build(connector);
+        // A connection per request: a kept one would keep the last request's
+        // headers, the pod's token in them, in its buffer.
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
         Self { config, http, metrics }
     }
 

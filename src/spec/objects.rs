@@ -14,7 +14,7 @@ use super::role::{self, AssumeRole, Owner};
 use super::yaml;
 use super::{ObjectError, ObjectKind};
 use crate::jmes::{self, CompileError, JmesPath};
-use crate::limits::{Limit, LimitError, Limits, echo};
+use crate::limits::{Echo, Limit, LimitError, Limits, echo};
 
 /// One validated object of a mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +275,7 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
     }
     if kind == ObjectKind::SecretsManager && raw.version.is_some() && raw.version_label.is_some() {
         tracing::warn!(
-            object = %name,
+            object = %Echo(&name),
             "objectVersion and objectVersionLabel are both set; Secrets Manager rejects the \
              request unless the version carries that label"
         );

@@ -164,7 +164,13 @@ fn benign_req(env: &Env) -> Req {
 
 async fn benign_mount(env: &Env, client: &mut CsiDriverProviderClient<Channel>) -> Result<(), String> {
     let req = benign_req(env);
-    match client.mount(req.build()).await {
+    let answer = loop {
+        match client.mount(req.build()).await {
+            Err(s) if s.code() == tonic::Code::Cancelled => continue,
+            other => break other,
+        }
+    };
+    match answer {
         Ok(resp) => {
             let resp = resp.into_inner();
             let content = if resp.files.is_empty() {
@@ -179,6 +185,19 @@ async fn benign_mount(env: &Env, client: &mut CsiDriverProviderClient<Channel>) 
             }
         }
         Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+/// One mount over the shared connection, as the driver sends it: a request
+/// the connection's recycling (HTTP/2 GOAWAY, `--max-connection-age`)
+/// refused before it was sent is sent again on a new one, as gRPC-Go's
+/// transparent retry does.
+async fn mount_once(client: &mut CsiDriverProviderClient<Channel>, req: &Req) -> Result<(), tonic::Status> {
+    loop {
+        match client.mount(req.build()).await {
+            Err(s) if s.code() == tonic::Code::Cancelled => continue,
+            other => return other.map(|_| ()),
+        }
     }
 }
 
@@ -204,7 +223,7 @@ pub async fn run(class: Class, extra: &[&str]) -> Outcome {
             let mut c = client.clone();
             let mut benign = None;
             for (i, req) in hostile.into_iter().enumerate() {
-                out.push(c.mount(req.build()).await.map(|_| ()));
+                out.push(mount_once(&mut c, &req).await);
                 if i == 1000 {
                     benign = Some(benign_mount(&env, &mut client.clone()).await);
                 }
@@ -214,7 +233,7 @@ pub async fn run(class: Class, extra: &[&str]) -> Outcome {
         _ => {
             let mounts = hostile.into_iter().map(|req| {
                 let mut c = client.clone();
-                async move { c.mount(req.build()).await.map(|_| ()) }
+                async move { mount_once(&mut c, &req).await }
             });
             let benign = async {
                 // Sent once the hostile mounts are in flight.

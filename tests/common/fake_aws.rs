@@ -229,6 +229,18 @@ struct State {
     /// Account-wide quotas: a token bucket per (operation, region), shared
     /// by every client, as AWS enforces them.
     quotas: HashMap<(String, String), Bucket>,
+    /// Listings (`GetParametersByPath`, filtered `BatchGetSecretValue`)
+    /// answer empty pages that never end.
+    endless: Option<Endless>,
+}
+
+/// How a listing never ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endless {
+    /// Every page carries the same `NextToken`.
+    SameToken,
+    /// Every page carries a new `NextToken`.
+    NewTokens,
 }
 
 /// A token bucket of `rate` calls per second holding at most `burst`.
@@ -423,6 +435,12 @@ impl FakeAws {
         self.lock().fresh_keys = Some(0);
     }
 
+    /// Listings answer empty pages that never end (as AWS, or a proxy in
+    /// front of it, could): until [`FakeAws::recover`].
+    pub fn endless_pages(&self, how: Endless) {
+        self.lock().endless = Some(how);
+    }
+
     pub fn set_delay(&self, d: Duration) {
         self.lock().delay = d;
     }
@@ -468,6 +486,7 @@ impl FakeAws {
         st.faults.clear();
         st.rules.clear();
         st.quotas.clear();
+        st.endless = None;
         st.delay = Duration::ZERO;
     }
 
@@ -705,6 +724,14 @@ fn get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
     Reply::json(200, out)
 }
 
+/// The next token of an endless listing.
+fn endless_token(how: Endless, body: &Value) -> String {
+    match how {
+        Endless::SameToken => "again".to_string(),
+        Endless::NewTokens => format!("{}x", body["NextToken"].as_str().unwrap_or("t")),
+    }
+}
+
 /// The page of `items` a `NextToken` (`page-N`: the offset) and
 /// `MaxResults` ask for, and the token of the next page.
 fn page<T>(items: Vec<T>, body: &Value, default_max: usize) -> (Vec<T>, Option<String>) {
@@ -723,6 +750,12 @@ fn page<T>(items: Vec<T>, body: &Value, default_max: usize) -> (Vec<T>, Option<S
 /// `tag-value` (prefix of any tag), all filters together, any value of
 /// each; in name order, 20 a page by default.
 fn batch_by_filters(st: &State, region: &str, body: &Value) -> Reply {
+    if let Some(how) = st.endless {
+        return Reply::json(
+            200,
+            json!({"SecretValues": [], "Errors": [], "NextToken": endless_token(how, body)}),
+        );
+    }
     let filters: Vec<(String, Vec<String>)> = body["Filters"]
         .as_array()
         .into_iter()
@@ -773,6 +806,9 @@ fn batch_by_filters(st: &State, region: &str, body: &Value) -> Reply {
 /// `GetParametersByPath`: the latest version of each parameter under the
 /// path (one level, or all with `Recursive`), in name order, 10 a page.
 fn get_parameters_by_path(st: &State, region: &str, body: &Value) -> Reply {
+    if let Some(how) = st.endless {
+        return Reply::json(200, json!({"Parameters": [], "NextToken": endless_token(how, body)}));
+    }
     let path = body["Path"].as_str().unwrap_or_default();
     let recursive = body["Recursive"].as_bool().unwrap_or(false);
     let base = format!("{}/", path.trim_end_matches('/'));
