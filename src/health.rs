@@ -73,6 +73,29 @@ struct Endpoint {
     metrics: Arc<Metrics>,
 }
 
+/// Connections the kernel queues for the endpoint before it accepts them
+/// (capped by `net.core.somaxconn`): a flood of connections must not crowd
+/// a probe's out of the queue while they are accepted and shed.
+pub const BACKLOG: u32 = 1024;
+
+/// Binds `addr` (`host:port`, every address it resolves to tried in turn)
+/// with a listen queue of [`BACKLOG`].
+pub async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the address resolves to nothing");
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = match a {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Serves the endpoint on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, settings: HttpSettings, socket: PathBuf, metrics: Arc<Metrics>) {
     if let Ok(addr) = listener.local_addr() {
@@ -126,24 +149,32 @@ struct ConnState {
     since: Mutex<Instant>,
     /// Its current request's headers are not complete yet.
     waiting: AtomicBool,
+    /// ... and some of them have been read: a client that is not stalled
+    /// sends its headers whole.
+    partial: AtomicBool,
     /// Milliseconds since `epoch` of its last read or write.
     last_io: AtomicU64,
     epoch: Instant,
     /// Set to close it (shed for a new client).
     shed: AtomicBool,
     waker: AtomicWaker,
+    /// Its slot of `--http-max-connections`, until it is shed (the new
+    /// client takes it over) or closed.
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl ConnState {
-    fn new() -> Self {
+    fn new(slot: OwnedSemaphorePermit) -> Self {
         let now = Instant::now();
         Self {
             since: Mutex::new(now),
             waiting: AtomicBool::new(true),
+            partial: AtomicBool::new(false),
             last_io: AtomicU64::new(0),
             epoch: now,
             shed: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            slot: Mutex::new(Some(slot)),
         }
     }
 
@@ -181,33 +212,35 @@ struct BoundedListener {
 }
 
 impl BoundedListener {
-    /// Closes the connection to shed for a new client: the one waiting
+    /// Closes the connection to shed for a new client (the one waiting
     /// longest for its request's headers, else the one idle longest
-    /// between requests. `false` if every connection is in a request.
-    fn shed_one(&self) -> bool {
+    /// between requests) and hands over its slot at once, so that a queue
+    /// of new clients is served as fast as they are accepted. `None` if
+    /// every connection is in a request.
+    fn shed_one(&self) -> Option<OwnedSemaphorePermit> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let since = |c: &ConnState| *c.since.lock().unwrap_or_else(|e| e.into_inner());
-        let waiting = open
+        let live = |c: &&Arc<ConnState>| !c.shed.load(Ordering::Relaxed) && c.waiting.load(Ordering::Relaxed);
+        // Part of its headers read and the rest not: stalled, whatever its
+        // age. Nothing read yet: stalled once it had time to send.
+        let partial = open
             .values()
-            .filter(|c| {
-                !c.shed.load(Ordering::Relaxed)
-                    && c.waiting.load(Ordering::Relaxed)
-                    && since(c).elapsed() >= SHED_WAITING_AFTER
-            })
+            .filter(|c| live(c) && c.partial.load(Ordering::Relaxed))
             .min_by_key(|c| since(c));
-        let victim = waiting.or_else(|| {
+        let silent = || {
+            open.values()
+                .filter(|c| live(c) && since(c).elapsed() >= SHED_WAITING_AFTER)
+                .min_by_key(|c| since(c))
+        };
+        let victim = partial.or_else(silent).or_else(|| {
             open.values()
                 .filter(|c| !c.shed.load(Ordering::Relaxed) && c.idle_for() >= SHED_IDLE_AFTER)
                 .max_by_key(|c| c.idle_for())
         });
-        match victim {
-            Some(c) => {
-                c.shed.store(true, Ordering::Relaxed);
-                c.waker.wake();
-                true
-            }
-            None => false,
-        }
+        let c = victim?;
+        c.shed.store(true, Ordering::Relaxed);
+        c.waker.wake();
+        c.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -221,24 +254,21 @@ impl axum::serve::Listener for BoundedListener {
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => loop {
-                // At the cap: a connection not in a request gives its slot
-                // (it is released once that connection has closed); while
-                // every one is in a request (or only just connected), the
-                // new client waits, looking again as they age.
-                let shed = self.shed_one();
-                let wait = if shed {
-                    Duration::from_secs(1)
-                } else {
-                    SHED_WAITING_AFTER
-                };
+                // At the cap: a connection not in a request gives its slot;
+                // while every one is in a request (or only just connected),
+                // the new client waits for one, looking again as they age.
+                if let Some(slot) = self.shed_one() {
+                    break slot;
+                }
                 // The semaphore is never closed.
-                if let Ok(Ok(slot)) = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+                if let Ok(Ok(slot)) = tokio::time::timeout(SHED_WAITING_AFTER, self.slots.clone().acquire_owned()).await
+                {
                     break slot;
                 }
             },
         };
         let _ = io.set_nodelay(true);
-        let state = Arc::new(ConnState::new());
+        let state = Arc::new(ConnState::new(slot));
         self.next_id += 1;
         let id = self.next_id;
         self.open
@@ -248,7 +278,6 @@ impl axum::serve::Listener for BoundedListener {
         let registered = Registered {
             id,
             open: self.open.clone(),
-            _slot: slot,
         };
         (Bounded::new(io, registered, state, self.settings), addr)
     }
@@ -258,17 +287,20 @@ impl axum::serve::Listener for BoundedListener {
     }
 }
 
-/// A connection's slot and its place among the open connections, both
-/// given up when it closes.
+/// A connection's place among the open connections (with its slot, unless
+/// it was shed), given up when it closes.
 struct Registered {
     id: u64,
     open: Open,
-    _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        let state = self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        // The slot returns here, not later with the last reference.
+        if let Some(state) = state {
+            drop(state.slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+        }
     }
 }
 
@@ -329,7 +361,11 @@ impl Bounded {
                 self.headers_due = None;
                 self.tail = [0; 3];
                 self.state.waiting.store(false, Ordering::Relaxed);
+                self.state.partial.store(false, Ordering::Relaxed);
             }
+        }
+        if self.headers_due.is_some() && !bytes.is_empty() {
+            self.state.partial.store(true, Ordering::Relaxed);
         }
         self.active();
     }

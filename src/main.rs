@@ -196,7 +196,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         None
     } else {
         // Probes and scrapes depend on the endpoint: failing to bind stops the start.
-        match tokio::net::TcpListener::bind(&args.http_addr).await {
+        match health::bind(&args.http_addr).await {
             Ok(listener) => Some(listener),
             Err(e) => {
                 tracing::error!(addr = %args.http_addr, error = %e, "cannot bind the --http-addr endpoint");

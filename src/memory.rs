@@ -226,35 +226,30 @@ impl MemoryBudget {
     /// part only, without waiting.
     pub fn try_charge_detached(self: &Arc<Self>, stage: Stage, bytes: u64) -> Result<Charge, MemoryError> {
         self.try_take(None, stage, bytes, false)
+            .ok_or_else(|| self.refuse(stage, bytes, 0, None))
     }
 
-    /// Takes `bytes` now or fails.
+    /// Takes `bytes` now, if there are.
     fn try_take(
         self: &Arc<Self>,
         held: Option<&Arc<AtomicU64>>,
         stage: Stage,
         bytes: u64,
         small: bool,
-    ) -> Result<Charge, MemoryError> {
-        let refuse = |waited| {
-            self.refused(stage);
-            Err(self.error(stage, bytes, waited))
+    ) -> Option<Charge> {
+        let n = permits(bytes)?;
+        let shared = match small {
+            true => None,
+            false => Some(self.shared.try_acquire_many(n).ok()?),
         };
-        let Some(n) = permits(bytes) else {
-            return refuse(None);
-        };
-        let shared = if small {
-            None
-        } else {
-            match self.shared.try_acquire_many(n) {
-                Ok(p) => Some(p),
-                Err(_) => return refuse(None),
-            }
-        };
-        let Ok(all) = self.all.try_acquire_many(n) else {
-            return refuse(None);
-        };
-        Ok(self.granted(held, stage, bytes, shared, all))
+        let all = self.all.try_acquire_many(n).ok()?;
+        Some(self.granted(held, stage, bytes, shared, all))
+    }
+
+    /// A refusal of `bytes` for `stage` to a mount holding `held`, counted.
+    fn refuse(&self, stage: Stage, bytes: u64, held: u64, waited: Option<Duration>) -> MemoryError {
+        self.refused(stage);
+        self.error(stage, bytes, held, waited)
     }
 
     /// Turns acquired permits into a charge.
@@ -284,10 +279,11 @@ impl MemoryBudget {
         }
     }
 
-    fn error(&self, stage: Stage, bytes: u64, waited: Option<Duration>) -> MemoryError {
+    fn error(&self, stage: Stage, bytes: u64, held: u64, waited: Option<Duration>) -> MemoryError {
         MemoryError {
             stage,
             wanted: bytes,
+            held,
             budget: self.total,
             shared: self.shared_total,
             waited,
@@ -407,20 +403,18 @@ impl MountMemory {
     pub async fn charge(&self, stage: Stage, bytes: u64) -> Result<Charge, MemoryError> {
         let small = self.within_floor(bytes);
         let budget = &self.budget;
+        let refuse = |waited| budget.refuse(stage, bytes, self.held(), waited);
         if !small && bytes > budget.shared_total {
-            budget.refused(stage);
-            return Err(budget.error(stage, bytes, None));
+            return Err(refuse(None));
         }
-        if let Ok(c) = budget.try_take(Some(&self.held), stage, bytes, small) {
+        if let Some(c) = budget.try_take(Some(&self.held), stage, bytes, small) {
             return Ok(c);
         }
         if self.held() > budget.floor {
-            budget.refused(stage);
-            return Err(budget.error(stage, bytes, None));
+            return Err(refuse(None));
         }
         let Some(n) = permits(bytes) else {
-            budget.refused(stage);
-            return Err(budget.error(stage, bytes, None));
+            return Err(refuse(None));
         };
         budget.waits[stage.index()].inc();
         let started = Instant::now();
@@ -435,10 +429,7 @@ impl MountMemory {
         .await;
         match acquired {
             Ok(Some((shared, all))) => Ok(budget.granted(Some(&self.held), stage, bytes, shared, all)),
-            _ => {
-                budget.refused(stage);
-                Err(budget.error(stage, bytes, Some(started.elapsed())))
-            }
+            _ => Err(refuse(Some(started.elapsed()))),
         }
     }
 
@@ -446,7 +437,9 @@ impl MountMemory {
     /// (on a blocking thread).
     pub fn try_charge(&self, stage: Stage, bytes: u64) -> Result<Charge, MemoryError> {
         let small = self.within_floor(bytes);
-        self.budget.try_take(Some(&self.held), stage, bytes, small)
+        self.budget
+            .try_take(Some(&self.held), stage, bytes, small)
+            .ok_or_else(|| self.budget.refuse(stage, bytes, self.held(), None))
     }
 }
 
@@ -491,19 +484,25 @@ impl Charges {
 /// A mount could not get the memory it needed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the provider's memory budget of {} (--memory-budget) is in use by other mounts: {} needed {} more{}; the mount will be retried",
+    "the provider's memory budget of {} (--memory-budget) is taken: {} needed {} more{}{}; the mount will be retried",
     Bytes(*.budget),
     .stage.what(),
     Bytes(*.wanted),
+    match .held {
+        0 => String::new(),
+        held => format!(" while the mount held {}", Bytes(*held)),
+    },
     match .waited {
-        Some(w) => format!(" and none was freed within {}", humantime::format_duration(Duration::from_millis(w.as_millis() as u64))),
-        None if *.wanted > *.shared => format!(", more than the {} mounts may share above their floor", Bytes(*.shared)),
+        Some(w) => format!(", and none was freed within {}", humantime::format_duration(Duration::from_millis(w.as_millis() as u64))),
+        None if *.wanted > *.shared => format!(", more than the {} mounts may share above their floors", Bytes(*.shared)),
         None => String::new(),
     }
 )]
 pub struct MemoryError {
     pub stage: Stage,
     pub wanted: u64,
+    /// What the mount held when it was refused.
+    pub held: u64,
     pub budget: u64,
     /// The part of the budget above the mounts' floors.
     pub shared: u64,

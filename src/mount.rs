@@ -162,9 +162,9 @@ pub enum MountError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
-    Fetch(#[from] FetchError),
+    Fetch(FetchError),
     #[error(transparent)]
-    Render(#[from] RenderError),
+    Render(RenderError),
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error(
@@ -178,6 +178,25 @@ pub enum MountError {
     Memory(#[from] MemoryError),
     #[error("internal error while {stage}: {message}")]
     Internal { stage: Stage, message: String },
+}
+
+/// A memory refusal while fetching or rendering is the mount's own.
+impl From<FetchError> for MountError {
+    fn from(e: FetchError) -> Self {
+        match e.memory() {
+            Some(m) => MountError::Memory(m.clone()),
+            None => MountError::Fetch(e),
+        }
+    }
+}
+
+impl From<RenderError> for MountError {
+    fn from(e: RenderError) -> Self {
+        match e {
+            RenderError::Memory(m) => MountError::Memory(m),
+            e => MountError::Render(e),
+        }
+    }
 }
 
 impl MountError {
@@ -268,38 +287,7 @@ impl Provider {
         // to finish: it fails fast and the kubelet retries it.
         let _slot = self.admit(started + self.settings.timeout / 2).await?;
         let limits = self.settings.limits;
-        // Parsing in steps, each charged before it runs: reading the JSON
-        // maps (paid for by the request's charge), pre-scanning the YAML
-        // (what a scan may hold is bounded from the text), then building
-        // the class (what that builds the scan tells), on a blocking thread
-        // when it is large or compiles templates.
-        let large = (req.attributes.len() + req.secrets.len()) as u64 > INLINE_WORK;
-        let mut read = within(Stage::Parse)
-            .cpu(large.then_some(&self.cpu), move || {
-                // Nothing of the request is held past this step.
-                spec::read_attributes(&req.attributes, &req.secrets, &req.target_path)
-                    .map(|read| (read, req.permission))
-            })
-            .await?;
-        let scanning = memory.charge(MemoryStage::Request, read.0.scan_cost(&limits)).await?;
-        let scanned = read.0.scan_cost(&limits) > INLINE_WORK;
-        let read = within(Stage::Parse)
-            .cpu(scanned.then_some(&self.cpu), move || {
-                read.0.scan(&limits);
-                Ok::<_, MountError>(read)
-            })
-            .await?;
-        let parsing = memory.charge(MemoryStage::Request, read.0.parse_cost()).await?;
-        drop(scanning);
-        let heavy = read.0.heavy(INLINE_WORK);
-        let spec = within(Stage::Parse)
-            .cpu(heavy.then_some(&self.cpu), move || {
-                let (read, permission) = read;
-                spec::parse_attributes(read, &permission, &limits)
-            })
-            .await?;
-        // What is left of the request: the class, for the mount.
-        let _class = settle(parsing, MemoryStage::Class, spec.estimated_bytes(), &memory)?;
+        let (spec, _class) = self.parse(req, &memory, within(Stage::Parse)).await?;
         drop(request);
         record_pod(&spec);
         let gate = (!self.settings.driver_writes).then(|| self.gates.enter(&spec.target_path));
@@ -318,11 +306,7 @@ impl Provider {
             .cpu(heavy.then_some(&self.cpu), move || {
                 render::render(&objects, &mut templates, values, &limits, Some(&render_memory))
             })
-            .await
-            .map_err(|e| match e {
-                MountError::Render(RenderError::Memory(m)) => MountError::Memory(m),
-                e => e,
-            })?;
+            .await?;
         match gate {
             None => {
                 let (response, charges) = respond(rendered);
@@ -340,6 +324,48 @@ impl Provider {
                 reservation: None,
             }),
         }
+    }
+
+    /// Parses and validates the request in steps, each charged to the
+    /// mount's memory before it runs: reading the JSON maps (paid for by
+    /// the request's charge), pre-scanning the YAML (what a scan may hold
+    /// is bounded from the text), then building the class (what that builds
+    /// the scan tells), on a blocking thread when it is large or compiles
+    /// templates. Nothing of the request is held past the first step;
+    /// returns the class with its charge.
+    async fn parse(
+        &self,
+        req: MountRequest,
+        memory: &MountMemory,
+        step: Step,
+    ) -> Result<(MountSpec, Vec<Charge>), MountError> {
+        let limits = self.settings.limits;
+        let large = (req.attributes.len() + req.secrets.len()) as u64 > INLINE_WORK;
+        let (mut read, permission) = step
+            .cpu(large.then_some(&self.cpu), move || {
+                spec::read_attributes(&req.attributes, &req.secrets, &req.target_path)
+                    .map(|read| (read, req.permission))
+            })
+            .await?;
+        let scanning = memory.charge(MemoryStage::Request, read.scan_cost(&limits)).await?;
+        let large = read.scan_cost(&limits) > INLINE_WORK;
+        let read = step
+            .cpu(large.then_some(&self.cpu), move || {
+                read.scan(&limits);
+                Ok::<_, MountError>(read)
+            })
+            .await?;
+        let parsing = memory.charge(MemoryStage::Request, read.parse_cost()).await?;
+        drop(scanning);
+        let heavy = read.heavy(INLINE_WORK);
+        let spec = step
+            .cpu(heavy.then_some(&self.cpu), move || {
+                spec::parse_attributes(read, &permission, &limits)
+            })
+            .await?;
+        // What is left of the request: the class, for the mount.
+        let class = settle(parsing, MemoryStage::Class, spec.estimated_bytes(), memory)?;
+        Ok((spec, class))
     }
 
     /// Drops expired cache entries every `every` (secret values and
@@ -465,13 +491,12 @@ impl Provider {
         {
             Err(e) if e.credentials_refused() && self.identity.forget(&identity, &creds) => {
                 let (identity, creds) = m.renew.run(self.identity.signer(m.spec, m.regions, role)).await?;
-                fetched(
-                    self.fetcher
-                        .fetch_all(&identity, &creds, m.regions, objects, &mount)
-                        .await,
-                )
+                Ok(self
+                    .fetcher
+                    .fetch_all(&identity, &creds, m.regions, objects, &mount)
+                    .await?)
             }
-            result => fetched(result),
+            result => Ok(result?),
         }
     }
 }
@@ -550,14 +575,6 @@ fn versions(rendered: &Rendered) -> Vec<ObjectVersion> {
             version: v.version.clone(),
         })
         .collect()
-}
-
-/// A fetch's result, a memory refusal reported as the mount's own.
-fn fetched(result: Result<Vec<Fetched>, FetchError>) -> Result<Vec<Fetched>, MountError> {
-    result.map_err(|e| match e.memory() {
-        Some(m) => MountError::Memory(m.clone()),
-        None => MountError::Fetch(e),
-    })
 }
 
 /// `charge` (of the work that made it) settled to `bytes` held for

@@ -689,3 +689,81 @@ async fn http2_prior_knowledge_is_not_served() {
     assert_eq!(response(&mut s).await.0, 200);
     assert_alive(&env);
 }
+
+#[tokio::test]
+async fn the_memory_budget_its_use_and_its_refusals_are_on_metrics() {
+    let (env, port) = env_with_http(&[
+        "--memory-budget=8MiB",
+        "--max-request-bytes=2MiB",
+        "--driver-writes-secrets",
+    ])
+    .await;
+    env.aws.put_secret_string(REGION, "small", "v");
+    let ok = Req::new(
+        "- objectName: small\n  objectType: secretsmanager\n",
+        &env.provider.target("ok"),
+    );
+    env.provider.mount(&ok).await.expect("a small mount");
+    // A request of 1.5 MiB: its charge (four times its size) is more than
+    // the 4 MiB the mounts share above their floors.
+    let padded = Req::new(
+        "- objectName: small\n  objectType: secretsmanager\n",
+        &env.provider.target("padded"),
+    )
+    .set("padding", &"p".repeat(1536 * 1024));
+    let err = env.provider.mount(&padded).await.expect_err("over the budget");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("memory budget of 8.0 MiB (--memory-budget)")
+            && err
+                .message()
+                .contains("its request needed 6.0 MiB more, more than the 4.0 MiB mounts may share"),
+        "{}",
+        err.message()
+    );
+    env.provider.mount(&ok).await.expect("and the next mount");
+    let (_, body) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&body, "csi_provider_aws_memory_budget_bytes "),
+        8.0 * 1024.0 * 1024.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "csi_provider_aws_memory_reserved_bytes "),
+        4.0 * 1024.0 * 1024.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, r#"csi_provider_aws_memory_refusals_total{stage="request"}"#),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            r#"csi_provider_aws_mounts_total{outcome="error",code="MemoryExhausted"}"#
+        ),
+        1.0,
+        "{body}"
+    );
+    // Every stage is exported; once the mounts have answered nothing is held
+    // but what the driver has not read yet.
+    for stage in ["request", "class", "aws", "values", "files", "response", "kept"] {
+        assert!(
+            body.contains(&format!("csi_provider_aws_memory_used_bytes{{stage=\"{stage}\"}}")),
+            "{stage}: {body}"
+        );
+    }
+    assert_eq!(
+        metric(&body, "csi_provider_aws_memory_used_bytes{stage=\"values\"}"),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "csi_provider_aws_memory_used_bytes{stage=\"request\"}"),
+        0.0,
+        "{body}"
+    );
+}

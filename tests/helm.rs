@@ -150,6 +150,24 @@ fn default_values_lint_and_render_valid_manifests() {
     let a = args(&docs);
     assert!(a.contains(&"--rotation-failure-events=true".to_string()), "{a:?}");
     assert!(a.contains(&"--rotation-event-interval=5m".to_string()), "{a:?}");
+    // The memory budget follows the container's limit by default.
+    assert!(a.contains(&"--memory-budget=auto".to_string()), "{a:?}");
+    assert_eq!(c["resources"]["limits"]["memory"], "100Mi");
+}
+
+#[test]
+#[ignore = "needs the Helm SDK (scripts/venv); scripts/test runs it"]
+fn a_memory_budget_is_passed_to_the_binary() {
+    let (_, docs) = render(json!({"memoryBudget": "64MiB"})).unwrap();
+    let a = args(&docs);
+    assert!(a.contains(&"--memory-budget=64MiB".to_string()), "{a:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"))
+        .args(&a)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    validate_strict(&docs);
 }
 
 #[test]
@@ -297,6 +315,7 @@ fn the_schema_rejects_unknown_keys_and_wrong_types() {
         (json!({"port": "8989"}), "port"),
         (json!({"logFormat": "xml"}), "logFormat"),
         (json!({"cacheTtl": "five minutes"}), "cacheTtl"),
+        (json!({"memoryBudget": "lots"}), "memoryBudget"),
         (json!({"k8sThrottlingParams": {"qps": 0}}), "qps"),
         (json!({"podIdentityCacheScope": "node"}), "podIdentityCacheScope"),
         (json!({"image": {"repository": ""}}), "repository"),
@@ -480,6 +499,7 @@ fn eks_addon_schema_rejects_bad_configurations_and_maps_onto_chart_values() {
     for (config, needle) in [
         (json!({"imageRepository": "x"}), "Additional properties are not allowed"),
         (json!({"cacheTtl": 300}), "is not of type 'string'"),
+        (json!({"memoryBudget": "1GB"}), "does not match"),
         (json!({"podIdentityCacheScope": "node"}), "is not one of"),
         (
             json!({"secrets-store-csi-driver": {"tokenRequests": [{"aud": "sts.amazonaws.com"}]}}),

@@ -617,14 +617,17 @@ async fn a_flood_of_connections_that_never_finish_their_headers_does_not_keep_a_
         open.len()
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // A scraper and a probe meanwhile: every answer within a second.
+    // A scraper and a probe meanwhile: every answer within a second when
+    // the machine is quiet (the slowest is printed), within two while the
+    // rest of the suite runs beside it; queued behind the flood, as before,
+    // the first would wait for the header timeouts of 500 connections.
     let mut slowest = Duration::ZERO;
     for i in 0..20 {
         let path = if i % 2 == 0 { "/readyz" } else { "/metrics" };
         let started = Instant::now();
-        let body = tokio::time::timeout(Duration::from_secs(1), env.provider.http_get(path))
+        let body = tokio::time::timeout(Duration::from_secs(2), env.provider.http_get(path))
             .await
-            .unwrap_or_else(|_| panic!("{path} not answered within a second during the flood"));
+            .unwrap_or_else(|_| panic!("{path} not answered within 2 s during the flood"));
         slowest = slowest.max(started.elapsed());
         if path == "/readyz" {
             assert_eq!(body, "ready\n");

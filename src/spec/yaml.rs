@@ -253,9 +253,14 @@ pub fn scan_bytes(text: &str) -> u64 {
         let mut in_run = false;
         let mut prev_blank = true;
         for b in line.bytes() {
-            // A comment runs to the end of the line.
+            // A comment runs to the end of the line. Inside a collection a
+            // `#` may as well be quoted: its line is counted whole, and where
+            // the collection ends is no longer trusted.
             if b == b'#' && prev_blank {
-                break;
+                if depth == 0 {
+                    break;
+                }
+                trusted = false;
             }
             prev_blank = matches!(b, b' ' | b'\t');
             count += match b {
@@ -684,6 +689,17 @@ mod tests {
             "{} > {}",
             info.bytes_max,
             scan_bytes(&tricky)
+        );
+        // A quoted `#` inside a collection starts no comment.
+        let hashed = format!("- [a, \"b #\", {}]\n", "c, ".repeat(20_000));
+        let info = allocation_counter::measure(|| {
+            let _ = prescan(&hashed, &bounds());
+        });
+        assert!(
+            info.bytes_max <= scan_bytes(&hashed),
+            "{} > {}",
+            info.bytes_max,
+            scan_bytes(&hashed)
         );
         // A comment's brackets close nothing.
         let commented = format!("- {{x: [a, # ]]\n b |\n    {}]}}\n", "a, ".repeat(20_000));
