@@ -26,14 +26,16 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextMut,
+};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::memory::{Charge, Charges, MemoryError, MountMemory, Stage};
+use crate::memory::{Charges, MountMemory, Stage};
 use crate::secret::SecretString;
 use crate::telemetry::{Family, Metrics, outcome};
 
@@ -367,6 +369,17 @@ impl Intercept for ChargeResponses {
         "ChargeResponses"
     }
 
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // A new attempt: what the last one received is dropped.
+        self.charges.clear();
+        Ok(())
+    }
+
     fn modify_before_deserialization(
         &self,
         context: &mut BeforeDeserializationInterceptorContextMut<'_>,
@@ -379,21 +392,32 @@ impl Intercept for ChargeResponses {
             inner: body,
             memory: self.memory.clone(),
             charges: self.charges.clone(),
-            pending: None,
         });
         Ok(())
     }
+
+    fn modify_before_attempt_completion(
+        &self,
+        _context: &mut FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // A refused body fails the attempt with an error of an interceptor,
+        // which the SDK does not retry (it would read the body again).
+        match self.charges.refusal() {
+            Some(e) => Err(e.to_string().into()),
+            None => Ok(()),
+        }
+    }
 }
 
-type PendingCharge = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Charge, MemoryError>> + Send + Sync>>;
-
-/// A response body whose data frames are charged before they are handed on.
+/// A response body whose data frames are charged before they are handed
+/// on. A frame is charged without waiting: the call holds one of the
+/// node's AWS call slots, which mounts holding memory may be waiting for.
 struct ChargedBody {
     inner: SdkBody,
     memory: MountMemory,
     charges: Arc<Charges>,
-    /// A frame waiting for its charge.
-    pending: Option<(Bytes, PendingCharge)>,
 }
 
 impl http_body::Body for ChargedBody {
@@ -405,42 +429,29 @@ impl http_body::Body for ChargedBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         use std::task::Poll;
-        loop {
-            if let Some((_, charge)) = self.pending.as_mut() {
-                let charged = std::task::ready!(charge.as_mut().poll(cx));
-                let Some((data, _)) = self.pending.take() else {
-                    return Poll::Ready(None);
-                };
-                return match charged {
-                    Ok(c) => {
-                        self.charges.add(c);
-                        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
-                        self.charges.refuse(e);
-                        Poll::Ready(Some(Err(message.into())))
-                    }
-                };
+        let frame = match std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            other => return Poll::Ready(other),
+        };
+        let bytes = frame.data_ref().map_or(0, |d| d.len() as u64) * RESPONSE_FACTOR;
+        if bytes == 0 {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match self.memory.try_charge(Stage::Aws, bytes) {
+            Ok(c) => {
+                self.charges.add(c);
+                Poll::Ready(Some(Ok(frame)))
             }
-            let frame = match std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => frame,
-                other => return Poll::Ready(other),
-            };
-            match frame.into_data() {
-                Ok(data) if !data.is_empty() => {
-                    let memory = self.memory.clone();
-                    let bytes = data.len() as u64 * RESPONSE_FACTOR;
-                    self.pending = Some((data, Box::pin(async move { memory.charge(Stage::Aws, bytes).await })));
-                }
-                Ok(data) => return Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
-                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+            Err(e) => {
+                let message = e.to_string();
+                self.charges.refuse(e);
+                Poll::Ready(Some(Err(message.into())))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pending.is_none() && http_body::Body::is_end_stream(&self.inner)
+        http_body::Body::is_end_stream(&self.inner)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

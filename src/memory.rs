@@ -17,27 +17,31 @@
 //! | `response` | a driver-writes response, encoded; until the driver has read it |
 //! | `kept` | values kept by the value cache or for brownout serving; until evicted |
 //!
-//! **Fair shares.** Each mount may hold up to [`MountMemory`]'s floor
-//! (`--memory-floor-per-mount`, 256 KiB, at most half the budget shared by `--max-concurrent-mounts`: a typical mount's whole life) out of a reserve
-//! set aside for as many mounts as `--max-concurrent-mounts` admits; above
-//! its floor a mount draws from the shared rest, which it cannot take from
-//! the reserve. So a tenant whose mounts fill the shared part never stops
-//! another tenant's ordinary mount. A charge that does not fit waits (first
-//! come, first served) until the mount's deadline, then fails the mount with
-//! `RESOURCE_EXHAUSTED` naming the budget and its flag; work that cannot
-//! wait (rendering on a blocking thread) fails at once. Nothing is allocated
-//! for a charge that failed.
+//! **Fair shares.** Each mount may hold up to its floor
+//! (`--memory-floor-per-mount`, 256 KiB, at most half the budget shared by
+//! `--max-concurrent-mounts`) out of a reserve set aside for as many mounts
+//! as `--max-concurrent-mounts` admits (a mount that arrives while that
+//! many hold a floor gets none). Above its floor a mount draws from the
+//! shared rest, which cannot take from the reserve. So a tenant whose
+//! mounts fill the shared part never stops another tenant's ordinary
+//! mount, and a charge within a floor is never refused and never waits. A
+//! charge above the floor that does not fit waits, holding nothing, until
+//! bytes are returned or the mount's deadline passes, then fails the mount
+//! with `RESOURCE_EXHAUSTED` naming the budget and its flag; a mount that
+//! already holds more than its floor, and work that cannot wait (on a
+//! blocking thread, or holding another limited slot), fail at once.
+//! Nothing is allocated for a charge that failed.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 
 use crate::telemetry::Metrics;
 
@@ -132,17 +136,22 @@ impl Default for BudgetSettings {
     }
 }
 
-/// The node-wide budget. Bytes are semaphore permits: `all` holds the whole
-/// budget, `shared` the part outside the reserve. A charge within its
-/// mount's floor takes from `all` only; a larger one from both, so charges
-/// above the floor never hold more than `shared`, and the reserve stays for
-/// the mounts that hold less than their floor.
+/// The node-wide budget. The part above the mounts' floors (`shared`) is
+/// counted down as charges take it. The reserve is not counted: at most
+/// `--max-concurrent-mounts` mounts hold a seat at once, and a mount with
+/// a seat holds at most its floor from the reserve, so what seats hold
+/// always fits in it and a charge within a floor never waits or fails.
 pub struct MemoryBudget {
     total: u64,
     shared_total: u64,
     floor: u64,
-    all: Semaphore,
-    shared: Semaphore,
+    /// Bytes of the shared part not charged now.
+    shared_free: AtomicU64,
+    /// Seats taken, and how many there are.
+    seats: AtomicUsize,
+    max_seats: usize,
+    /// Woken whenever bytes of the shared part are returned.
+    freed: Notify,
     used: [AtomicU64; Stage::ALL.len()],
     gauges: Vec<Gauge>,
     refusals: Vec<Counter>,
@@ -159,26 +168,23 @@ impl fmt::Debug for MemoryBudget {
     }
 }
 
-/// Permits of one charge (a semaphore takes at most `u32::MAX` at once).
-fn permits(bytes: u64) -> Option<u32> {
-    u32::try_from(bytes).ok()
-}
-
 impl MemoryBudget {
     pub fn new(settings: BudgetSettings, metrics: &Metrics) -> Arc<Self> {
-        let total = settings.total.clamp(MIN_BUDGET, u64::from(u32::MAX));
-        let mounts = settings.mounts.max(1) as u64;
+        let total = settings.total.max(MIN_BUDGET);
+        let mounts = settings.mounts.max(1);
         // The reserve: a floor for each admitted mount, at most half.
-        let floor = settings.floor.min(total / 2 / mounts);
-        let reserve = floor * mounts;
+        let floor = settings.floor.min(total / 2 / mounts as u64);
+        let reserve = floor * mounts as u64;
         let shared_total = total - reserve;
         let (gauges, refusals, waits) = metrics.memory(Stage::ALL.map(Stage::as_str).as_slice(), total, reserve);
         Arc::new(Self {
             total,
             shared_total,
             floor,
-            all: Semaphore::new(total as usize),
-            shared: Semaphore::new(shared_total as usize),
+            shared_free: AtomicU64::new(shared_total),
+            seats: AtomicUsize::new(0),
+            max_seats: mounts,
+            freed: Notify::new(),
             used: Default::default(),
             gauges,
             refusals,
@@ -225,25 +231,26 @@ impl MemoryBudget {
     /// A charge outside any mount (values kept by a cache), from the shared
     /// part only, without waiting.
     pub fn try_charge_detached(self: &Arc<Self>, stage: Stage, bytes: u64) -> Result<Charge, MemoryError> {
-        self.try_take(None, stage, bytes, false)
-            .ok_or_else(|| self.refuse(stage, bytes, 0, None))
+        match self.take_shared(bytes) {
+            true => Ok(self.granted(None, stage, bytes, true)),
+            false => Err(self.refuse(stage, bytes, 0, None)),
+        }
     }
 
-    /// Takes `bytes` now, if there are.
-    fn try_take(
-        self: &Arc<Self>,
-        held: Option<&Arc<AtomicU64>>,
-        stage: Stage,
-        bytes: u64,
-        small: bool,
-    ) -> Option<Charge> {
-        let n = permits(bytes)?;
-        let shared = match small {
-            true => None,
-            false => Some(self.shared.try_acquire_many(n).ok()?),
-        };
-        let all = self.all.try_acquire_many(n).ok()?;
-        Some(self.granted(held, stage, bytes, shared, all))
+    /// Takes `bytes` of the shared part now, if there are.
+    fn take_shared(&self, bytes: u64) -> bool {
+        self.shared_free
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| free.checked_sub(bytes))
+            .is_ok()
+    }
+
+    /// A seat, if fewer than `--max-concurrent-mounts` are taken.
+    fn take_seat(&self) -> bool {
+        self.seats
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_seats).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// A refusal of `bytes` for `stage` to a mount holding `held`, counted.
@@ -252,30 +259,18 @@ impl MemoryBudget {
         self.error(stage, bytes, held, waited)
     }
 
-    /// Turns acquired permits into a charge.
-    fn granted(
-        self: &Arc<Self>,
-        held: Option<&Arc<AtomicU64>>,
-        stage: Stage,
-        bytes: u64,
-        shared: Option<tokio::sync::SemaphorePermit<'_>>,
-        all: tokio::sync::SemaphorePermit<'_>,
-    ) -> Charge {
-        let is_shared = shared.is_some();
-        if let Some(p) = shared {
-            p.forget();
-        }
-        all.forget();
+    /// Turns taken bytes into a charge.
+    fn granted(self: &Arc<Self>, ledger: Option<&Arc<Ledger>>, stage: Stage, bytes: u64, shared: bool) -> Charge {
         self.account(stage, bytes, true);
-        if let Some(h) = held {
-            h.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(l) = ledger {
+            l.held.fetch_add(bytes, Ordering::Relaxed);
         }
         Charge {
             budget: self.clone(),
-            held: held.cloned(),
+            ledger: ledger.cloned(),
             stage,
             bytes,
-            shared: is_shared,
+            shared,
         }
     }
 
@@ -294,11 +289,11 @@ impl MemoryBudget {
 /// Bytes held against the budget; returned when dropped.
 pub struct Charge {
     budget: Arc<MemoryBudget>,
-    /// The live charges of the mount that took it, if any.
-    held: Option<Arc<AtomicU64>>,
+    /// The ledger of the mount that took it, if any.
+    ledger: Option<Arc<Ledger>>,
     stage: Stage,
     bytes: u64,
-    /// Taken from the shared part too (above the mount's floor).
+    /// Taken from the shared part (else from its mount's floor).
     shared: bool,
 }
 
@@ -326,6 +321,22 @@ impl Charge {
         }
     }
 
+    /// Adds `other` to this charge if it was taken from the same place for
+    /// the same stage (one charge instead of many), else gives it back.
+    pub fn merge(&mut self, mut other: Charge) -> Result<(), Charge> {
+        let same_ledger = match (&self.ledger, &other.ledger) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => Arc::ptr_eq(&self.budget, &other.budget),
+            _ => false,
+        };
+        if !(same_ledger && self.stage == other.stage && self.shared == other.shared) {
+            return Err(other);
+        }
+        self.bytes += other.bytes;
+        other.bytes = 0;
+        Ok(())
+    }
+
     /// Returns what is above `bytes` (an estimate settled to what is held).
     pub fn shrink_to(&mut self, bytes: u64) {
         if bytes >= self.bytes {
@@ -337,14 +348,16 @@ impl Charge {
     }
 
     fn release(&self, bytes: u64) {
-        let n = bytes as usize;
-        self.budget.all.add_permits(n);
-        if self.shared {
-            self.budget.shared.add_permits(n);
-        }
         self.budget.account(self.stage, bytes, false);
-        if let Some(h) = &self.held {
-            h.fetch_sub(bytes, Ordering::Relaxed);
+        if let Some(l) = &self.ledger {
+            l.held.fetch_sub(bytes, Ordering::Relaxed);
+            if !self.shared {
+                l.floor_held.fetch_sub(bytes, Ordering::Relaxed);
+            }
+        }
+        if self.shared {
+            self.budget.shared_free.fetch_add(bytes, Ordering::AcqRel);
+            self.budget.freed.notify_waiters();
         }
     }
 }
@@ -357,12 +370,29 @@ impl Drop for Charge {
     }
 }
 
+/// What one mount holds: all its live charges, the part of them taken from
+/// its floor, and whether it has a seat (a floor) at all. Its seat is
+/// returned when the mount and every charge it took are gone.
+struct Ledger {
+    budget: Arc<MemoryBudget>,
+    held: AtomicU64,
+    floor_held: AtomicU64,
+    seat: bool,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if self.seat {
+            self.budget.seats.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// The budget as one mount sees it: its floor, its deadline, and the
 /// charges it holds now.
 #[derive(Clone)]
 pub struct MountMemory {
-    budget: Arc<MemoryBudget>,
-    held: Arc<AtomicU64>,
+    ledger: Arc<Ledger>,
     deadline: Instant,
 }
 
@@ -373,73 +403,94 @@ impl fmt::Debug for MountMemory {
 }
 
 impl MountMemory {
-    /// The ledger of a mount that must be done by `deadline`.
+    /// The ledger of a new mount that must be done by `deadline`, with a
+    /// floor if fewer than `--max-concurrent-mounts` mounts hold one (the
+    /// others draw from the shared part only).
     pub fn new(budget: Arc<MemoryBudget>, deadline: Instant) -> Self {
+        let seat = budget.take_seat();
         Self {
-            budget,
-            held: Arc::new(AtomicU64::new(0)),
+            ledger: Arc::new(Ledger {
+                budget,
+                held: AtomicU64::new(0),
+                floor_held: AtomicU64::new(0),
+                seat,
+            }),
             deadline,
         }
     }
 
     pub fn budget(&self) -> &Arc<MemoryBudget> {
-        &self.budget
+        &self.ledger.budget
     }
 
     /// Bytes this mount's live charges hold.
     pub fn held(&self) -> u64 {
-        self.held.load(Ordering::Relaxed)
+        self.ledger.held.load(Ordering::Relaxed)
     }
 
-    /// Whether `bytes` more keep this mount within its floor.
-    fn within_floor(&self, bytes: u64) -> bool {
-        self.held().saturating_add(bytes) <= self.budget.floor
+    /// Takes `bytes` from this mount's floor, if they fit in what is left
+    /// of it (checked and taken at once, whatever else of the mount runs).
+    fn take_floor(&self, bytes: u64) -> bool {
+        let floor = self.ledger.budget.floor;
+        self.ledger.seat
+            && self
+                .ledger
+                .floor_held
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                    h.checked_add(bytes).filter(|t| *t <= floor)
+                })
+                .is_ok()
     }
 
-    /// Takes `bytes` for `stage`, waiting (first come, first served) until
-    /// the mount's deadline if the budget is in use. Only a mount that holds
-    /// no more than its floor waits: one that holds more fails at once, so
-    /// that mounts never wait for each other's memory in a circle.
-    pub async fn charge(&self, stage: Stage, bytes: u64) -> Result<Charge, MemoryError> {
-        let small = self.within_floor(bytes);
-        let budget = &self.budget;
-        let refuse = |waited| budget.refuse(stage, bytes, self.held(), waited);
-        if !small && bytes > budget.shared_total {
-            return Err(refuse(None));
+    /// Takes `bytes` now, from the floor if they fit in it, else from the
+    /// shared part.
+    fn try_take(&self, stage: Stage, bytes: u64) -> Option<Charge> {
+        let budget = &self.ledger.budget;
+        if self.take_floor(bytes) {
+            return Some(budget.granted(Some(&self.ledger), stage, bytes, false));
         }
-        if let Some(c) = budget.try_take(Some(&self.held), stage, bytes, small) {
+        budget
+            .take_shared(bytes)
+            .then(|| budget.granted(Some(&self.ledger), stage, bytes, true))
+    }
+
+    /// Takes `bytes` for `stage`, waiting until the mount's deadline for
+    /// bytes of the shared part to be returned if they are in use. A charge
+    /// within the mount's floor never waits; one above it waits only while
+    /// the mount holds no more than its floor: a mount that holds more
+    /// fails at once, so that mounts never wait for each other's memory in
+    /// a circle. A waiting charge holds nothing while it waits.
+    pub async fn charge(&self, stage: Stage, bytes: u64) -> Result<Charge, MemoryError> {
+        let budget = &self.ledger.budget;
+        let refuse = |waited| budget.refuse(stage, bytes, self.held(), waited);
+        if let Some(c) = self.try_take(stage, bytes) {
             return Ok(c);
         }
-        if self.held() > budget.floor {
+        if bytes > budget.shared_total || self.held() > budget.floor {
             return Err(refuse(None));
         }
-        let Some(n) = permits(bytes) else {
-            return Err(refuse(None));
-        };
         budget.waits[stage.index()].inc();
         let started = Instant::now();
-        let acquired = tokio::time::timeout_at(self.deadline.into(), async {
-            let shared = match small {
-                true => None,
-                false => Some(budget.shared.acquire_many(n).await.ok()?),
-            };
-            let all = budget.all.acquire_many(n).await.ok()?;
-            Some((shared, all))
+        let waited = tokio::time::timeout_at(self.deadline.into(), async {
+            loop {
+                let freed = budget.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                if let Some(c) = self.try_take(stage, bytes) {
+                    return c;
+                }
+                freed.await;
+            }
         })
         .await;
-        match acquired {
-            Ok(Some((shared, all))) => Ok(budget.granted(Some(&self.held), stage, bytes, shared, all)),
-            _ => Err(refuse(Some(started.elapsed()))),
-        }
+        waited.map_err(|_| refuse(Some(started.elapsed())))
     }
 
     /// Takes `bytes` for `stage` now, or fails: for work that cannot wait
-    /// (on a blocking thread).
+    /// (on a blocking thread, or while holding other limited slots).
     pub fn try_charge(&self, stage: Stage, bytes: u64) -> Result<Charge, MemoryError> {
-        let small = self.within_floor(bytes);
-        self.budget
-            .try_take(Some(&self.held), stage, bytes, small)
-            .ok_or_else(|| self.budget.refuse(stage, bytes, self.held(), None))
+        self.try_take(stage, bytes)
+            .ok_or_else(|| self.ledger.budget.refuse(stage, bytes, self.held(), None))
     }
 }
 
@@ -456,6 +507,13 @@ impl Charges {
     pub fn add(&self, c: Charge) {
         if let Ok(mut v) = self.charges.lock() {
             v.push(c);
+        }
+    }
+
+    /// Returns every charge (what they were for is dropped).
+    pub fn clear(&self) {
+        if let Ok(mut v) = self.charges.lock() {
+            v.clear();
         }
     }
 
@@ -627,11 +685,11 @@ mod tests {
         let b = budget(16 * MIB, MIB, 4);
         let hostile = mount(&b, Duration::from_secs(60));
         let hog = hostile.charge(Stage::Values, 12 * MIB).await.unwrap();
-        // The hostile mount can take no more, and holding more than its
-        // floor it does not wait: it fails at once naming the budget and
-        // its flag.
+        // The hostile mount can take no more than its floor, and holding
+        // more than its floor it does not wait: it fails at once naming the
+        // budget and its flag.
         let started = Instant::now();
-        let e = hostile.charge(Stage::Values, 64 * KIB).await.unwrap_err();
+        let e = hostile.charge(Stage::Values, 2 * MIB).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(e.waited, None);
         let text = e.to_string();
@@ -653,16 +711,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_waiting_charge_is_served_first_come_first_served_when_bytes_are_freed() {
+    async fn a_waiting_charge_is_served_when_bytes_are_freed_and_holds_nothing_meanwhile() {
         let b = budget(16 * MIB, MIB, 4);
         let first = mount(&b, Duration::from_secs(5));
-        let hog = first.charge(Stage::Values, 12 * MIB).await.unwrap();
+        let hog = first.charge(Stage::Values, 10 * MIB).await.unwrap();
         let second = mount(&b, Duration::from_secs(5));
         let waiting = tokio::spawn(async move { second.charge(Stage::Values, 8 * MIB).await.map(|c| c.bytes()) });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished());
+        // The waiter takes nothing while it waits: the 2 MiB still free
+        // serve others at once.
+        let third = mount(&b, Duration::from_secs(5));
+        let other = third
+            .try_charge(Stage::Files, 2 * MIB)
+            .expect("free bytes are not held by a waiter");
+        drop(other);
         drop(hog);
         assert_eq!(waiting.await.unwrap().unwrap(), 8 * MIB);
+        assert_eq!(b.used(), 0);
     }
 
     #[tokio::test]
@@ -682,14 +748,38 @@ mod tests {
         let first = mount(&b, Duration::from_secs(5));
         let hog = first.charge(Stage::Values, 11 * MIB).await.unwrap();
         let second = mount(&b, Duration::from_secs(5));
-        // Gets the shared part, then would wait for... nothing: cancel it
-        // while it waits for the shared part.
         let wait = tokio::time::timeout(Duration::from_millis(50), second.charge(Stage::Values, 2 * MIB)).await;
         assert!(wait.is_err());
         drop(hog);
         assert_eq!(b.used(), 0);
-        assert_eq!(b.shared.available_permits() as u64, b.shared_total);
-        assert_eq!(b.all.available_permits() as u64, b.total);
+        assert_eq!(b.shared_free.load(Ordering::Relaxed), b.shared_total);
+    }
+
+    #[tokio::test]
+    async fn floors_go_to_as_many_mounts_as_are_admitted_and_hold_no_more_than_the_reserve() {
+        // 16 MiB, 4 mounts with a 1 MiB floor: 4 MiB reserved, 12 shared.
+        let b = budget(16 * MIB, MIB, 4);
+        let seated: Vec<_> = (0..4).map(|_| mount(&b, Duration::from_secs(1))).collect();
+        // A fifth mount gets no floor: with the shared part taken it is
+        // refused even a small charge, while the four get theirs.
+        let hog = seated[0].charge(Stage::Values, 12 * MIB).await.unwrap();
+        let fifth = mount(&b, Duration::from_millis(50));
+        assert!(fifth.try_charge(Stage::Request, KIB).is_err());
+        // Charges of one mount together stay within its floor, however
+        // many of its units take them at once.
+        let halves: Vec<_> = (0..3).map(|_| seated[1].try_charge(Stage::Values, MIB / 2)).collect();
+        assert_eq!(halves.iter().filter(|c| c.is_ok()).count(), 2);
+        let floors: Vec<_> = seated[2..]
+            .iter()
+            .map(|m| m.try_charge(Stage::Values, MIB).unwrap())
+            .collect();
+        assert_eq!(b.used(), 12 * MIB + 3 * MIB);
+        // A seat is returned when its mount and its charges are gone.
+        drop((halves, floors, hog, seated));
+        let sixth = mount(&b, Duration::from_millis(50));
+        assert!(sixth.try_charge(Stage::Request, KIB).is_ok());
+        drop(fifth);
+        assert_eq!(b.seats.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -355,8 +355,9 @@ impl Provider {
                 Ok::<_, MountError>(read)
             })
             .await?;
-        let parsing = memory.charge(MemoryStage::Request, read.parse_cost()).await?;
+        // Building the class reads the YAML again: its charge covers that.
         drop(scanning);
+        let parsing = memory.charge(MemoryStage::Request, read.parse_cost()).await?;
         let heavy = read.heavy(INLINE_WORK);
         let spec = step
             .cpu(heavy.then_some(&self.cpu), move || {
@@ -484,6 +485,9 @@ impl Provider {
             memory: m.memory,
             deadline: m.deadline,
         };
+        // Identities are fetched one after another: a second attempt counts
+        // its values against what was left before the first.
+        let left = m.quota.left();
         match self
             .fetcher
             .fetch_all(&identity, &creds, m.regions, objects, &mount)
@@ -491,6 +495,7 @@ impl Provider {
         {
             Err(e) if e.credentials_refused() && self.identity.forget(&identity, &creds) => {
                 let (identity, creds) = m.renew.run(self.identity.signer(m.spec, m.regions, role)).await?;
+                m.quota.restore(left);
                 Ok(self
                     .fetcher
                     .fetch_all(&identity, &creds, m.regions, objects, &mount)
@@ -673,8 +678,8 @@ impl Step {
     }
 
     /// Reserves `bytes` (an encoded response) of the responses in flight
-    /// (all `capacity` if the response alone is larger), and their memory,
-    /// waiting until the deadline.
+    /// (all `capacity` if the response alone is larger), waiting until the
+    /// deadline, then their memory.
     async fn reserve(
         &self,
         responses: &Arc<Semaphore>,
@@ -697,7 +702,9 @@ impl Step {
                     })
             })
             .await?;
-        charges.push(memory.charge(MemoryStage::Response, bytes).await?);
+        // Taken without waiting: the mount holds a share of the responses
+        // in flight, which mounts holding memory may be waiting for.
+        charges.push(memory.try_charge(MemoryStage::Response, bytes)?);
         Ok(Reservation(Arc::new((permit, charges))))
     }
 

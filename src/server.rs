@@ -323,7 +323,7 @@ where
             };
             match admitted {
                 Err(e) => {
-                    drain(body).await;
+                    drain(body, started + provider.settings.timeout).await;
                     Ok(refused(&provider, &e, started))
                 }
                 Ok(admitted) => {
@@ -368,10 +368,11 @@ fn message_len(head: &[u8]) -> Option<u64> {
     }
 }
 
-/// Reads a refused request to its end, dropping it frame by frame.
-async fn drain(mut body: tonic::body::Body) {
+/// Reads a refused request to its end, dropping it frame by frame, until
+/// `deadline` (a body that stalls is abandoned with its stream).
+async fn drain(mut body: tonic::body::Body, deadline: Instant) {
     use http_body_util::BodyExt;
-    while let Some(Ok(_)) = body.frame().await {}
+    let _ = tokio::time::timeout_at(deadline.into(), async { while let Some(Ok(_)) = body.frame().await {} }).await;
 }
 
 /// The answer to a mount refused before its request was decoded: counted
@@ -413,10 +414,11 @@ impl http_body::Body for Prefixed {
     fn size_hint(&self) -> http_body::SizeHint {
         let mut hint = self.rest.size_hint();
         let head = self.head.len() as u64;
-        hint.set_lower(hint.lower() + head);
+        // The upper bound first: a lower bound above it is refused.
         if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + head);
+            hint.set_upper(upper.saturating_add(head));
         }
+        hint.set_lower(hint.lower().saturating_add(head));
         hint
     }
 }
@@ -508,10 +510,11 @@ impl http_body::Body for Held {
     fn size_hint(&self) -> http_body::SizeHint {
         let mut hint = self.body.size_hint();
         let rest = self.rest.len() as u64;
-        hint.set_lower(hint.lower() + rest);
+        // The upper bound first: a lower bound above it is refused.
         if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + rest);
+            hint.set_upper(upper.saturating_add(rest));
         }
+        hint.set_lower(hint.lower().saturating_add(rest));
         hint
     }
 }

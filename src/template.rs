@@ -202,11 +202,7 @@ impl Template {
             .env
             .get_template(&self.file)
             .map_err(|e| language_error(&self.file, &e))?;
-        let mut out = Capped {
-            buf: Vec::new(),
-            max: max_bytes,
-            exceeded: false,
-        };
+        let mut out = Capped::new(max_bytes, budget.work.clone());
         let ctx = minijinja::context! { files => Value::from_dyn_object(view.clone()) };
         let result = template.render_captured_to(ctx, &mut out);
         let consumed = match &result {
@@ -365,17 +361,34 @@ impl Work {
                 max: self.max,
             }));
         }
-        if let Some(memory) = &self.memory {
-            match memory.try_charge(Stage::Files, bytes) {
-                Ok(c) => {
-                    if let Ok(mut charges) = self.charges.lock() {
-                        charges.push(c);
-                    }
-                }
-                Err(e) => return self.stop(Problem::Memory(e)),
-            }
+        self.hold(bytes)
+    }
+
+    /// Charges `bytes` the render holds to the mount's memory (not to the
+    /// templates' work): one charge per kind, grown as the render goes.
+    fn hold(&self, bytes: u64) -> Result<(), Error> {
+        let Some(memory) = &self.memory else {
+            return Ok(());
+        };
+        if bytes == 0 {
+            return Ok(());
         }
-        Ok(())
+        match memory.try_charge(Stage::Files, bytes) {
+            Ok(c) => {
+                if let Ok(mut charges) = self.charges.lock() {
+                    let mut c = Some(c);
+                    for held in charges.iter_mut() {
+                        c = match c.take().map(|c| held.merge(c)) {
+                            Some(Err(c)) => Some(c),
+                            _ => None,
+                        };
+                    }
+                    charges.extend(c);
+                }
+                Ok(())
+            }
+            Err(e) => self.stop(Problem::Memory(e)),
+        }
     }
 
     /// Stops the render for `problem`.
@@ -526,17 +539,38 @@ impl Object for View {
 }
 
 /// The output of a template, cut at `max` bytes.
+/// Its buffer is charged to the mount's memory as it grows.
 struct Capped {
     buf: Vec<u8>,
     max: u64,
     exceeded: bool,
+    memory: Arc<Work>,
+}
+
+impl Capped {
+    fn new(max: u64, memory: Arc<Work>) -> Self {
+        Self {
+            buf: Vec::new(),
+            max,
+            exceeded: false,
+            memory,
+        }
+    }
 }
 
 impl io::Write for &mut Capped {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if (self.buf.len() + data.len()) as u64 > self.max {
+        let needed = self.buf.len() + data.len();
+        if needed as u64 > self.max {
             self.exceeded = true;
             return Err(io::Error::other("template output limit"));
+        }
+        if needed > self.buf.capacity() {
+            let capacity = needed.max(self.buf.capacity() * 2).min(self.max as usize);
+            self.memory
+                .hold((capacity - self.buf.capacity()) as u64)
+                .map_err(|_| io::Error::other("memory budget"))?;
+            self.buf.reserve_exact(capacity - self.buf.len());
         }
         self.buf.extend_from_slice(data);
         Ok(data.len())
@@ -1071,11 +1105,7 @@ fn environment(work: Arc<WorkCell>) -> Environment<'static> {
     let w = work.clone();
     env.add_filter("tojson", move |v: &Value| -> Result<Value, Error> {
         let remaining = w.remaining();
-        let mut out = Capped {
-            buf: Vec::new(),
-            max: remaining,
-            exceeded: false,
-        };
+        let mut out = Capped::new(remaining, w.current()?);
         if serde_json::to_writer(&mut out, v).is_err() {
             if out.exceeded {
                 w.charge("tojson", remaining.saturating_add(1))?;

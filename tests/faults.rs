@@ -857,6 +857,19 @@ async fn an_expired_token_on_parameters_is_handled_the_same_way() {
 }
 
 #[tokio::test]
+async fn values_fetched_again_with_new_credentials_count_once_against_the_mount_limit() {
+    // Exactly what the mount's values weigh: counted twice, it would fail.
+    let total: usize = files(REGION, 2).values().map(Vec::len).sum();
+    let env = start(&[&format!("--max-mount-bytes={total}")]).await;
+    let req = Req::new(CLASS, &env.provider.target("expired-at-the-limit"));
+    mounted_then_rotated(&env, &req).await;
+    env.aws.add_rule(Rule::op(PARAMS, Effect::expired_token()).times(1));
+    env.provider.mount(&req).await.expect("the values fit once");
+    assert_eq!(read_mount(&req.target), files(REGION, 2));
+    assert_eq!((env.aws.faulted(PARAMS), count(&env, STS)), (1, 2));
+}
+
+#[tokio::test]
 async fn credentials_refused_again_fail_the_mount_after_one_renewal() {
     let env = start(&[]).await;
     let req = Req::new(CLASS, &env.provider.target("expired-always"));

@@ -316,6 +316,9 @@ fn the_schema_rejects_unknown_keys_and_wrong_types() {
         (json!({"logFormat": "xml"}), "logFormat"),
         (json!({"cacheTtl": "five minutes"}), "cacheTtl"),
         (json!({"memoryBudget": "lots"}), "memoryBudget"),
+        // Below the binary's 8 MiB minimum: refused here, not crash-looping.
+        (json!({"memoryBudget": "4MiB"}), "memoryBudget"),
+        (json!({"memoryBudget": "0"}), "memoryBudget"),
         (json!({"k8sThrottlingParams": {"qps": 0}}), "qps"),
         (json!({"podIdentityCacheScope": "node"}), "podIdentityCacheScope"),
         (json!({"image": {"repository": ""}}), "repository"),
@@ -500,6 +503,7 @@ fn eks_addon_schema_rejects_bad_configurations_and_maps_onto_chart_values() {
         (json!({"imageRepository": "x"}), "Additional properties are not allowed"),
         (json!({"cacheTtl": 300}), "is not of type 'string'"),
         (json!({"memoryBudget": "1GB"}), "does not match"),
+        (json!({"memoryBudget": "8191KiB"}), "does not match"),
         (json!({"podIdentityCacheScope": "node"}), "is not one of"),
         (
             json!({"secrets-store-csi-driver": {"tokenRequests": [{"aud": "sts.amazonaws.com"}]}}),

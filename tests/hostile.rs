@@ -382,11 +382,26 @@ async fn large_storm(budget: &str) -> (u64, usize) {
         .expect("warm-up");
     reset_peak(pid);
     let before = status_kib(pid, "VmRSS:");
+    // 72 MB of values at once is more than the memory budget holds: mounts
+    // it cannot hold fail with RESOURCE_EXHAUSTED and are retried, as the
+    // kubelet retries them.
     let mounts = (0..30).map(|p| {
         let req =
             Req::new(&objects, &env.provider.target(&format!("large-{p}"))).pod(&format!("pod-{p}"), "sa-a", TOKEN_A);
         let provider = &env.provider;
-        async move { provider.mount(&req).await }
+        async move {
+            let mut attempts = 1;
+            loop {
+                match provider.mount(&req).await {
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted && attempts < 60 => {
+                        assert!(s.message().contains("--memory-budget"), "{}", s.message());
+                        attempts += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
+                    result => return result,
+                }
+            }
+        }
     });
     let mut complete = 0;
     for r in futures::future::join_all(mounts).await {
@@ -755,4 +770,36 @@ async fn twenty_mounts_at_once_against_a_throttled_quota_all_succeed_within_thei
     assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
     // Retries are spaced: far fewer calls than a tight loop would make.
     assert!(calls < 200, "{calls} calls");
+}
+
+#[tokio::test]
+async fn a_response_the_budget_cannot_hold_stops_being_read_and_is_not_asked_for_again() {
+    // 8 MiB: 4 MiB shared above the floors. A 1.5 MB secret's response
+    // is charged three times as it arrives: more than there is.
+    let env = Env::start_with(|mut o| {
+        o.args.push("--memory-budget=8MiB".into());
+        o
+    })
+    .await;
+    env.aws.put_secret_string(REGION, "large", &"x".repeat(1_500_000));
+    env.aws.put_secret_string(REGION, "small", "v");
+    let req = Req::new(
+        "- objectName: large\n  objectType: secretsmanager\n",
+        &env.provider.target("large"),
+    );
+    let err = env.provider.mount(&req).await.expect_err("over the budget");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("--memory-budget") && err.message().contains("AWS responses needed"),
+        "{}",
+        err.message()
+    );
+    // The SDK does not retry a call whose body the budget refused.
+    assert_eq!(env.aws.calls_of("GetSecretValue").len(), 1);
+    let ok = env.provider.target("ok");
+    env.provider
+        .mount(&Req::new("- objectName: small\n  objectType: secretsmanager\n", &ok))
+        .await
+        .expect("the next mount");
+    assert_eq!(read_mount(&ok)["small"], b"v");
 }

@@ -187,23 +187,34 @@ pub fn check_no_token(result: &Result<MountSpec, csi_provider_aws::spec::SpecErr
 /// the scan allows.
 pub fn check_yaml_is_bounded(text: &str) {
     let bounds = yaml::Bounds::of("objects", &csi_provider_aws::limits::Limits::default());
-    let Ok(scan) = yaml::prescan(text, &bounds) else {
-        return;
-    };
-    // What a reader holds while it scans was bounded beforehand (measured
-    // when the target counts allocations).
+    // What a reader holds while it scans was bounded beforehand, whether it
+    // accepts the text or not (measured when the target counts
+    // allocations).
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let scanned = yaml::prescan(text, &bounds);
     let held = PEAK.load(Ordering::Relaxed).saturating_sub(base) as u64;
-    drop(scanned);
     assert!(
         held <= yaml::scan_bytes(text),
         "scanning {} bytes held {held} bytes, {} announced",
         text.len(),
         yaml::scan_bytes(text)
     );
-    let Ok(value) = yaml::load(text) else {
+    let Ok(scan) = scanned else {
+        return;
+    };
+    // So was what building values from it holds.
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let loaded = yaml::load(text);
+    let held = PEAK.load(Ordering::Relaxed).saturating_sub(base) as u64;
+    assert!(
+        held <= scan.parse_bytes(),
+        "building values from {} bytes held {held} bytes, {} announced",
+        text.len(),
+        scan.parse_bytes()
+    );
+    let Ok(value) = loaded else {
         return;
     };
     let mut nodes = 0usize;

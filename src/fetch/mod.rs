@@ -420,7 +420,9 @@ impl UnitContext {
                 .saturating_mul(1 << attempt.min(16))
                 .min(THROTTLE_BACKOFF_MAX);
             let backoff = ceiling.mul_f64(rand::random::<f64>());
-            if Instant::now() + backoff >= self.deadline || !self.retries.take() {
+            // The retry must leave the call time to answer within the
+            // mount's deadline, or the throttling is the answer.
+            if Instant::now() + backoff + THROTTLE_CALL_ROOM >= self.deadline || !self.retries.take() {
                 return Err(CallError::Aws(error));
             }
             tracing::debug!(
@@ -446,6 +448,10 @@ impl UnitContext {
         Ok(SecretBytes::charged(bytes, charge))
     }
 }
+
+/// Time left for a retried call to answer: a throttled call is retried
+/// only if its backoff ends at least this long before the mount's deadline.
+const THROTTLE_CALL_ROOM: Duration = Duration::from_secs(1);
 
 /// The node's budget of retries of throttled calls, as the AWS SDKs keep
 /// one per client: a retry spends [`RETRY_COST`] tokens, a successful call
@@ -504,6 +510,17 @@ impl MountQuota {
             bytes: (limits.max_mount_bytes as u64).into(),
             limits: *limits,
         })
+    }
+
+    /// What is left now, to go back to if an attempt is made again.
+    pub fn left(&self) -> (u64, u64) {
+        (self.files.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    }
+
+    /// Goes back to what was `left` (an attempt whose values are dropped).
+    pub fn restore(&self, (files, bytes): (u64, u64)) {
+        self.files.store(files, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Takes `files` and `bytes` for the matches of `what`, or the limit
@@ -720,9 +737,16 @@ impl Fetcher {
                 take_values(mount.quota, &objects[i], &v)?;
                 if let Some(keep) = keep
                     && !v.stale
-                    && self.charge_kept(&v)
                 {
-                    self.values.insert(value_key(&objects[i]), (v.clone(), now), now + keep);
+                    let key = value_key(&objects[i]);
+                    if self.charge_kept(&v) {
+                        self.values.insert(key, (v.clone(), now), now + keep);
+                    } else {
+                        // What is kept must never be older than what was
+                        // served: an older value kept would be served in
+                        // the next brownout.
+                        self.values.forget_if(&key, |_| true);
+                    }
                 }
                 slots[i] = Some(v);
             }

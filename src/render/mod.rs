@@ -266,9 +266,11 @@ fn add_value(
     meter: Meter<'_>,
 ) -> Result<(), RenderError> {
     for j in &object.jmes {
-        // The evaluation's work, bounded before it runs, then its result.
+        // The evaluation's memory (the value parsed, the work), bounded
+        // before it runs, then its result.
         let work = j.path.work_bound(fetched.value.len()).min(limits.max_jmespath_work);
-        let charge = meter.charge(work)?;
+        let parsed = (fetched.value.len() as u64).saturating_mul(crate::jmes::PARSE_FACTOR);
+        let charge = meter.charge(work.saturating_add(parsed))?;
         let contents = j
             .path
             .evaluate_with(fetched.value.expose(), limits, j.non_string_json)

@@ -74,6 +74,8 @@ pub enum YamlRule {
         found: u64,
         max: u64,
     },
+    /// An alias inside the list or mapping it stands for.
+    RecursiveAlias,
     /// Not YAML at all (the parser's own message, which quotes no input).
     Syntax(String),
 }
@@ -101,6 +103,10 @@ impl fmt::Display for YamlRule {
                 f,
                 "{found} or more YAML nodes with aliases expanded, more than the {max} a mount's files allow \
                  ({NODES_PER_FILE} per file of --max-files-per-mount)"
+            ),
+            YamlRule::RecursiveAlias => write!(
+                f,
+                "a YAML alias inside the list or mapping its anchor names (it would contain itself)"
             ),
             YamlRule::Syntax(m) => write!(f, "not valid YAML: {m}"),
         }
@@ -221,14 +227,16 @@ pub fn load(text: &str) -> Result<serde_yaml::Value, String> {
 /// An upper bound of what [`prescan`] (or any YAML reader) holds while it
 /// reads `text`. In block style a reader holds at most one line's tokens; a
 /// flow collection (`[…]`, `{…}`) that may turn out to be a mapping key it
-/// holds whole until it closes. Where one closes is told by counting
-/// brackets outside comments, and only trusted while no quote appears
-/// inside one (a quoted bracket would close it early): from the first
-/// bracket on, every token the text can make counts (every indicator
-/// character, every run of other characters, a few per line for blocks
-/// ending), except the content of block scalars (`|`, `>`: one token) met
-/// outside any collection; and the text of scalars, twice. JSON is read
-/// holding nothing but its nesting.
+/// holds whole until it closes. From the first bracket on, every token the
+/// text can make counts (every indicator character, two for `:`, every run
+/// of other characters, a few per line for blocks ending), except two
+/// things skipped only while the text is read without doubt as YAML reads
+/// it: comments outside any collection, and the content of block scalars
+/// (`|`, `>`: one token) outside any collection. Doubt, from which on
+/// everything counts, is a quote inside a collection (a quoted bracket
+/// would close it early), a `#` inside one, or a quoted scalar outside any
+/// that runs past its line or holds a bracket. The text of scalars counts
+/// twice. JSON is read holding nothing but its nesting.
 pub fn scan_bytes(text: &str) -> u64 {
     if is_json(text) {
         return 0;
@@ -238,81 +246,179 @@ pub fn scan_bytes(text: &str) -> u64 {
     let mut trusted = true;
     let mut tokens = 0u64;
     let mut longest_line = 0u64;
-    // The indentation of a block scalar's header while its content runs.
-    let mut block: Option<usize> = None;
+    let mut block: Option<BlockScalar> = None;
     for line in text.split('\n') {
         let indent = line.len() - line.trim_start_matches(' ').len();
-        let content = line.trim();
-        if let Some(header) = block {
-            if content.is_empty() || indent > header {
+        if let Some(b) = &mut block {
+            if b.holds(indent, line.trim().is_empty()) {
                 continue;
             }
             block = None;
         }
+        let bytes = line.as_bytes();
         let mut count = 4u64;
         let mut in_run = false;
         let mut prev_blank = true;
-        for b in line.bytes() {
-            // A comment runs to the end of the line. Inside a collection a
-            // `#` may as well be quoted: its line is counted whole, and where
-            // the collection ends is no longer trusted.
+        // The quote of a quoted scalar read outside any collection.
+        let mut quote: Option<u8> = None;
+        let mut end = bytes.len();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            count += token_weight(b, &mut in_run);
+            if let Some(q) = quote {
+                match b {
+                    b'\\' if q == b'"' => {
+                        // An escaped character is text.
+                        i += 1;
+                        if let Some(&next) = bytes.get(i) {
+                            count += token_weight(next, &mut in_run);
+                        }
+                    }
+                    b'\'' if q == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                    _ if b == q => quote = None,
+                    b'[' | b'{' | b']' | b'}' => {
+                        // Within a quoted scalar, or a plain one that ends
+                        // before it: either way where collections are is
+                        // no longer told.
+                        trusted = false;
+                    }
+                    _ => {}
+                }
+                prev_blank = false;
+                i += 1;
+                continue;
+            }
             if b == b'#' && prev_blank {
-                if depth == 0 {
+                if depth == 0 && trusted {
+                    end = i;
                     break;
                 }
                 trusted = false;
             }
-            prev_blank = matches!(b, b' ' | b'\t');
-            count += match b {
+            match b {
                 b'[' | b'{' => {
                     flow = true;
                     depth += 1;
-                    in_run = false;
-                    1
                 }
-                b']' | b'}' => {
-                    depth = depth.saturating_sub(1);
-                    in_run = false;
-                    1
-                }
-                b'"' | b'\'' => {
-                    if depth > 0 {
-                        trusted = false;
-                    }
-                    in_run = false;
-                    1
-                }
-                b',' | b':' | b'-' | b'?' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' => {
-                    in_run = false;
-                    1
-                }
-                b' ' | b'\t' | b'\r' => {
-                    in_run = false;
-                    0
-                }
-                _ if !in_run => {
-                    in_run = true;
-                    1
-                }
-                _ => 0,
-            };
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                b'"' | b'\'' if depth > 0 => trusted = false,
+                b'"' | b'\'' if trusted && prev_blank => quote = Some(b),
+                _ => {}
+            }
+            prev_blank = matches!(b, b' ' | b'\t');
+            i += 1;
+        }
+        if quote.is_some() {
+            // A quoted scalar that runs past its line.
+            trusted = false;
+        }
+        if !trusted {
+            flow = true;
         }
         longest_line = longest_line.max(count);
         if flow {
             tokens += count;
         }
-        // A block scalar's header: the line's value indicator, then its
-        // content is one token, more indented.
-        let value = content.split(" #").next().unwrap_or_default().trim_end();
-        let indicator = value.trim_end_matches(|c: char| c == '-' || c == '+' || c.is_ascii_digit());
-        if depth == 0 && trusted && (indicator.ends_with('|') || indicator.ends_with('>')) {
-            block = Some(indent);
+        if depth == 0
+            && trusted
+            && let Some(min) = block_header(&line[..end])
+        {
+            block = Some(BlockScalar { min, content: None });
         }
     }
     // Scalars are held as text too (and copied once into their event).
     (tokens + longest_line + 64)
         .saturating_mul(BYTES_PER_TOKEN)
         .saturating_add(2 * text.len() as u64)
+}
+
+/// The tokens a character of YAML may start (`in_run`: whether the one
+/// before it continues a run of plain characters).
+fn token_weight(b: u8, in_run: &mut bool) -> u64 {
+    match b {
+        // A value: the key it ends is a token too.
+        b':' => {
+            *in_run = false;
+            2
+        }
+        b'[' | b'{' | b']' | b'}' | b'"' | b'\'' | b',' | b'-' | b'?' | b'&' | b'*' | b'!' | b'|' | b'>' | b'%'
+        | b'@' | b'`' => {
+            *in_run = false;
+            1
+        }
+        b' ' | b'\t' | b'\r' => {
+            *in_run = false;
+            0
+        }
+        _ if !*in_run => {
+            *in_run = true;
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// A block scalar being read: the least indentation of its content (one
+/// more than the node it is the value of), and its content's once seen.
+struct BlockScalar {
+    min: usize,
+    content: Option<usize>,
+}
+
+impl BlockScalar {
+    /// Whether a line of `indent` (or blank) is content of the scalar.
+    fn holds(&mut self, indent: usize, blank: bool) -> bool {
+        if blank {
+            return true;
+        }
+        match self.content {
+            Some(c) => indent >= c,
+            None if indent >= self.min => {
+                self.content = Some(indent);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// If `line` (its comment cut) ends in a block scalar's header (`key: |`,
+/// `- >-`, `key: &a !t |+`), the least indentation of its content: one
+/// more than the column of the key or of the last `-` or `?` before it.
+/// Anything else, an explicit indentation indicator (`|2`) included, is
+/// not taken for a header, so its lines count.
+fn block_header(line: &str) -> Option<usize> {
+    let value = line.trim_end();
+    let (before, indicator) = value.rsplit_once([' ', '\t']).unwrap_or(("", value));
+    if !matches!(indicator, "|" | ">" | "|-" | "|+" | ">-" | ">+") {
+        return None;
+    }
+    // Properties of the scalar (anchors, tags) before the indicator.
+    let mut before = before.trim_end();
+    while let Some((rest, word)) = before.rsplit_once([' ', '\t']).or(Some(("", before)))
+        && (word.starts_with('&') || word.starts_with('!'))
+    {
+        before = rest.trim_end();
+    }
+    // Entries of lists and complex keys: `- `, `? `, as many as there are.
+    let mut column = line.len() - line.trim_start_matches(' ').len();
+    let mut parent = None;
+    let mut rest = &before[column.min(before.len())..];
+    while let Some(after) = rest.strip_prefix(['-', '?'])
+        && (after.is_empty() || after.starts_with([' ', '\t']))
+    {
+        parent = Some(column);
+        let blanks = after.len() - after.trim_start_matches([' ', '\t']).len();
+        column += 1 + blanks;
+        rest = &after[blanks..];
+    }
+    if rest.is_empty() {
+        // `- |`: the value of a list's entry (or a line of its own).
+        return Some(parent.unwrap_or(column) + 1);
+    }
+    // `key: |`: the value of a key in a mapping at the key's column.
+    rest.ends_with(':').then_some(column + 1)
 }
 
 /// Scans `text` within `bounds`, expanding aliases as sizes only.
@@ -408,9 +514,15 @@ pub fn prescan(text: &str, bounds: &Bounds) -> Result<Scan, YamlError> {
                 }
             }
             Event::Alias(id) => {
-                // The parser refuses an alias of no anchor; an unknown one
-                // here stands for nothing.
-                let (scan, depth) = anchors.get(&id).copied().unwrap_or_default();
+                // An anchor names its node from where it starts: an alias
+                // within it would make it contain itself (a reader that
+                // builds values would expand it until its recursion limit).
+                let Some(&(scan, depth)) = anchors.get(&id) else {
+                    return Err(refuse(YamlRule::RecursiveAlias));
+                };
+                if stack.iter().any(|f| f.anchor == id) {
+                    return Err(refuse(YamlRule::RecursiveAlias));
+                }
                 add(&mut stack, scan, depth)?;
             }
             _ => {}
@@ -713,6 +825,54 @@ mod tests {
             scan_bytes(&commented)
         );
         assert_eq!(scan_bytes(r#"[{"objectName": "a"}]"#), 0);
+    }
+
+    /// Documents whose collections the text alone could make look closed,
+    /// commented or inside a block scalar: what scanning them holds stays
+    /// within what was announced, whether the scan accepts them or not.
+    #[test]
+    fn what_a_scan_holds_is_bounded_whatever_the_text_pretends() {
+        let items = "a, ".repeat(20_000);
+        let docs = [
+            // A block scalar ends at the first line less indented than its
+            // content, not than its header.
+            format!("- b: |\n    text\n  c:\n    [{items}]\n"),
+            // Content less indented than the key it is the value of.
+            format!("- b: |\n [{items}]\n"),
+            // A quoted bracket closes nothing, and the `#` after it starts
+            // no comment.
+            format!("- [\"]\", \" #\", {items}]\n"),
+            // A quoted scalar running over lines looks like a block
+            // scalar's header.
+            format!("a: \"x\nb: |\n  y\"\n  c: [{items}]\n"),
+            // A plain key holding a quote, before a collection.
+            format!("x \"y: [a, \"z\n {items}]\n"),
+        ];
+        for doc in &docs {
+            let info = allocation_counter::measure(|| {
+                let _ = prescan(doc, &bounds());
+            });
+            assert!(
+                info.bytes_max <= scan_bytes(doc),
+                "{}: {} > {}",
+                &doc[..20],
+                info.bytes_max,
+                scan_bytes(doc)
+            );
+        }
+    }
+
+    #[test]
+    fn an_alias_inside_its_own_anchor_is_refused() {
+        let items = "  - x\n".repeat(1_000);
+        let doc = format!("- &a\n{items}  - *a\n");
+        let e = prescan(&doc, &bounds()).unwrap_err();
+        assert_eq!(e.rule, YamlRule::RecursiveAlias, "{e}");
+        assert_eq!(e.line, 1_002, "{e}");
+        assert!(e.to_string().contains("would contain itself"), "{e}");
+        assert_eq!(rule("a: &a {b: *a}\n"), Some(YamlRule::RecursiveAlias));
+        // An alias after its anchor's node ends is fine.
+        assert_eq!(rule("a: &a [x]\nb: [*a, *a]\n"), None);
     }
 
     #[test]
