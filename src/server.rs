@@ -340,6 +340,16 @@ where
     }
 }
 
+/// `hint` with `bytes` more.
+fn plus(mut hint: http_body::SizeHint, bytes: u64) -> http_body::SizeHint {
+    // The upper bound first: a lower bound above it is refused.
+    if let Some(upper) = hint.upper() {
+        hint.set_upper(upper.saturating_add(bytes));
+    }
+    hint.set_lower(hint.lower().saturating_add(bytes));
+    hint
+}
+
 /// The gRPC message prefix: a compression flag and a 4-byte length.
 const PREFIX: usize = 5;
 
@@ -412,14 +422,7 @@ impl http_body::Body for Prefixed {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        let mut hint = self.rest.size_hint();
-        let head = self.head.len() as u64;
-        // The upper bound first: a lower bound above it is refused.
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper.saturating_add(head));
-        }
-        hint.set_lower(hint.lower().saturating_add(head));
-        hint
+        plus(self.rest.size_hint(), self.head.len() as u64)
     }
 }
 
@@ -508,13 +511,6 @@ impl http_body::Body for Held {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        let mut hint = self.body.size_hint();
-        let rest = self.rest.len() as u64;
-        // The upper bound first: a lower bound above it is refused.
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper.saturating_add(rest));
-        }
-        hint.set_lower(hint.lower().saturating_add(rest));
-        hint
+        plus(self.body.size_hint(), self.rest.len() as u64)
     }
 }

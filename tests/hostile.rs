@@ -177,13 +177,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("status field")
+    proc_status_kib(pid, field)
 }
 
 /// Resets the process's peak RSS (VmHWM) to its current RSS.

@@ -769,16 +769,7 @@ mod tests {
     fn what_a_scan_holds_is_bounded_beforehand() {
         // A flow collection a YAML reader holds whole: its tokens.
         for n in [1_000usize, 20_000] {
-            let flow = format!("- {{x: [{}]}}\n", "a,".repeat(n));
-            let info = allocation_counter::measure(|| {
-                let _ = prescan(&flow, &bounds());
-            });
-            assert!(
-                info.bytes_max <= scan_bytes(&flow),
-                "{n}: {} > {}",
-                info.bytes_max,
-                scan_bytes(&flow)
-            );
+            assert_scan_bounded(&format!("- {{x: [{}]}}\n", "a,".repeat(n)));
         }
         // Block YAML is charged for a line, JSON for nothing, and the
         // brackets of a template in a block scalar for nothing.
@@ -792,38 +783,11 @@ mod tests {
         assert!(small(&template), "{}", scan_bytes(&template));
         // A quoted bracket inside a collection: the collection is counted
         // to the end, block scalars or not.
-        let tricky = format!("- {{x: [a, \"]]\", b |\n    {}]}}\n", "a, ".repeat(20_000));
-        let info = allocation_counter::measure(|| {
-            let _ = prescan(&tricky, &bounds());
-        });
-        assert!(
-            info.bytes_max <= scan_bytes(&tricky),
-            "{} > {}",
-            info.bytes_max,
-            scan_bytes(&tricky)
-        );
+        assert_scan_bounded(&format!("- {{x: [a, \"]]\", b |\n    {}]}}\n", "a, ".repeat(20_000)));
         // A quoted `#` inside a collection starts no comment.
-        let hashed = format!("- [a, \"b #\", {}]\n", "c, ".repeat(20_000));
-        let info = allocation_counter::measure(|| {
-            let _ = prescan(&hashed, &bounds());
-        });
-        assert!(
-            info.bytes_max <= scan_bytes(&hashed),
-            "{} > {}",
-            info.bytes_max,
-            scan_bytes(&hashed)
-        );
+        assert_scan_bounded(&format!("- [a, \"b #\", {}]\n", "c, ".repeat(20_000)));
         // A comment's brackets close nothing.
-        let commented = format!("- {{x: [a, # ]]\n b |\n    {}]}}\n", "a, ".repeat(20_000));
-        let info = allocation_counter::measure(|| {
-            let _ = prescan(&commented, &bounds());
-        });
-        assert!(
-            info.bytes_max <= scan_bytes(&commented),
-            "{} > {}",
-            info.bytes_max,
-            scan_bytes(&commented)
-        );
+        assert_scan_bounded(&format!("- {{x: [a, # ]]\n b |\n    {}]}}\n", "a, ".repeat(20_000)));
         assert_eq!(scan_bytes(r#"[{"objectName": "a"}]"#), 0);
     }
 
@@ -849,17 +813,22 @@ mod tests {
             format!("x \"y: [a, \"z\n {items}]\n"),
         ];
         for doc in &docs {
-            let info = allocation_counter::measure(|| {
-                let _ = prescan(doc, &bounds());
-            });
-            assert!(
-                info.bytes_max <= scan_bytes(doc),
-                "{}: {} > {}",
-                &doc[..20],
-                info.bytes_max,
-                scan_bytes(doc)
-            );
+            assert_scan_bounded(doc);
         }
+    }
+
+    /// What scanning `doc` holds at its peak is within what was announced.
+    fn assert_scan_bounded(doc: &str) {
+        let info = allocation_counter::measure(|| {
+            let _ = prescan(doc, &bounds());
+        });
+        assert!(
+            info.bytes_max <= scan_bytes(doc),
+            "{}: {} > {}",
+            &doc[..20],
+            info.bytes_max,
+            scan_bytes(doc)
+        );
     }
 
     #[test]
