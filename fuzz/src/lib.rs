@@ -221,6 +221,11 @@ pub fn check_yaml_is_bounded(text: &str) {
     let mut max_depth = 0usize;
     let mut stack = vec![(&value, 0usize)];
     while let Some((v, depth)) = stack.pop() {
+        // A tag (`!custom x`) wraps its node: one node, as the scan counts.
+        if let serde_yaml::Value::Tagged(t) = v {
+            stack.push((&t.value, depth));
+            continue;
+        }
         nodes += 1;
         max_depth = max_depth.max(depth);
         match v {
@@ -231,7 +236,6 @@ pub fn check_yaml_is_bounded(text: &str) {
                     stack.push((v, depth + 1));
                 }
             }
-            serde_yaml::Value::Tagged(t) => stack.push((&t.value, depth)),
             _ => {}
         }
     }

@@ -16,7 +16,8 @@
 //!   parsing costs ([`Scan::parse_bytes`]).
 //!
 //! A document that is JSON (YAML's subset) is scanned and read by a JSON
-//! reader, which holds nothing but its nesting while it scans. A YAML
+//! reader, which holds its nesting and a string being unescaped while it
+//! scans. A YAML
 //! reader holds a flow collection (`{…}`, `[…]`) whole, a few hundred bytes
 //! per token, while it could still turn out to be a mapping key: what the
 //! scan of YAML may hold is bounded beforehand by [`scan_bytes`], from the
@@ -28,6 +29,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::{Scanner, Token, TokenType};
 
 use crate::limits::Limits;
 
@@ -58,6 +60,10 @@ const COLLECTION_BYTES: u64 = 2;
 /// the queue's slack), measured with a counting allocator.
 pub const BYTES_PER_TOKEN: u64 = 256;
 
+/// What reading JSON holds besides a string's unescaped copy: an error and
+/// its text.
+pub const JSON_SCAN_BYTES: u64 = 4096;
+
 /// What the scan refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum YamlRule {
@@ -76,6 +82,9 @@ pub enum YamlRule {
     },
     /// An alias inside the list or mapping it stands for.
     RecursiveAlias,
+    /// An anchor or alias name of other characters than letters, digits,
+    /// `-` and `_` (YAML readers differ on where such a name ends).
+    AnchorName,
     /// Not YAML at all (the parser's own message, which quotes no input).
     Syntax(String),
 }
@@ -107,6 +116,10 @@ impl fmt::Display for YamlRule {
             YamlRule::RecursiveAlias => write!(
                 f,
                 "a YAML alias inside the list or mapping its anchor names (it would contain itself)"
+            ),
+            YamlRule::AnchorName => write!(
+                f,
+                "a YAML anchor or alias name of other characters than letters, digits, '-' and '_'"
             ),
             YamlRule::Syntax(m) => write!(f, "not valid YAML: {m}"),
         }
@@ -236,10 +249,12 @@ pub fn load(text: &str) -> Result<serde_yaml::Value, String> {
 /// everything counts, is a quote inside a collection (a quoted bracket
 /// would close it early), a `#` inside one, or a quoted scalar outside any
 /// that runs past its line or holds a bracket. The text of scalars counts
-/// twice. JSON is read holding nothing but its nesting.
+/// twice. JSON is read holding its nesting, a string being unescaped (in a
+/// buffer grown by doubling) and an error's text: [`JSON_SCAN_BYTES`] and
+/// twice the text at most.
 pub fn scan_bytes(text: &str) -> u64 {
     if is_json(text) {
-        return 0;
+        return JSON_SCAN_BYTES + 2 * text.len() as u64;
     }
     let mut flow = false;
     let mut depth = 0usize;
@@ -426,6 +441,7 @@ pub fn prescan(text: &str, bounds: &Bounds) -> Result<Scan, YamlError> {
     if is_json(text) {
         return prescan_json(text, bounds);
     }
+    check_names(text)?;
     let mut parser = Parser::new_from_str(text);
     let mut document = 0usize;
     // Every anchor's expanded size and depth (the latest definition wins,
@@ -528,6 +544,36 @@ pub fn prescan(text: &str, bounds: &Bounds) -> Result<Scan, YamlError> {
             _ => {}
         }
     }
+}
+
+/// Refuses an anchor (`&a`) or alias (`*a`) whose name holds other
+/// characters than letters, digits, `-` and `_`. Readers differ on where
+/// such a name ends (`&a:` is the anchor `a:` to this scan's reader, and
+/// `a` before a `:` to the one that builds values), so what the scan counts
+/// would not be what is built. The names are those the reader's own
+/// scanner finds (run only when the text holds a `&` or `*`); its problems
+/// are left to the parse, which reports them.
+fn check_names(text: &str) -> Result<(), YamlError> {
+    if !text.contains(['&', '*']) {
+        return Ok(());
+    }
+    let plain = |name: &str| {
+        name.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    };
+    for Token(mark, token) in Scanner::new(text.chars()) {
+        if let TokenType::Anchor(name) | TokenType::Alias(name) = &token
+            && !plain(name)
+        {
+            return Err(YamlError {
+                rule: YamlRule::AnchorName,
+                document: 1,
+                line: mark.line(),
+                column: mark.col() + 1,
+            });
+        }
+    }
+    Ok(())
 }
 
 // === JSON ===
@@ -771,7 +817,7 @@ mod tests {
         for n in [1_000usize, 20_000] {
             assert_scan_bounded(&format!("- {{x: [{}]}}\n", "a,".repeat(n)));
         }
-        // Block YAML is charged for a line, JSON for nothing, and the
+        // Block YAML is charged for a line, JSON for its text, and the
         // brackets of a template in a block scalar for nothing.
         let small = |text: &str| scan_bytes(text) <= 2 * text.len() as u64 + 64 * 1024;
         let block = "- objectName: a\n  objectType: secretsmanager\n".repeat(2000);
@@ -788,7 +834,11 @@ mod tests {
         assert_scan_bounded(&format!("- [a, \"b #\", {}]\n", "c, ".repeat(20_000)));
         // A comment's brackets close nothing.
         assert_scan_bounded(&format!("- {{x: [a, # ]]\n b |\n    {}]}}\n", "a, ".repeat(20_000)));
-        assert_eq!(scan_bytes(r#"[{"objectName": "a"}]"#), 0);
+        let json = r#"[{"objectName": "a"}]"#;
+        assert_eq!(scan_bytes(json), JSON_SCAN_BYTES + 2 * json.len() as u64);
+        // Refused JSON too: its error's text.
+        assert_scan_bounded(&format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1)));
+        assert_scan_bounded(&format!("[\"{}\"]", "\\n".repeat(20_000)));
     }
 
     /// Documents whose collections the text alone could make look closed,
@@ -840,6 +890,18 @@ mod tests {
         assert_eq!(e.line, 1_002, "{e}");
         assert!(e.to_string().contains("would contain itself"), "{e}");
         assert_eq!(rule("a: &a {b: *a}\n"), Some(YamlRule::RecursiveAlias));
+        // A name readers would end in different places: to one `{*a:}` is
+        // the alias `a:` of a scalar, to the other a mapping whose key is
+        // the list `a`, expanded each time.
+        let big = format!("[{}x]", "x, ".repeat(1000));
+        let doc = format!("- &a: small\n- &a {big}\n- [{}]\n", "{*a:}, ".repeat(200));
+        let e = prescan(&doc, &bounds()).unwrap_err();
+        assert_eq!((&e.rule, e.line, e.column), (&YamlRule::AnchorName, 1, 3), "{e}");
+        assert_eq!(rule("a: &x.y 1\n"), Some(YamlRule::AnchorName));
+        assert_eq!(
+            rule("a: [&x 1, *x]\nb: 'q &a:' \nc: x &y:z\n# &a:\nd: |\n  a && b\n"),
+            None
+        );
         // An alias after its anchor's node ends is fine.
         assert_eq!(rule("a: &a [x]\nb: [*a, *a]\n"), None);
     }
