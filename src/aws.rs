@@ -35,6 +35,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
+use crate::failure::{Failure, error_chain};
 use crate::memory::{Charges, MountMemory, Stage};
 use crate::secret::SecretString;
 use crate::telemetry::{Family, Metrics, outcome};
@@ -209,19 +210,22 @@ impl AwsClients {
     /// Loads the SDK configuration from the environment (`AWS_ENDPOINT_URL*`,
     /// `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`,
     /// `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, profile files), with an HTTP
-    /// client that honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` and
-    /// `AWS_CA_BUNDLE`, and the deadlines of `settings`. No credentials are
-    /// loaded: every call is signed with the credentials of the pod it serves.
+    /// client that honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` and trusts
+    /// `ca_bundle` (`AWS_CA_BUNDLE`) too, and the deadlines of `settings`.
+    /// No credentials are loaded: every call is signed with the credentials
+    /// of the pod it serves.
     pub async fn from_env(
         app_version: &str,
+        ca_bundle: Option<&std::path::Path>,
         settings: AwsSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, AwsSetupError> {
         let mut trust = TrustStore::default();
-        if let Ok(path) = std::env::var("AWS_CA_BUNDLE")
-            && !path.is_empty()
-        {
-            let pem = std::fs::read(&path).map_err(|source| AwsSetupError::CaBundle { path, source })?;
+        if let Some(path) = ca_bundle {
+            let pem = std::fs::read(path).map_err(|source| AwsSetupError::CaBundle {
+                path: path.display().to_string(),
+                source,
+            })?;
             trust = trust.with_pem_certificate(pem);
         }
         let tls_context = TlsContext::builder()
@@ -459,22 +463,6 @@ impl http_body::Body for ChargedBody {
     }
 }
 
-/// An error and its causes, `: `-separated (no `Debug` output): what a user
-/// reads in a pod event.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 /// The error for a region no client is made for.
 pub fn no_client(region: &str) -> AwsError {
     AwsError {
@@ -515,49 +503,6 @@ impl ClassifyRetry for NoRetryWhenThrottled {
     /// After the SDK's classifiers, whose verdict it refines.
     fn priority(&self) -> RetryClassifierPriority {
         RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
-    }
-}
-
-/// What kind of failure an AWS call ended in. This drives failover (only
-/// `Throttled` and `Unavailable` move on to the failover region) and the
-/// gRPC status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    NotFound,
-    AccessDenied,
-    /// Throttled after the SDK's retries.
-    Throttled,
-    /// 5xx, timeout, connection failure.
-    Unavailable,
-    /// AWS refused the credentials themselves (expired, unknown key): new
-    /// credentials may succeed where these failed.
-    InvalidCredentials,
-    /// Any other client error (a modeled 4xx).
-    Rejected,
-}
-
-impl Failure {
-    /// Whether another region may succeed where this one failed.
-    pub fn is_retryable(self) -> bool {
-        matches!(self, Failure::Throttled | Failure::Unavailable)
-    }
-
-    /// A bounded label (metrics, logs).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Failure::NotFound => "not_found",
-            Failure::AccessDenied => "access_denied",
-            Failure::Throttled => "throttled",
-            Failure::Unavailable => "unavailable",
-            Failure::InvalidCredentials => "invalid_credentials",
-            Failure::Rejected => "rejected",
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -618,21 +563,22 @@ const UNAVAILABLE_CODES: &[&str] = &[
     "IDPCommunicationError",
 ];
 
-/// Classifies a service error by its code and HTTP status.
+/// Classifies a service error by its code, and by its HTTP status when the
+/// code is missing or not one of the known ones.
 pub fn classify_code(code: Option<&str>, status: u16) -> Failure {
     let is = |set: &[&str]| code.is_some_and(|c| set.contains(&c));
-    if is(THROTTLING_CODES) || status == 429 {
+    if is(THROTTLING_CODES) {
         Failure::Throttled
-    } else if is(UNAVAILABLE_CODES) || status >= 500 {
+    } else if is(UNAVAILABLE_CODES) {
         Failure::Unavailable
     } else if is(NOT_FOUND_CODES) {
         Failure::NotFound
     } else if is(INVALID_CREDENTIALS_CODES) {
         Failure::InvalidCredentials
-    } else if is(ACCESS_DENIED_CODES) || status == 403 {
+    } else if is(ACCESS_DENIED_CODES) {
         Failure::AccessDenied
     } else {
-        Failure::Rejected
+        Failure::from_status(status)
     }
 }
 
@@ -658,11 +604,7 @@ where
         SdkError::ResponseError(re) => {
             let status = re.raw().status().as_u16();
             AwsError {
-                failure: if status >= 500 {
-                    Failure::Unavailable
-                } else {
-                    Failure::Rejected
-                },
+                failure: Failure::from_status(status),
                 code: None,
                 message: format!("unreadable response with HTTP status {status}"),
             }
@@ -712,6 +654,11 @@ mod tests {
         );
         assert!(!Failure::InvalidCredentials.is_retryable());
         assert_eq!(classify_code(Some("ValidationException"), 400), Failure::Rejected);
+        // A code not known is classified by its status, as Kubernetes' and
+        // the Pod Identity Agent's answers are.
+        assert_eq!(classify_code(Some("SomethingNew"), 404), Failure::NotFound);
+        assert_eq!(classify_code(Some("SomethingNew"), 401), Failure::AccessDenied);
+        assert_eq!(classify_code(None, 429), Failure::from_status(429));
         assert!(Failure::Throttled.is_retryable());
         assert!(Failure::Unavailable.is_retryable());
         assert!(!Failure::NotFound.is_retryable());

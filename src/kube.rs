@@ -14,7 +14,8 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{GetParams, Patch, PatchParams, PostParams};
 
-use crate::aws::Failure;
+use crate::failure::Failure;
+use crate::region::{self, RegionError};
 use crate::telemetry::{Family, Metrics, outcome};
 
 /// The IRSA role annotation on a ServiceAccount.
@@ -35,7 +36,36 @@ pub enum KubeError {
 fn describe(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(_) => e.to_string(),
-        other => format!("the Kubernetes API did not answer: {}", crate::aws::error_chain(other)),
+        other => format!(
+            "the Kubernetes API did not answer: {}",
+            crate::failure::error_chain(other)
+        ),
+    }
+}
+
+/// Why the region of a pod's node could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeRegionError {
+    #[error("failed to retrieve region from node. error Region not found")]
+    NotFound,
+    #[error(
+        "failed to retrieve region from node. error missing attribute {0}: ensure podInfoOnMount is true in the CSIDriver"
+    )]
+    MissingPodAttribute(&'static str),
+    #[error("failed to retrieve region from node. error {0}")]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    Invalid(#[from] RegionError),
+}
+
+impl NodeRegionError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            NodeRegionError::Kube(e) => e.failure(),
+            NodeRegionError::NotFound | NodeRegionError::MissingPodAttribute(_) | NodeRegionError::Invalid(_) => {
+                Failure::Rejected
+            }
+        }
     }
 }
 
@@ -45,13 +75,7 @@ impl KubeError {
     /// the API server unreachable, failing or slow.
     pub fn failure(&self) -> Failure {
         match self {
-            KubeError::Api(kube::Error::Api(s)) => match s.code {
-                401 | 403 => Failure::AccessDenied,
-                404 => Failure::NotFound,
-                429 => Failure::Throttled,
-                c if c >= 500 => Failure::Unavailable,
-                _ => Failure::Rejected,
-            },
+            KubeError::Api(kube::Error::Api(s)) => Failure::from_status(s.code),
             KubeError::Config(_) => Failure::Rejected,
             KubeError::Api(_) => Failure::Unavailable,
         }
@@ -76,14 +100,26 @@ pub struct KubeClient {
 }
 
 impl KubeClient {
-    /// `KUBECONFIG` when set, in-cluster configuration otherwise.
-    pub async fn from_env(settings: KubeSettings, metrics: Arc<Metrics>) -> Result<Self, KubeError> {
-        let mut config = if std::env::var_os("KUBECONFIG").is_some() {
-            kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| KubeError::Config(e.to_string()))?
-        } else {
+    /// The kubeconfig files (merged as kubectl merges `KUBECONFIG`'s), or
+    /// the in-cluster configuration when there are none.
+    pub async fn from_config(
+        kubeconfig: &[std::path::PathBuf],
+        settings: KubeSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KubeError> {
+        let config_error = |e: kube::config::KubeconfigError| KubeError::Config(e.to_string());
+        let mut config = if kubeconfig.is_empty() {
             kube::Config::incluster().map_err(|e| KubeError::Config(e.to_string()))?
+        } else {
+            let merged = kubeconfig
+                .iter()
+                .try_fold(kube::config::Kubeconfig::default(), |m, p| {
+                    kube::config::Kubeconfig::read_from(p).and_then(|c| m.merge(c))
+                })
+                .map_err(config_error)?;
+            kube::Config::from_custom_kubeconfig(merged, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(config_error)?
         };
         config.connect_timeout = Some(settings.timeout);
         config.read_timeout = Some(settings.timeout);
@@ -163,6 +199,17 @@ impl KubeClient {
             .labels
             .and_then(|mut l| l.remove(REGION_LABEL))
             .filter(|r| !r.is_empty()))
+    }
+
+    /// The region of the node `pod` (its namespace and name, or the
+    /// attribute that is missing) runs on: that node's
+    /// `topology.kubernetes.io/region` label, which must be a region name.
+    pub async fn pod_region(&self, pod: Result<(&str, &str), &'static str>) -> Result<String, NodeRegionError> {
+        let (namespace, pod) = pod.map_err(NodeRegionError::MissingPodAttribute)?;
+        let node = self.pod_node(namespace, pod).await?.ok_or(NodeRegionError::NotFound)?;
+        let region = self.node_region(&node).await?.ok_or(NodeRegionError::NotFound)?;
+        region::validate("the label topology.kubernetes.io/region of the pod's node", &region)?;
+        Ok(region)
     }
 
     /// Creates `event` in `namespace` (events.k8s.io/v1); returns its name.

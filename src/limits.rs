@@ -84,13 +84,16 @@ pub struct LimitArgs {
     #[arg(long, default_value = "256KiB", value_parser = parse_bytes, help_heading = "Request limits")]
     pub max_objects_bytes: usize,
     /// Most files one mount may produce (objects and jmesPath entries).
-    #[arg(long, default_value_t = Limits::default().max_files, help_heading = "Request limits")]
+    #[arg(long, default_value_t = Limits::default().max_files, value_parser = parse_count,
+          help_heading = "Request limits")]
     pub max_files_per_mount: usize,
     /// Longest objectName, objectAlias, objectVersion or objectVersionLabel (bytes).
-    #[arg(long, default_value_t = Limits::default().max_name_length, help_heading = "Request limits")]
+    #[arg(long, default_value_t = Limits::default().max_name_length, value_parser = parse_count,
+          help_heading = "Request limits")]
     pub max_name_length: usize,
     /// Longest JMESPath expression (bytes).
-    #[arg(long, default_value_t = Limits::default().max_jmespath_length, help_heading = "Request limits")]
+    #[arg(long, default_value_t = Limits::default().max_jmespath_length, value_parser = parse_count,
+          help_heading = "Request limits")]
     pub max_jmespath_length: usize,
     /// Deepest nesting of a JMESPath expression (at most 64).
     #[arg(long, default_value_t = Limits::default().max_jmespath_depth,
@@ -135,9 +138,9 @@ impl LimitArgs {
     pub fn limits(&self) -> Limits {
         Limits {
             max_objects_bytes: self.max_objects_bytes,
-            max_files: self.max_files_per_mount.max(1),
-            max_name_length: self.max_name_length.max(1),
-            max_jmespath_length: self.max_jmespath_length.max(1),
+            max_files: self.max_files_per_mount,
+            max_name_length: self.max_name_length,
+            max_jmespath_length: self.max_jmespath_length,
             max_jmespath_depth: self.max_jmespath_depth,
             max_jmespath_work: self.max_jmespath_work as u64,
             max_file_bytes: self.max_file_bytes,
@@ -152,7 +155,6 @@ impl LimitArgs {
     }
 }
 
-/// A size in bytes: a number, optionally with a KiB or MiB suffix.
 fn parse_depth(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=JMESPATH_DEPTH_CAP).contains(&n) => Ok(n),
@@ -160,6 +162,15 @@ fn parse_depth(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A count of at least one.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("invalid count {s:?}: a whole number of at least 1")),
+    }
+}
+
+/// A size in bytes: a number, optionally with a KiB or MiB suffix.
 pub fn parse_bytes(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let (number, unit) = if let Some(n) = t.strip_suffix("MiB") {

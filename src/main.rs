@@ -2,19 +2,18 @@
 //! an operator command.
 
 use std::process::ExitCode;
-
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::CommandFactory;
 use csi_provider_aws::aws::AwsClients;
-use csi_provider_aws::config::{Cli, Command, LogFormat, ServeArgs, normalize_args};
-use csi_provider_aws::events::EventSettings;
-use csi_provider_aws::fetch::{FetchSettings, Fetcher};
-use csi_provider_aws::health::{self, HttpSettings};
-use csi_provider_aws::identity::{IdentityResolver, IdentitySettings, PodIdentityClient, PodIdentityConfig};
-use csi_provider_aws::kube::{KubeClient, KubeSettings};
-use csi_provider_aws::memory::MemoryBudget;
-use csi_provider_aws::mount::{MountSettings, Provider};
+use csi_provider_aws::cli::{Cli, Command, LogFormat};
+use csi_provider_aws::config::{Config, Environment};
+use csi_provider_aws::fetch::Fetcher;
+use csi_provider_aws::health;
+use csi_provider_aws::identity::{IdentityResolver, PodIdentityClient};
+use csi_provider_aws::kube::KubeClient;
+use csi_provider_aws::memory::{Bytes, MemoryBudget};
+use csi_provider_aws::mount::Provider;
 use csi_provider_aws::region;
 use csi_provider_aws::telemetry::Metrics;
 use tracing_subscriber::EnvFilter;
@@ -27,12 +26,20 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> = zeroizing_alloc::ZeroAlloc(std::alloc::System);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(normalize_args(std::env::args()));
-    let serve_args = match &cli.command {
-        Some(Command::Serve(a)) => a,
-        _ => &cli.serve,
+    let cli = Cli::from_args(std::env::args());
+    // The server's configuration is checked whole before anything starts;
+    // a value it refuses is a usage error, as clap's own are.
+    let config = match &cli.command {
+        Some(Command::Serve(_)) | None => match Config::new(cli.serve_args(), Environment::from_process()) {
+            Ok(c) => Some(c),
+            Err(e) => Cli::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit(),
+        },
+        Some(_) => None,
     };
-    init_logging(serve_args.log_format, &serve_args.log_level);
+    match &config {
+        Some(c) => init_logging(c.log.format, &c.log.filter),
+        None => init_logging(LogFormat::Text, "info"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -63,17 +70,19 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            Some(Command::Serve(args)) => serve(args).await,
-            None => serve(cli.serve).await,
+            Some(Command::Serve(_)) | None => match config {
+                Some(config) => serve(config).await,
+                None => ExitCode::FAILURE,
+            },
         }
     })
 }
 
-/// Logs to standard error: text (coloured on a terminal) or JSON; the level
-/// from RUST_LOG when set, else `--log-level`.
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+/// Logs to standard error: text (coloured on a terminal) or JSON, with
+/// the configuration's filter (checked already).
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::builder()
+        .parse(filter)
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -86,14 +95,24 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
+async fn serve(mut config: Config) -> ExitCode {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         "starting; this provider requires tokenRequests for sts.amazonaws.com and \
          pods.eks.amazonaws.com in the CSIDriver spec"
     );
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let metrics = Arc::new(Metrics::default());
-    let aws = match AwsClients::from_env(&args.app_version(), args.aws_settings(), metrics.clone()).await {
+    let aws = match AwsClients::from_env(
+        &config.app_version,
+        config.aws_ca_bundle.as_deref(),
+        config.aws,
+        metrics.clone(),
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "invalid AWS configuration");
@@ -106,114 +125,48 @@ async fn serve(args: ServeArgs) -> ExitCode {
         tracing::error!(error = %e, "invalid AWS configuration");
         return ExitCode::from(64);
     }
-    let kube_settings = KubeSettings {
-        qps: args.qps,
-        burst: args.burst,
-        timeout: args.kube_timeout,
-    };
-    let kube = match KubeClient::from_env(kube_settings, metrics.clone()).await {
+    let kube = match KubeClient::from_config(&config.kubeconfig, config.kube, metrics.clone()).await {
         Ok(k) => k,
         Err(e) => {
             tracing::error!(error = %e, "cannot build a Kubernetes client (set KUBECONFIG or run in a cluster)");
             return ExitCode::from(64);
         }
     };
-    let mut pod_identity = PodIdentityConfig {
-        ipv4_endpoint: args.pod_identity_endpoint_ipv4.clone(),
-        ipv6_endpoint: args.pod_identity_endpoint_ipv6.clone(),
-        ..PodIdentityConfig::default()
-    };
-    if let Some(t) = args.pod_identity_timeout() {
-        pod_identity.timeout = t;
-    }
     let identity = IdentityResolver::new(
         aws.clone(),
         kube.clone(),
-        PodIdentityClient::new(pod_identity, metrics.clone()),
-        IdentitySettings {
-            cache_credentials: args.credential_cache,
-            refresh_margin: args.credential_refresh_margin,
-            pod_identity_scope: args.pod_identity_cache_scope,
-            service_account_ttl: args.service_account_cache_ttl,
-            shared_deadline: shared_deadline(&args),
-        },
+        PodIdentityClient::new(config.pod_identity.clone(), metrics.clone()),
+        config.identity.clone(),
         metrics.clone(),
     );
-    let limit = csi_provider_aws::memory::container_limit();
-    let memory = MemoryBudget::new(args.memory_settings(limit), &metrics);
+    let memory = MemoryBudget::new(config.memory, &metrics);
     tracing::info!(
-        budget = %csi_provider_aws::memory::Bytes(memory.total()),
-        container_limit = %limit.map_or_else(|| "none".to_string(), |l| csi_provider_aws::memory::Bytes(l).to_string()),
+        budget = %Bytes(memory.total()),
+        container_limit = %config.memory_limit.map_or_else(|| "none".to_string(), |l| Bytes(l).to_string()),
         "memory budget for what mounts hold (--memory-budget)"
     );
-    let fetcher = Fetcher::new(
-        aws.clone(),
-        FetchSettings {
-            batch_get_secret_value: args.batch_get_secret_value,
-            batch_throttle_backoff: args.batch_throttle_backoff,
-            concurrency: args.max_concurrent_fetches.max(1),
-            value_ttl: (!args.cache_ttl.is_zero()).then_some(args.cache_ttl),
-            stale_max_age: (!args.serve_stale_max_age.is_zero()).then_some(args.serve_stale_max_age),
-            single_flight: args.single_flight,
-            shared_deadline: shared_deadline(&args),
-            throttle_retries: args.throttle_retries,
-        },
-        metrics.clone(),
-        memory.clone(),
-    );
-    let known_region = match aws.env_region() {
+    let fetcher = Fetcher::new(aws.clone(), config.fetch.clone(), metrics.clone(), memory.clone());
+    config.mount.known_region = match aws.env_region() {
         Some(r) => Some(r),
-        None => node_region(&kube).await,
+        None => node_region(&kube, config.node_name.as_deref()).await,
     };
-    let provider = Provider::new(
-        MountSettings {
-            driver_writes: args.driver_writes_secrets,
-            known_region,
-            limits: args.limits(),
-            timeout: args.mount_timeout,
-            max_concurrent_mounts: args.max_concurrent_mounts.max(1),
-            max_inflight_response_bytes: args.max_inflight_response_bytes,
-            max_connection_age: args.max_connection_age,
-            rotation_events: EventSettings {
-                enabled: args.rotation_failure_events,
-                interval: args.rotation_event_interval,
-                instance: format!(
-                    "{}-{}",
-                    csi_provider_aws::events::CONTROLLER,
-                    std::env::var("NODE_NAME").unwrap_or_else(|_| "unknown-node".to_string())
-                ),
-            },
-            ..MountSettings::default()
-        },
-        aws,
-        kube,
-        identity,
-        fetcher,
-        metrics,
-        memory,
-    );
-    let http = if args.http_addr.is_empty() {
-        None
-    } else {
+    let provider = Provider::new(config.mount.clone(), aws, kube, identity, fetcher, metrics, memory);
+    let http = match &config.http {
+        None => None,
         // Probes and scrapes depend on the endpoint: failing to bind stops the start.
-        match health::bind(&args.http_addr).await {
-            Ok(listener) => Some(listener),
+        Some(http) => match health::bind(&http.addr).await {
+            Ok(listener) => Some((listener, http.settings)),
             Err(e) => {
-                tracing::error!(addr = %args.http_addr, error = %e, "cannot bind the --http-addr endpoint");
+                tracing::error!(addr = %http.addr, error = %e, "cannot bind the --http-addr endpoint");
                 return ExitCode::from(64);
             }
-        }
+        },
     };
-    let http_settings = HttpSettings {
-        header_timeout: args.http_header_timeout,
-        idle_timeout: args.http_idle_timeout,
-        max_connections: args.http_max_connections.max(1),
-    };
-    let _http_task = http.map(|listener| {
-        let socket = args.provider_volume.join(csi_provider_aws::server::SOCKET_NAME);
-        tokio::spawn(health::serve(listener, http_settings, socket, provider.metrics.clone()))
+    let _http_task = http.map(|(listener, settings)| {
+        let socket = config.provider_volume.join(csi_provider_aws::server::SOCKET_NAME);
+        tokio::spawn(health::serve(listener, settings, socket, provider.metrics.clone()))
     });
-    match csi_provider_aws::server::serve(provider, &args.provider_volume, shutdown_signal()).await {
+    match csi_provider_aws::server::serve(provider, &config.provider_volume, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
@@ -222,20 +175,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// How long a fetch shared by concurrent mounts may run: a little longer
-/// than a mount, so a mount that waits for it fails at its own deadline,
-/// naming its step (a fetch every waiter gave up on is abandoned anyway).
-fn shared_deadline(args: &ServeArgs) -> std::time::Duration {
-    args.mount_timeout + std::time::Duration::from_secs(1)
-}
-
 /// This node's region, read once from its `topology.kubernetes.io/region`
 /// label (`NODE_NAME` from the downward API), when `AWS_REGION` does not
 /// make it unnecessary. Without it, mounts fall back to looking up the
 /// pod's node.
-async fn node_region(kube: &KubeClient) -> Option<String> {
-    let node = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty())?;
-    match kube.node_region(&node).await {
+async fn node_region(kube: &KubeClient, node: Option<&str>) -> Option<String> {
+    let node = node?;
+    match kube.node_region(node).await {
         Ok(Some(r)) => match region::validate("the label topology.kubernetes.io/region of this node", &r) {
             Ok(()) => {
                 tracing::info!(%node, region = %r, "region of this node");

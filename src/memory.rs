@@ -53,6 +53,10 @@ const MIB: u64 = 1024 * KIB;
 pub const DEFAULT_BUDGET: u64 = 50 * MIB;
 /// The smallest budget (a flag or a limit below it is raised to it).
 pub const MIN_BUDGET: u64 = 8 * MIB;
+/// Bytes held per byte of an encoded `Mount` request until it is parsed:
+/// the transport's buffer, the decoded message, and the maps of its
+/// attributes and secrets read from it (measured: `spec::tests`).
+pub const REQUEST_FACTOR: u64 = 4;
 /// What the process needs beyond the budget (the binary, the runtime,
 /// connection pools, allocator slack) is at most this share of its memory
 /// limit: the default budget is the limit times `BUDGET_SHARE`.

@@ -16,15 +16,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::Span;
 
-use crate::aws::{AwsClients, Failure};
+use crate::aws::AwsClients;
 use crate::events::{EventSettings, RotationEvents};
-use crate::fetch::{FetchError, Fetched, Fetcher, MountQuota};
+use crate::failure::Failure;
+use crate::fetch::{FetchError, Fetcher, MountQuota};
+use crate::fetched::Fetched;
 use crate::identity::{IdentityError, IdentityResolver, Signer, Signers};
-use crate::kube::KubeClient;
+use crate::kube::{KubeClient, NodeRegionError};
 use crate::limits::Limits;
 use crate::memory::{Charge, MemoryBudget, MemoryError, MountMemory, Stage as MemoryStage};
 use crate::proto::v1alpha1::{File, MountRequest, MountResponse, ObjectVersion};
-use crate::region::{self, RegionError, Regions};
+use crate::region::Regions;
 use crate::render::write::{GateTicket, WriteError, WriteGates, WriteOptions, WriteOutcome};
 use crate::render::{self, RenderError, Rendered};
 use crate::spec::{self, MountSpec, SpecError};
@@ -32,11 +34,6 @@ use crate::telemetry::Metrics;
 
 /// Above this response size the driver warns that Secret sync may fail.
 const SYNC_WARN_BYTES: u64 = 1024 * 1024;
-
-/// Bytes held per byte of an encoded `Mount` request until it is parsed:
-/// the transport's buffer, the decoded message, and the maps of its
-/// attributes and secrets read from it (measured: `spec::tests`).
-pub const REQUEST_FACTOR: u64 = 4;
 
 /// Provider-wide settings that shape a mount.
 #[derive(Debug, Clone)]
@@ -158,7 +155,7 @@ pub enum MountError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
-    Region(#[from] RegionError),
+    Region(#[from] NodeRegionError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
@@ -256,7 +253,10 @@ impl Provider {
     /// so a request that does not fit is refused rather than kept waiting.
     pub fn admit_request(&self, encoded: u64, started: Instant) -> Result<Admitted, MountError> {
         let memory = MountMemory::new(self.memory.clone(), started + self.settings.timeout);
-        let request = memory.try_charge(MemoryStage::Request, encoded.saturating_mul(REQUEST_FACTOR))?;
+        let request = memory.try_charge(
+            MemoryStage::Request,
+            encoded.saturating_mul(crate::memory::REQUEST_FACTOR),
+        )?;
         Ok(Admitted {
             started,
             memory,
@@ -401,13 +401,12 @@ impl Provider {
 
     /// The regions of the mount, checked against its objects' ARNs.
     async fn regions(&self, spec: &MountSpec) -> Result<Regions, MountError> {
-        let primary = region::primary(
-            spec.region.as_deref(),
-            self.settings.known_region.as_deref(),
-            spec.pod.namespace_and_name(),
-            &self.kube,
-        )
-        .await?;
+        // The class's `region`, else the environment's or this node's,
+        // else the region of the pod's node.
+        let primary = match spec.region.as_deref().or(self.settings.known_region.as_deref()) {
+            Some(r) => r.to_string(),
+            None => self.kube.pod_region(spec.pod.namespace_and_name()).await?,
+        };
         Ok(spec::check_regions(spec, primary)?)
     }
 

@@ -1,13 +1,13 @@
-//! Regions, in one place: which names are regions, which region a mount
-//! reads from (the class's `region`, else the environment's, else the
-//! node's `topology.kubernetes.io/region` label), and the one failover step
-//! that STS, Secrets Manager and SSM calls share: the primary region first,
-//! the failover region only when the primary failed with a retryable error.
+//! Regions, in one place: which names are regions, the regions of a mount,
+//! and the one failover step that STS, Secrets Manager and SSM calls share:
+//! the primary region first, the failover region only when the primary
+//! failed with a retryable error. No I/O: the node lookup that finds a
+//! mount's region when neither the class nor the environment names one is
+//! the Kubernetes client's ([`crate::kube::KubeClient::pod_region`]).
 
 use std::future::Future;
 
-use crate::aws::Failure;
-use crate::kube::{KubeClient, KubeError};
+use crate::failure::Failure;
 use crate::limits::Echo;
 
 /// Longest region name accepted (the longest today is 14 characters).
@@ -30,56 +30,6 @@ pub enum RegionError {
     Invalid { source_name: &'static str, value: String },
     #[error("{}: failover region cannot be the same as the primary region", Echo(.0))]
     SameFailover(String),
-    #[error("failed to retrieve region from node. error {0}")]
-    Lookup(#[from] LookupError),
-}
-
-/// Why the region of the pod's node could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum LookupError {
-    #[error("Region not found")]
-    NotFound,
-    #[error("missing attribute {0}: ensure podInfoOnMount is true in the CSIDriver")]
-    MissingPodAttribute(&'static str),
-    #[error("{0}")]
-    Kube(#[from] KubeError),
-}
-
-impl RegionError {
-    pub fn failure(&self) -> Failure {
-        match self {
-            RegionError::Lookup(LookupError::Kube(e)) => e.failure(),
-            RegionError::Invalid { .. } | RegionError::SameFailover(_) | RegionError::Lookup(_) => Failure::Rejected,
-        }
-    }
-}
-
-/// The primary region of a mount: the class's `region`, else `known` (the
-/// environment's `AWS_REGION`, or this node's label read at start), else
-/// the `topology.kubernetes.io/region` label of the pod's node. `pod` is
-/// the pod's namespace and name, or the attribute that is missing.
-pub async fn primary(
-    class: Option<&str>,
-    known: Option<&str>,
-    pod: Result<(&str, &str), &'static str>,
-    kube: &KubeClient,
-) -> Result<String, RegionError> {
-    if let Some(r) = class.or(known) {
-        return Ok(r.to_string());
-    }
-    let (namespace, pod) = pod.map_err(LookupError::MissingPodAttribute)?;
-    let node = kube
-        .pod_node(namespace, pod)
-        .await
-        .map_err(LookupError::Kube)?
-        .ok_or(LookupError::NotFound)?;
-    let region = kube
-        .node_region(&node)
-        .await
-        .map_err(LookupError::Kube)?
-        .ok_or(LookupError::NotFound)?;
-    validate("the label topology.kubernetes.io/region of the pod's node", &region)?;
-    Ok(region)
 }
 
 /// Whether `name` looks like an AWS region (`us-west-2`, `us-gov-east-1`,

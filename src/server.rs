@@ -15,12 +15,13 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::aws::Failure;
 use crate::events::Volume;
+use crate::failure::Failure;
 use crate::limits::{Escaped, cap_message, escaped};
 use crate::mount::{Admitted, MountError, Provider, Reservation};
 use crate::proto::v1alpha1::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::v1alpha1::{MountRequest, MountResponse, VersionRequest, VersionResponse};
+use crate::render::RenderError;
 
 /// How often expired credentials, values and batch denials are dropped.
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -134,6 +135,7 @@ pub fn status(e: &MountError) -> Status {
         Failure::Rejected => tonic::Code::FailedPrecondition,
     };
     let code = match e {
+        MountError::Render(RenderError::Memory(_)) => tonic::Code::ResourceExhausted,
         MountError::Spec(_) | MountError::Render(_) => tonic::Code::InvalidArgument,
         MountError::Fetch(f) if f.limit().is_some() => tonic::Code::InvalidArgument,
         MountError::Write(_) | MountError::Internal { .. } => tonic::Code::Internal,
@@ -146,15 +148,43 @@ pub fn status(e: &MountError) -> Status {
     Status::new(code, cap_message(escaped(&e.to_string()), MAX_STATUS_MESSAGE))
 }
 
-/// A stable, bounded error code (for logs and metrics).
+/// Every error code a failed mount is counted, logged and reported on its
+/// pod with (the dashboard's "Mount errors by code" lists them).
+pub const ERROR_CODES: &[&str] = &[
+    "InvalidRequest",
+    "RegionLookupFailed",
+    "CredentialsDenied",
+    "CredentialsThrottled",
+    "CredentialsUnavailable",
+    "CredentialsRejected",
+    "ObjectNotFound",
+    "AccessDenied",
+    "InvalidCredentials",
+    "Throttled",
+    "AwsUnavailable",
+    "AwsRejected",
+    "LimitExceeded",
+    "JmesPathFailed",
+    "JsonKeysFailed",
+    "InvalidFileName",
+    "DecodeFailed",
+    "FileCollision",
+    "TemplateFailed",
+    "FileWriteFailed",
+    "Busy",
+    "MemoryExhausted",
+    "DeadlineExceeded",
+    "Internal",
+];
+
+/// A stable, bounded error code (for logs, metrics and pod events): one
+/// per kind of error, every variant named (no catch-all).
 pub fn error_code(e: &MountError) -> &'static str {
     match e {
         MountError::Spec(_) => "InvalidRequest",
         MountError::Region(_) => "RegionLookupFailed",
-        MountError::Render(crate::render::RenderError::Limit(_)) => "LimitExceeded",
-        MountError::Render(crate::render::RenderError::Template(_)) => "TemplateFailed",
+        MountError::Render(r) => render_code(r),
         MountError::Fetch(f) if f.limit().is_some() => "LimitExceeded",
-        MountError::Render(_) => "JmesPathFailed",
         MountError::Write(_) => "FileWriteFailed",
         MountError::Busy { .. } => "Busy",
         MountError::Memory(_) => "MemoryExhausted",
@@ -174,6 +204,23 @@ pub fn error_code(e: &MountError) -> &'static str {
             Failure::Unavailable => "AwsUnavailable",
             Failure::Rejected => "AwsRejected",
         },
+    }
+}
+
+/// The code of a rendering error.
+fn render_code(e: &RenderError) -> &'static str {
+    match e {
+        RenderError::NotJson(_)
+        | RenderError::InvalidPath(_)
+        | RenderError::NoMatch { .. }
+        | RenderError::NotString(_) => "JmesPathFailed",
+        RenderError::JsonKeys { .. } => "JsonKeysFailed",
+        RenderError::InvalidFileName { .. } => "InvalidFileName",
+        RenderError::NotEncoded { .. } => "DecodeFailed",
+        RenderError::Collision(_) => "FileCollision",
+        RenderError::Limit(_) => "LimitExceeded",
+        RenderError::Template(_) => "TemplateFailed",
+        RenderError::Memory(_) => "MemoryExhausted",
     }
 }
 
@@ -512,5 +559,137 @@ impl http_body::Body for Held {
 
     fn size_hint(&self) -> http_body::SizeHint {
         plus(self.body.size_hint(), self.rest.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{Limit, LimitError};
+    use crate::memory::{MemoryError, Stage};
+    use crate::render::json_keys::SplitError;
+    use crate::spec::PathRule;
+    use crate::spec::paths::Collision;
+    use crate::template::{Problem, TemplateError};
+
+    fn s(v: &str) -> String {
+        v.to_string()
+    }
+
+    #[test]
+    fn each_rendering_error_has_its_own_code_and_status() {
+        let memory = MemoryError {
+            stage: Stage::Files,
+            wanted: 1,
+            held: 0,
+            budget: 1,
+            shared: 1,
+            waited: None,
+        };
+        let cases = [
+            (
+                RenderError::NotJson(s("a")),
+                "JmesPathFailed",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::InvalidPath(s("a")),
+                "JmesPathFailed",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::NoMatch {
+                    path: s("p"),
+                    alias: s("a"),
+                },
+                "JmesPathFailed",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::NotString(s("p")),
+                "JmesPathFailed",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::JsonKeys {
+                    object: s("o"),
+                    error: SplitError::NotObject,
+                },
+                "JsonKeysFailed",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::InvalidFileName {
+                    file: s("f"),
+                    name: s("n"),
+                    object: s("o"),
+                    rule: PathRule::Empty,
+                },
+                "InvalidFileName",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::NotEncoded {
+                    object: s("o"),
+                    file: s("f"),
+                    encoding: "base64",
+                },
+                "DecodeFailed",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::Collision(Collision::Same {
+                    file: s("f"),
+                    first: s("a"),
+                    second: s("b"),
+                }),
+                "FileCollision",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::Limit(LimitError {
+                    subject: s("mount"),
+                    limit: Limit::Files,
+                    found: 2,
+                    at_least: false,
+                    max: 1,
+                }),
+                "LimitExceeded",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::Template(TemplateError {
+                    file: s("t"),
+                    line: None,
+                    problem: Problem::Language(s("x")),
+                }),
+                "TemplateFailed",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::Memory(memory),
+                "MemoryExhausted",
+                tonic::Code::ResourceExhausted,
+            ),
+        ];
+        for (e, code, status_code) in cases {
+            let text = e.to_string();
+            let e = MountError::Render(e);
+            assert_eq!(error_code(&e), code, "{text}");
+            assert_eq!(status(&e).code(), status_code, "{text}");
+            assert!(ERROR_CODES.contains(&code), "{code}");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_lists_every_error_code() {
+        let dashboard = include_str!("../deploy/grafana/csi-provider-aws.json");
+        let listed = dashboard
+            .lines()
+            .find(|l| l.contains("\"description\": \"Codes: "))
+            .unwrap_or_else(|| panic!("no list of codes in the dashboard"));
+        for code in ERROR_CODES {
+            assert!(listed.contains(code), "{code} is not in the dashboard's list: {listed}");
+        }
     }
 }

@@ -1127,7 +1127,7 @@ fn environment(work: Arc<WorkCell>) -> Environment<'static> {
     let w = work.clone();
     env.add_filter("b64decode", move |s: &str| -> Result<Value, Error> {
         w.charge("b64decode", s.len() as u64)?;
-        let decoded = crate::render::encoding::decode(crate::spec::Encoding::Base64, SecretBytes::from(s.to_string()))
+        let decoded = crate::encoding::decode(crate::encoding::Encoding::Base64, SecretBytes::from(s.to_string()))
             .map_err(|_| filter_error("b64decode", "the value is not base64"))?;
         Ok(match std::str::from_utf8(decoded.expose()) {
             Ok(text) => Value::from(text),

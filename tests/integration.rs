@@ -24,6 +24,7 @@ mod health;
 mod helm;
 mod hostile;
 mod hygiene;
+mod layers;
 mod moto;
 mod mount;
 mod properties;

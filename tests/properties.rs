@@ -3,7 +3,7 @@
 //! the mount attributes). Arbitrary input never panics, and whatever is
 //! accepted satisfies the invariants the writer and the driver rely on.
 
-use csi_provider_aws::fetch::Fetched;
+use csi_provider_aws::fetched::Fetched;
 use csi_provider_aws::limits::Limits;
 use csi_provider_aws::render;
 use csi_provider_aws::secret::SecretBytes;

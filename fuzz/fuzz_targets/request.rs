@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use csi_provider_aws::fetch::Fetched;
+use csi_provider_aws::fetched::Fetched;
 use csi_provider_aws::limits::Limits;
 use csi_provider_aws::render::render;
 use csi_provider_aws::secret::SecretBytes;

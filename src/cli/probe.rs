@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::DEFAULT_PROVIDER_VOLUME;
+use super::DEFAULT_PROVIDER_VOLUME;
+use super::serve::parse_positive_duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct ProbeArgs {
@@ -18,7 +19,7 @@ pub struct ProbeArgs {
     #[arg(long, default_value = DEFAULT_PROVIDER_VOLUME)]
     pub provider_volume: PathBuf,
     /// How long to wait for the answer.
-    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration_arg)]
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration)]
     pub timeout: Duration,
 }
 

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, TryStreamExt, stream};
 
-use crate::aws::{AwsClients, AwsError, ChargeResponses, Credentials, Failure};
+use crate::aws::{AwsClients, AwsError, ChargeResponses, Credentials};
 use crate::cache::{Abandoned, Cache};
+use crate::failure::Failure;
+use crate::fetched::Fetched;
 use crate::identity::IdentityKey;
 use crate::limits::{Echo, Limit, LimitError, Limits};
 use crate::memory::{MemoryBudget, MemoryError, MountMemory, Stage};
@@ -35,17 +37,6 @@ use crate::telemetry::{Family, Metrics};
 pub const CONCURRENCY: usize = 8;
 /// How long an identity denied `BatchGetSecretValue` uses `GetSecretValue`.
 pub const BATCH_DENIED_FOR: Duration = Duration::from_secs(15 * 60);
-
-/// A fetched value and its version in the store; for an object that
-/// selects many, its matches (name and value each) instead.
-#[derive(Debug, Clone, Default)]
-pub struct Fetched {
-    pub value: SecretBytes,
-    pub version: String,
-    pub members: Vec<(String, Fetched)>,
-    /// Served from the identity's last good value while AWS failed.
-    pub stale: bool,
-}
 
 /// Fetch settings.
 #[derive(Debug, Clone)]

@@ -6,7 +6,8 @@ use aws_sdk_secretsmanager::primitives::Blob;
 
 use super::bulk::{Form, PagingProblem};
 use super::{CallError, FetchError, Fetched, UnitContext, all_regions};
-use crate::aws::{AwsError, Failure, no_client};
+use crate::aws::{AwsError, no_client};
+use crate::failure::Failure;
 use crate::memory::MemoryError;
 use crate::region::with_failover;
 use crate::secret::SecretBytes;

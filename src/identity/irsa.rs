@@ -5,7 +5,8 @@
 use std::time::SystemTime;
 
 use super::IdentityError;
-use crate::aws::{AwsClients, AwsError, Credentials, Failure, no_client};
+use crate::aws::{AwsClients, AwsError, Credentials, no_client};
+use crate::failure::Failure;
 use crate::secret::SecretString;
 use crate::telemetry::Family;
 

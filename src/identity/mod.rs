@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::aws::{AwsClients, AwsError, Credentials, Failure};
+use crate::aws::{AwsClients, AwsError, Credentials};
 use crate::cache::{Abandoned, Cache};
+use crate::failure::Failure;
 use crate::kube::{KubeClient, KubeError};
 use crate::limits::Echo;
 use crate::region::{Failed, Regions, with_failover};

@@ -15,7 +15,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::IdentityError;
-use crate::aws::{Credentials, Failure, error_chain};
+use crate::aws::Credentials;
+use crate::failure::{Failure, error_chain};
 use crate::secret::SecretString;
 use crate::spec::AddressPreference;
 use crate::telemetry::{Family, Metrics, outcome};
@@ -222,17 +223,7 @@ impl PodIdentityClient {
                     )
                 })
                 .unwrap_or_default();
-            let failure = if status.is_server_error() {
-                Failure::Unavailable
-            } else if status == StatusCode::TOO_MANY_REQUESTS {
-                Failure::Throttled
-            } else if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
-                Failure::AccessDenied
-            } else if status == StatusCode::NOT_FOUND {
-                Failure::NotFound
-            } else {
-                Failure::Rejected
-            };
+            let failure = Failure::from_status(status.as_u16());
             return Err(Attempt::Failed {
                 failure,
                 message: format!("HTTP {} {}", status.as_u16(), detail).trim_end().to_string(),

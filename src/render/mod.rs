@@ -7,11 +7,11 @@
 //! before it is built, and nothing is written. A value in several files is
 //! one shared buffer, not copies.
 
-pub mod encoding;
 pub mod json_keys;
 pub mod write;
 
-use crate::fetch::Fetched;
+use crate::encoding;
+use crate::fetched::Fetched;
 use crate::jmes::EvalError;
 use crate::limits::{Echo, Limit, LimitError, Limits, echo};
 use crate::memory::{Charge, MemoryError, MountMemory, Stage};
@@ -346,10 +346,10 @@ fn decode(
     meter: Meter<'_>,
     object: &ObjectSpec,
     file: &str,
-    encoding: crate::spec::Encoding,
+    encoding: crate::encoding::Encoding,
     contents: SecretBytes,
 ) -> Result<SecretBytes, RenderError> {
-    if encoding == crate::spec::Encoding::Utf8 {
+    if encoding == crate::encoding::Encoding::Utf8 {
         return Ok(contents);
     }
     let charge = meter.charge((contents.len() as u64).saturating_mul(2))?;

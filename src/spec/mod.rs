@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::limits::{Echo, LimitError, Limits};
 use crate::region::{self, RegionError, Regions};
 use crate::secret::SecretString;
-pub use objects::{Encoding, FailoverSpec, JmesSpec, ObjectRules, ObjectSpec};
+pub use objects::{FailoverSpec, JmesSpec, ObjectRules, ObjectSpec};
 pub use paths::{PathRule, PathTranslation};
 pub use role::{AssumeRole, RoleError};
 pub use templates::TemplateSpec;
@@ -782,7 +782,7 @@ mod tests {
             );
             // The request's charge pays for the message and what is read
             // from it.
-            let request = size * crate::mount::REQUEST_FACTOR;
+            let request = size * crate::memory::REQUEST_FACTOR;
             assert!(
                 first + size <= request,
                 "{what}: reading allocated {first}, {request} charged"

@@ -13,6 +13,7 @@ use super::paths::{self, PathRule, PathTranslation};
 use super::role::{self, AssumeRole, Owner};
 use super::yaml;
 use super::{ObjectError, ObjectKind};
+use crate::encoding::Encoding;
 use crate::jmes::{self, CompileError, JmesPath};
 use crate::limits::{Echo, Limit, LimitError, Limits, echo};
 
@@ -63,36 +64,6 @@ pub struct JmesSpec {
     /// `nonStringAsJson`: a number, boolean, object or list result is
     /// written as compact JSON instead of failing the mount.
     pub non_string_json: bool,
-}
-
-/// `objectEncoding`: how a value is stored; it is decoded before it is
-/// written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Encoding {
-    /// The bytes as they are (the default).
-    #[default]
-    Utf8,
-    Base64,
-    Hex,
-}
-
-impl Encoding {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Encoding::Utf8 => "utf-8",
-            Encoding::Base64 => "base64",
-            Encoding::Hex => "hex",
-        }
-    }
-
-    fn parse(v: &str) -> Option<Self> {
-        match v.to_ascii_lowercase().as_str() {
-            "utf-8" | "utf8" => Some(Encoding::Utf8),
-            "base64" => Some(Encoding::Base64),
-            "hex" => Some(Encoding::Hex),
-            _ => None,
-        }
-    }
 }
 
 /// `objectEncoding` of `object` (its own, or of one of its `jmesPath`

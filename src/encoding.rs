@@ -10,7 +10,36 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use zeroize::Zeroize;
 
 use crate::secret::SecretBytes;
-use crate::spec::Encoding;
+
+/// `objectEncoding`: how a value is stored; it is decoded before it is
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Encoding {
+    /// The bytes as they are (the default).
+    #[default]
+    Utf8,
+    Base64,
+    Hex,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Base64 => "base64",
+            Encoding::Hex => "hex",
+        }
+    }
+
+    pub fn parse(v: &str) -> Option<Self> {
+        match v.to_ascii_lowercase().as_str() {
+            "utf-8" | "utf8" => Some(Encoding::Utf8),
+            "base64" => Some(Encoding::Base64),
+            "hex" => Some(Encoding::Hex),
+            _ => None,
+        }
+    }
+}
 
 /// Standard alphabet, padding optional.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
