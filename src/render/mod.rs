@@ -37,7 +37,7 @@ pub enum RenderError {
         object: String,
         error: json_keys::SplitError,
     },
-    #[error("invalid file name {} for {} of {}: {rule}", Echo(.file), Echo(.name), Echo(.object))]
+    #[error("invalid file name \"{}\" for {} of {}: {rule}", Echo(.file), Echo(.name), Echo(.object))]
     InvalidFileName {
         file: String,
         name: String,
