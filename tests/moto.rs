@@ -598,7 +598,7 @@ async fn every_json_key_becomes_a_file_under_the_alias_in_both_write_modes() {
     assert_eq!(
         err.message(),
         format!(
-            "jsonKeysAsFiles of object {secret}: key ../escape is not a file name: a key containing / would make a subdirectory"
+            r#"jsonKeysAsFiles of object {secret}: key "../escape" is not a file name: it contains "/", which would make a subdirectory"#
         )
     );
     assert_eq!(read_mount(&target), files, "nothing changed");

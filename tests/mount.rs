@@ -205,18 +205,56 @@ async fn jmes_errors_are_reported_verbatim_and_nothing_is_written() {
         ),
     ];
     for (i, (name, path, message)) in cases.iter().enumerate() {
-        let target = env.provider.target(&format!("jmes-err-{i}"));
         let objects = format!(
             "- objectName: {name}\n  objectType: secretsmanager\n  jmesPath:\n    - path: {path}\n      objectAlias: alias1\n"
         );
-        let err = env
-            .provider
-            .mount(&Req::new(&objects, &target))
-            .await
-            .expect_err("must fail");
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert_eq!(err.message(), *message);
-        assert!(all_entries(&target).is_empty());
+        assert_mount_refused(&env, &format!("jmes-err-{i}"), &objects, message).await;
+    }
+}
+
+/// Mounts `objects` into a new target `name`: the mount must fail with
+/// InvalidArgument and exactly `message`, writing nothing.
+async fn assert_mount_refused(env: &Env, name: &str, objects: &str, message: &str) {
+    let target = env.provider.target(name);
+    let err = env
+        .provider
+        .mount(&Req::new(objects, &target))
+        .await
+        .expect_err("must fail");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), message);
+    assert!(all_entries(&target).is_empty());
+}
+
+#[tokio::test]
+async fn json_keys_that_are_not_file_names_are_quoted_and_named_by_rule() {
+    let env = Env::start().await;
+    let cases = [
+        (r#"{"user": "u", "": "x"}"#, r#"key "" is not a file name: it is empty"#),
+        (
+            r#"{"..": "x"}"#,
+            r#"key ".." is not a file name: ".." is the parent directory"#,
+        ),
+        (
+            r#"{".": "x"}"#,
+            r#"key "." is not a file name: "." is the current directory"#,
+        ),
+        (
+            r#"{"a/b": "x"}"#,
+            r#"key "a/b" is not a file name: it contains "/", which would make a subdirectory"#,
+        ),
+        (
+            r#"{"nul\u0000": "x"}"#,
+            r#"key "nul\u{0}" is not a file name: it contains a NUL byte"#,
+        ),
+        (r#"{"k": 1, "k": 2}"#, r#"key "k" appears more than once in the value"#),
+    ];
+    for (i, (value, message)) in cases.iter().enumerate() {
+        let name = format!("keys-{i}");
+        env.aws.put_secret_string(REGION, &name, value);
+        let objects = format!("- objectName: {name}\n  objectType: secretsmanager\n  jsonKeysAsFiles: true\n");
+        let message = format!("jsonKeysAsFiles of object {name}: {message}");
+        assert_mount_refused(&env, &name, &objects, &message).await;
     }
 }
 

@@ -29,15 +29,17 @@ pub enum SplitError {
 
 impl fmt::Display for SplitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys are quoted so that an empty one, or one of spaces, shows.
         match self {
             SplitError::NotObject => f.write_str("the value is not a JSON object"),
-            SplitError::Key { key, rule } => write!(f, "key {} is not a file name: {rule}", Echo(key)),
-            SplitError::Duplicate(key) => write!(f, "key {} appears more than once in the value", Echo(key)),
+            SplitError::Key { key, rule } => write!(f, "key \"{}\" is not a file name: {rule}", Echo(key)),
+            SplitError::Duplicate(key) => write!(f, "key \"{}\" appears more than once in the value", Echo(key)),
         }
     }
 }
 
-/// Why a key is not a file name.
+/// Why a key is not a file name: the path rules of [`paths`], said of the
+/// key (one component of the file's path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyRule {
     Slash,
@@ -47,8 +49,22 @@ pub enum KeyRule {
 impl fmt::Display for KeyRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyRule::Slash => f.write_str("a key containing / would make a subdirectory"),
-            KeyRule::Path(rule) => rule.fmt(f),
+            KeyRule::Slash => f.write_str("it contains \"/\", which would make a subdirectory"),
+            KeyRule::Path(PathRule::Empty) => f.write_str("it is empty"),
+            KeyRule::Path(PathRule::Dot) => f.write_str("\".\" is the current directory"),
+            KeyRule::Path(PathRule::Traversal) => f.write_str("\"..\" is the parent directory"),
+            KeyRule::Path(PathRule::NulByte) => f.write_str("it contains a NUL byte"),
+            KeyRule::Path(PathRule::ComponentTooLong) => {
+                write!(f, "it is longer than {} bytes", paths::MAX_COMPONENT_LEN)
+            }
+            // Rules of the whole path (the object's file name and the key).
+            KeyRule::Path(
+                rule @ (PathRule::TooLong
+                | PathRule::TooDeep
+                | PathRule::Absolute
+                | PathRule::EmptyComponent
+                | PathRule::ReservedPrefix),
+            ) => rule.fmt(f),
         }
     }
 }
@@ -77,6 +93,11 @@ impl<'de> serde::Deserialize<'de> for Entries {
     }
 }
 
+/// The file of key `key` of an object written as `dir`.
+pub fn file_of(dir: &str, key: &str) -> String {
+    format!("{dir}/{key}")
+}
+
 /// The files of `value` under directory `dir`: `(dir/key, contents)` in the
 /// value's key order. serde_json bounds the nesting it parses (128 levels).
 /// Bytes splitting may hold per byte of the value: the parsed entries and
@@ -93,15 +114,14 @@ pub fn split(dir: &str, value: &[u8]) -> Result<Vec<(String, SecretBytes)>, Spli
             wipe(value);
             continue;
         }
-        let path = format!("{dir}/{key}");
+        let path = file_of(dir, &key);
+        // `dir` is a valid file name: the driver's rules, applied to the
+        // whole path, judge the key (an empty one as a file name of its own,
+        // not as the empty component it leaves in the path).
         let rule = if key.contains('/') {
             Some(KeyRule::Slash)
-        } else if key.is_empty() || key == "." || key == ".." {
-            Some(KeyRule::Path(if key.is_empty() {
-                PathRule::Empty
-            } else {
-                PathRule::Dot
-            }))
+        } else if key.is_empty() {
+            Some(KeyRule::Path(PathRule::Empty))
         } else {
             paths::check_relative_path(&path).err().map(KeyRule::Path)
         };
@@ -194,7 +214,9 @@ mod tests {
             _ => None,
         };
         assert_eq!(key("a/b"), Some(KeyRule::Slash));
-        assert_eq!(key(".."), Some(KeyRule::Path(PathRule::Dot)));
+        assert_eq!(key(".."), Some(KeyRule::Path(PathRule::Traversal)));
+        assert_eq!(key("."), Some(KeyRule::Path(PathRule::Dot)));
+        assert_eq!(key("..data"), None, "reserved only at the top of the volume");
         assert_eq!(key(""), Some(KeyRule::Path(PathRule::Empty)));
         assert_eq!(key(&"k".repeat(256)), Some(KeyRule::Path(PathRule::ComponentTooLong)));
         assert_eq!(key("nul\0"), Some(KeyRule::Path(PathRule::NulByte)));
@@ -206,5 +228,50 @@ mod tests {
         // Deep nesting is bounded by the parser, not a stack overflow.
         let deep = format!("{{\"a\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(files("d", &deep), Err(SplitError::NotObject));
+    }
+
+    #[test]
+    fn a_refused_key_is_quoted_and_the_rule_is_said_of_the_key() {
+        let message = |v: &str| files("db", v).map(|_| ()).map_err(|e| e.to_string());
+        let cases = [
+            (r#"{"": 1}"#, r#"key "" is not a file name: it is empty"#),
+            (
+                r#"{"..": 1}"#,
+                r#"key ".." is not a file name: ".." is the parent directory"#,
+            ),
+            (
+                r#"{".": 1}"#,
+                r#"key "." is not a file name: "." is the current directory"#,
+            ),
+            (
+                r#"{"../escape": 1}"#,
+                r#"key "../escape" is not a file name: it contains "/", which would make a subdirectory"#,
+            ),
+            (
+                r#"{"a\u0000b": 1}"#,
+                r#"key "a\u{0}b" is not a file name: it contains a NUL byte"#,
+            ),
+            (r#"{"a": 1, "a": 2}"#, r#"key "a" appears more than once in the value"#),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(message(value), Err(expected.to_string()), "{value}");
+        }
+        assert_eq!(message(r#"{" ": 1}"#), Ok(()), "a key of spaces is a file name");
+        let long = format!(r#"{{"{}": 1}}"#, "k".repeat(256));
+        assert_eq!(
+            message(&long),
+            Err(format!(
+                r#"key "{}…(256 bytes)" is not a file name: it is longer than 255 bytes"#,
+                "k".repeat(96)
+            ))
+        );
+        // The rules of the whole path are said of the path.
+        let deep = "d/".repeat(33);
+        assert_eq!(
+            files(deep.trim_end_matches('/'), r#"{"k": 1}"#)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(r#"key "k" is not a file name: the file is nested in more than 32 directories"#.to_string())
+        );
     }
 }

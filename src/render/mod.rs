@@ -37,7 +37,7 @@ pub enum RenderError {
         object: String,
         error: json_keys::SplitError,
     },
-    #[error("invalid file name {} for {} of {}: {rule}", Echo(.file), Echo(.name), Echo(.object))]
+    #[error("invalid file name \"{}\" for {} of {}: {rule}", Echo(.file), Echo(.name), Echo(.object))]
     InvalidFileName {
         file: String,
         name: String,
@@ -175,6 +175,79 @@ pub fn render(
         }
     }
     Ok(out)
+}
+
+/// Stands, in a [`PlannedFile`], for a top-level key of a JSON value.
+pub const ANY_KEY: &str = "<key>";
+/// Stands, in a [`PlannedFile`], for what a match's name adds to the path or
+/// prefix of an object that selects many.
+pub const ANY_NAME: &str = "<name>";
+
+/// A file of a mount as it is known before anything is fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    /// Relative to the mount; [`ANY_NAME`] and [`ANY_KEY`] stand where what
+    /// AWS returns names the file.
+    pub path: String,
+    pub mode: u32,
+    /// What AWS returns that names it, if anything does.
+    pub named_by: Option<NamedBy>,
+}
+
+/// What names the files that only AWS can name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedBy {
+    /// The top-level keys of an object's value (`jsonKeysAsFiles`).
+    Keys { object: String },
+    /// The matches of an object that selects many (as it describes itself).
+    Matches { selection: String },
+    /// The top-level keys of the value of each match.
+    KeysOfMatches { selection: String },
+}
+
+/// The files [`render`] makes of `objects` and `templates`, in its order,
+/// with the names and modes it gives them: one entry per file, or per
+/// pattern of files where AWS names them.
+pub fn planned_files(objects: &[ObjectSpec], templates: &[TemplateSpec]) -> Vec<PlannedFile> {
+    let mut out = Vec::new();
+    for object in objects {
+        // As `add_object`: the files of any match, or of the object's value.
+        let (file, selection) = match &object.bulk {
+            Some(bulk) => (bulk.file_pattern(ANY_NAME), Some(object.name.clone())),
+            None => (object.file.clone(), None),
+        };
+        // As `add_value`: the JMESPath entries, then the keys or the value.
+        out.extend(object.jmes.iter().map(|j| PlannedFile {
+            path: j.file.clone(),
+            mode: j.mode,
+            named_by: None,
+        }));
+        let (path, named_by) = match (object.json_keys, selection) {
+            (false, None) => (file, None),
+            (false, Some(selection)) => (file, Some(NamedBy::Matches { selection })),
+            (true, None) => (
+                json_keys::file_of(&file, ANY_KEY),
+                Some(NamedBy::Keys {
+                    object: object.name.clone(),
+                }),
+            ),
+            (true, Some(selection)) => (
+                json_keys::file_of(&file, ANY_KEY),
+                Some(NamedBy::KeysOfMatches { selection }),
+            ),
+        };
+        out.push(PlannedFile {
+            path,
+            mode: object.mode,
+            named_by,
+        });
+    }
+    out.extend(templates.iter().map(|t| PlannedFile {
+        path: t.file().to_string(),
+        mode: t.mode,
+        named_by: None,
+    }));
+    out
 }
 
 /// The files of the templates, rendered from the objects' files (not from
@@ -360,4 +433,122 @@ fn decode(
     })?;
     out.hold(charge, decoded.len());
     Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::objects::{ObjectRules, parse_objects};
+    use crate::spec::templates::parse_templates;
+
+    fn fetched(value: &str) -> Fetched {
+        Fetched {
+            value: SecretBytes::from(value.to_string()),
+            version: "v1".into(),
+            ..Default::default()
+        }
+    }
+
+    /// The plan names the files render makes, in its order and with its
+    /// modes: each entry is a file, or a pattern that the names AWS returns
+    /// fill in.
+    #[test]
+    fn planned_files_are_the_rendered_files_in_their_order_with_their_modes() {
+        let rules = ObjectRules::default();
+        let objects = parse_objects(
+            "- objectName: app/db\n  objectType: secretsmanager\n  filePermission: \"0400\"\n  \
+             jmesPath:\n    - path: user\n      objectAlias: db-user\n      filePermission: \"0440\"\n\
+             - objectName: creds\n  objectType: secretsmanager\n  objectAlias: keys\n  jsonKeysAsFiles: true\n\
+             - parameterPath: /cfg\n  objectType: ssmparameter\n  objectAlias: cfg\n\
+             - secretNamePrefix: team/\n  jsonKeysAsFiles: true\n",
+            &rules,
+        )
+        .unwrap();
+        let mut templates = parse_templates(Some("- fileName: url\n  template: x\n"), &rules, &objects).unwrap();
+
+        let plan = planned_files(&objects, &templates);
+        let file = |path: &str, mode: u32, named_by: Option<NamedBy>| PlannedFile {
+            path: path.to_string(),
+            mode,
+            named_by,
+        };
+        assert_eq!(
+            plan,
+            vec![
+                file("db-user", 0o440, None),
+                file("app_db", 0o400, None),
+                file("keys/<key>", 0o644, Some(NamedBy::Keys { object: "creds".into() })),
+                file(
+                    "cfg_<name>",
+                    0o644,
+                    Some(NamedBy::Matches {
+                        selection: "parameterPath /cfg".into()
+                    })
+                ),
+                file(
+                    "<name>/<key>",
+                    0o644,
+                    Some(NamedBy::KeysOfMatches {
+                        selection: "secretNamePrefix team/".into()
+                    })
+                ),
+                file("url", 0o644, None),
+            ]
+        );
+
+        let mut cfg = fetched("");
+        cfg.members = vec![("/cfg/host".into(), fetched("h")), ("/cfg/port".into(), fetched("p"))];
+        let mut team = fetched("");
+        team.members = vec![("team/x".into(), fetched(r#"{"k": "v", "l": "w"}"#))];
+        let values = vec![
+            fetched(r#"{"user": "u"}"#),
+            fetched(r#"{"a": "1", "b": "2"}"#),
+            cfg,
+            team,
+        ];
+        let rendered = render(&objects, &mut templates, values, &Limits::default(), None).unwrap();
+        let got: Vec<(&str, u32)> = rendered.files.iter().map(|f| (f.path.as_str(), f.mode)).collect();
+        // Each entry of the plan with the names AWS returned filled in.
+        let fill = |i: usize, names: &[&str], keys: &[&str]| -> Vec<(String, u32)> {
+            let mut paths = vec![plan[i].path.clone()];
+            for (placeholder, values) in [(ANY_NAME, names), (ANY_KEY, keys)] {
+                if paths[0].contains(placeholder) {
+                    paths = paths
+                        .iter()
+                        .flat_map(|p| values.iter().map(move |v| p.replace(placeholder, v)))
+                        .collect();
+                }
+            }
+            paths.into_iter().map(|p| (p, plan[i].mode)).collect()
+        };
+        let expected: Vec<(String, u32)> = [
+            fill(0, &[], &[]),
+            fill(1, &[], &[]),
+            fill(2, &[], &["a", "b"]),
+            fill(3, &["host", "port"], &[]),
+            fill(4, &["x"], &["k", "l"]),
+            fill(5, &[], &[]),
+        ]
+        .concat();
+        let expected: Vec<(&str, u32)> = expected.iter().map(|(p, m)| (p.as_str(), *m)).collect();
+        assert_eq!(got, expected);
+    }
+
+    /// A match whose name makes no file name fails the render naming the
+    /// file (quoted), the match, the object and the rule.
+    #[test]
+    fn a_match_that_is_not_a_file_name_is_named_with_the_rule() {
+        let rules = ObjectRules {
+            translation: crate::spec::PathTranslation::Off,
+            ..ObjectRules::default()
+        };
+        let objects = parse_objects("- parameterPath: /cfg\n  objectType: ssmparameter\n", &rules).unwrap();
+        let mut cfg = fetched("");
+        cfg.members = vec![("/cfg/x/..".into(), fetched("v"))];
+        let err = render(&objects, &mut [], vec![cfg], &Limits::default(), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid file name "x/.." for /cfg/x/.. of parameterPath /cfg: a path component is ".." (the parent directory)"#
+        );
+    }
 }

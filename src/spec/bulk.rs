@@ -87,6 +87,16 @@ impl BulkSpec {
         };
         self.translation.file_name(&joined)
     }
+
+    /// The file of any match, `placeholder` standing for the part of the
+    /// match's name that [`Self::file_of`] keeps (what AWS returns decides it).
+    pub fn file_pattern(&self, placeholder: &str) -> String {
+        let name = match &self.selection {
+            Selection::Parameters { path, .. } => format!("{}/{placeholder}", path.trim_end_matches('/')),
+            Selection::Secrets { prefix, .. } => format!("{}{placeholder}", prefix.as_deref().unwrap_or_default()),
+        };
+        self.file_of(&name)
+    }
 }
 
 /// The raw bulk fields of one object.
@@ -370,6 +380,18 @@ mod tests {
             prefix: None,
             filters: vec![("tag-key".into(), vec!["team".into()])],
         };
-        assert_eq!(spec(tags, Some("all"), off).file_of("orders/db"), "all/orders/db");
+        assert_eq!(
+            spec(tags.clone(), Some("all"), off).file_of("orders/db"),
+            "all/orders/db"
+        );
+
+        // The pattern of any match puts the placeholder where the part of
+        // the name AWS decides goes.
+        let any = |s: BulkSpec| s.file_pattern("<name>");
+        assert_eq!(any(spec(path("/orders/prod"), None, on)), "<name>");
+        assert_eq!(any(spec(path("/orders/prod/"), Some("cfg"), on)), "cfg_<name>");
+        assert_eq!(any(spec(path("/"), Some("cfg/"), off)), "cfg/<name>");
+        assert_eq!(any(spec(prefix("orders/pr"), Some("o"), off)), "o/<name>");
+        assert_eq!(any(spec(tags, None, on)), "<name>");
     }
 }

@@ -279,7 +279,7 @@ pub enum ObjectError {
     FailoverVersionMismatch(String),
     #[error("path can not contain ../: {}", Echo(.0))]
     Traversal(String),
-    #[error("invalid file name {} for object {}: {rule}", Echo(.file), Echo(.object))]
+    #[error("invalid file name \"{}\" for object {}: {rule}", Echo(.file), Echo(.object))]
     InvalidFileName {
         file: String,
         object: String,

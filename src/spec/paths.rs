@@ -59,18 +59,20 @@ pub enum PathRule {
 
 impl fmt::Display for PathRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PathRule::Empty => "the file name is empty",
-            PathRule::Absolute => "the file name is an absolute path",
-            PathRule::TooLong => "the path is longer than 4096 characters",
-            PathRule::ComponentTooLong => "a path component is longer than 255 characters",
-            PathRule::TooDeep => "the file is nested in more than 32 directories",
-            PathRule::Traversal => "a path component is ..",
-            PathRule::Dot => "a path component is .",
-            PathRule::EmptyComponent => "the path has an empty component (a doubled or trailing slash)",
-            PathRule::ReservedPrefix => "names starting with .. are reserved for the atomic writer's own entries",
-            PathRule::NulByte => "the name contains a NUL byte",
-        })
+        match self {
+            PathRule::Empty => f.write_str("the file name is empty"),
+            PathRule::Absolute => f.write_str("the file name starts with \"/\" (an absolute path)"),
+            PathRule::TooLong => write!(f, "the path is longer than {MAX_PATH_LEN} bytes"),
+            PathRule::ComponentTooLong => write!(f, "a path component is longer than {MAX_COMPONENT_LEN} bytes"),
+            PathRule::TooDeep => write!(f, "the file is nested in more than {MAX_PATH_DEPTH} directories"),
+            PathRule::Traversal => f.write_str("a path component is \"..\" (the parent directory)"),
+            PathRule::Dot => f.write_str("a path component is \".\" (the current directory)"),
+            PathRule::EmptyComponent => f.write_str("the path has an empty component (a doubled or trailing \"/\")"),
+            PathRule::ReservedPrefix => f.write_str(
+                "names starting with \"..\" are reserved for the atomic writer's own entries (such as \"..data\")",
+            ),
+            PathRule::NulByte => f.write_str("the file name contains a NUL byte"),
+        }
     }
 }
 
@@ -141,6 +143,42 @@ mod tests {
         );
         assert_eq!(check_relative_path("dir/file.json"), Ok(()));
         assert_eq!(check_relative_path(".hidden"), Ok(()));
+    }
+
+    #[test]
+    fn each_rule_names_what_is_wrong_with_the_name() {
+        let message = |path: &str| check_relative_path(path).map_err(|r| r.to_string());
+        let cases = [
+            ("", "the file name is empty"),
+            ("/etc/passwd", "the file name starts with \"/\" (an absolute path)"),
+            ("a/../b", "a path component is \"..\" (the parent directory)"),
+            ("..", "a path component is \"..\" (the parent directory)"),
+            ("a/.", "a path component is \".\" (the current directory)"),
+            ("a//b", "the path has an empty component (a doubled or trailing \"/\")"),
+            ("a/", "the path has an empty component (a doubled or trailing \"/\")"),
+            (
+                "..data",
+                "names starting with \"..\" are reserved for the atomic writer's own entries (such as \"..data\")",
+            ),
+            ("a\0b", "the file name contains a NUL byte"),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(message(path), Err(expected.to_string()), "{path:?}");
+        }
+        // Lengths are in bytes, as the driver counts them: 128 two-byte
+        // characters are 256 bytes.
+        assert_eq!(
+            message(&"é".repeat(128)),
+            Err("a path component is longer than 255 bytes".to_string())
+        );
+        assert_eq!(
+            message(&"a/".repeat(2100)),
+            Err("the path is longer than 4096 bytes".to_string())
+        );
+        assert_eq!(
+            message(&format!("{}f", "d/".repeat(33))),
+            Err("the file is nested in more than 32 directories".to_string())
+        );
     }
 }
 

@@ -421,13 +421,13 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
         (
             "alias .",
             objects("- objectName: s\n  objectType: secretsmanager\n  objectAlias: .\n"),
-            exact("invalid file name . for object s: a path component is ."),
+            exact(r#"invalid file name "." for object s: a path component is "." (the current directory)"#),
         ),
         (
             "alias in the writer's reserved namespace",
             objects("- objectName: s\n  objectType: secretsmanager\n  objectAlias: ..data\n"),
             exact(
-                "invalid file name ..data for object s: names starting with .. are reserved for the atomic writer's own entries",
+                r#"invalid file name "..data" for object s: names starting with ".." are reserved for the atomic writer's own entries (such as "..data")"#,
             ),
         ),
         (
@@ -438,7 +438,7 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                     "- objectName: s\n  objectType: secretsmanager\n  objectAlias: a/./b\n",
                 )
             }),
-            exact("invalid file name a/./b for object s: a path component is ."),
+            exact(r#"invalid file name "a/./b" for object s: a path component is "." (the current directory)"#),
         ),
         (
             "alias with an empty component",
@@ -448,7 +448,7 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                     "- objectName: s\n  objectType: secretsmanager\n  objectAlias: a//b\n",
                 )
             }),
-            exact("invalid file name a//b for object s: the path has an empty component (a doubled or trailing slash)"),
+            exact(r#"invalid file name "a//b" for object s: the path has an empty component (a doubled or trailing "/")"#),
         ),
         (
             "alias too long",
@@ -457,7 +457,7 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                 "x".repeat(256)
             )),
             exact(&format!(
-                "invalid file name {}…(256 bytes) for object s: a path component is longer than 255 characters",
+                r#"invalid file name "{}…(256 bytes)" for object s: a path component is longer than 255 bytes"#,
                 "x".repeat(96)
             )),
         ),
@@ -467,7 +467,20 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                 r.set("pathTranslation", "/")
                     .set("objects", "- objectName: /abs\n  objectType: ssmparameter\n")
             }),
-            exact("invalid file name /abs for object /abs: the file name is an absolute path"),
+            exact(r#"invalid file name "/abs" for object /abs: the file name starts with "/" (an absolute path)"#),
+        ),
+        (
+            "a name that is all slashes leaves an empty file name",
+            Box::new(|r: Req| {
+                r.set("pathTranslation", "False")
+                    .set("objects", "- objectName: /\n  objectType: ssmparameter\n")
+            }),
+            exact(r#"invalid file name "" for object /: the file name is empty"#),
+        ),
+        (
+            "alias with a NUL byte",
+            objects("- objectName: s\n  objectType: secretsmanager\n  objectAlias: \"a\\0b\"\n"),
+            exact(r#"invalid file name "a\u{0}b" for object s: the file name contains a NUL byte"#),
         ),
         (
             "a file nested 1,000 directories deep",
@@ -480,7 +493,7 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                     ),
                 )
             }),
-            Expect::Prefix("invalid file name d/d/d/"),
+            Expect::Prefix("invalid file name \"d/d/d/"),
         ),
         (
             "a file nested 33 directories deep",
@@ -494,7 +507,7 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                 )
             }),
             exact(&format!(
-                "invalid file name {}f for object s: the file is nested in more than 32 directories",
+                r#"invalid file name "{}f" for object s: the file is nested in more than 32 directories"#,
                 "d/".repeat(33)
             )),
         ),
