@@ -18,6 +18,7 @@ mod caching;
 mod chain;
 mod cli;
 mod deploy;
+mod docs;
 mod environment;
 mod faults;
 mod health;

@@ -1,4 +1,4 @@
-//! Overload attacks: what a tenant who read the README's limits, and stays
+//! Overload attacks: what a tenant who read the limits (docs/limits.md), and stays
 //! inside every one of them, can do to the provider that serves every
 //! namespace of its node. Each attack starts its own provider (default
 //! flags unless the attack needs a feature turned on, four async worker
