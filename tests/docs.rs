@@ -325,9 +325,9 @@ fn the_readmes_first_secretproviderclass_passes_validate() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("1 SecretProviderClass(es) for provider aws checked, 0 problem(s)"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains("1 SecretProviderClass(es) for provider aws: 1 valid, 0 invalid, 0 problem(s)"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout)
     );
 }
