@@ -246,6 +246,23 @@ impl AwsClients {
                     .tls_context(tls_context.clone())
                     .build()
             });
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .no_credentials()
+            .http_client(http_client)
+            .load()
+            .await;
+        Self::new(config, app_version, settings, metrics)
+    }
+
+    /// The clients over `config` (its HTTP client, endpoints, region and
+    /// retry settings: the environment's, or a test's), naming our app with
+    /// `app_version` and taking the deadlines of `settings`.
+    pub fn new(
+        config: SdkConfig,
+        app_version: &str,
+        settings: AwsSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, AwsSetupError> {
         let app = format!("csi-provider-aws-{app_version}");
         let app_name = AppName::new(app.clone()).map_err(|_| AwsSetupError::AppName(app))?;
         let timeouts = TimeoutConfig::builder()
@@ -254,13 +271,11 @@ impl AwsClients {
             .operation_attempt_timeout(settings.attempt_timeout)
             .operation_timeout(settings.operation_timeout)
             .build();
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .no_credentials()
+        let config = config
+            .into_builder()
             .app_name(app_name)
-            .http_client(http_client)
             .timeout_config(timeouts)
-            .load()
-            .await;
+            .build();
         Ok(Self {
             config,
             clients: Arc::default(),

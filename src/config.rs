@@ -6,17 +6,19 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aws::AwsSettings;
+use crate::aws::{AwsClients, AwsSettings};
 use crate::cli::{LogFormat, MemoryBudgetArg, ServeArgs, parse_duration};
 use crate::events::{CONTROLLER, EventSettings};
-use crate::fetch::FetchSettings;
+use crate::fetch::{FetchSettings, Fetcher};
 use crate::health::HttpSettings;
-use crate::identity::{IdentitySettings, PodIdentityConfig};
-use crate::kube::KubeSettings;
-use crate::memory::{self, BudgetSettings};
-use crate::mount::MountSettings;
+use crate::identity::{IdentityResolver, IdentitySettings, PodIdentityClient, PodIdentityConfig};
+use crate::kube::{KubeClient, KubeSettings};
+use crate::memory::{self, BudgetSettings, MemoryBudget};
+use crate::mount::{MountSettings, Provider};
+use crate::telemetry::Metrics;
 
 /// What the process's environment says, read once (tests build their own).
 #[derive(Debug, Clone, Default)]
@@ -256,6 +258,37 @@ impl Config {
             node_name: env.node_name,
             warnings,
         })
+    }
+}
+
+/// What a provider talks to: made from the environment by `main`, or
+/// in-process by tests.
+pub struct Peers {
+    pub metrics: Arc<Metrics>,
+    pub aws: AwsClients,
+    pub kube: KubeClient,
+    pub pod_identity: PodIdentityClient,
+}
+
+impl Config {
+    /// The provider this configuration describes, over `peers`.
+    pub fn provider(&self, peers: Peers) -> Arc<Provider> {
+        let Peers {
+            metrics,
+            aws,
+            kube,
+            pod_identity,
+        } = peers;
+        let identity = IdentityResolver::new(
+            aws.clone(),
+            kube.clone(),
+            pod_identity,
+            self.identity.clone(),
+            metrics.clone(),
+        );
+        let memory = MemoryBudget::new(self.memory, &metrics);
+        let fetcher = Fetcher::new(aws.clone(), self.fetch.clone(), metrics.clone(), memory.clone());
+        Provider::new(self.mount.clone(), aws, kube, identity, fetcher, metrics, memory)
     }
 }
 

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use clap::CommandFactory;
 use csi_provider_aws::aws::AwsClients;
 use csi_provider_aws::cli::{Cli, Command, LogFormat};
-use csi_provider_aws::config::{Config, Environment};
-use csi_provider_aws::fetch::Fetcher;
+use csi_provider_aws::config::{Config, Environment, Peers};
 use csi_provider_aws::health;
-use csi_provider_aws::identity::{IdentityResolver, PodIdentityClient};
+use csi_provider_aws::identity::PodIdentityClient;
 use csi_provider_aws::kube::KubeClient;
-use csi_provider_aws::memory::{Bytes, MemoryBudget};
-use csi_provider_aws::mount::Provider;
+use csi_provider_aws::memory::Bytes;
 use csi_provider_aws::region;
 use csi_provider_aws::telemetry::Metrics;
 use tracing_subscriber::EnvFilter;
@@ -132,25 +130,22 @@ async fn serve(mut config: Config) -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let identity = IdentityResolver::new(
-        aws.clone(),
-        kube.clone(),
-        PodIdentityClient::new(config.pod_identity.clone(), metrics.clone()),
-        config.identity.clone(),
-        metrics.clone(),
-    );
-    let memory = MemoryBudget::new(config.memory, &metrics);
-    tracing::info!(
-        budget = %Bytes(memory.total()),
-        container_limit = %config.memory_limit.map_or_else(|| "none".to_string(), |l| Bytes(l).to_string()),
-        "memory budget for what mounts hold (--memory-budget)"
-    );
-    let fetcher = Fetcher::new(aws.clone(), config.fetch.clone(), metrics.clone(), memory.clone());
     config.mount.known_region = match aws.env_region() {
         Some(r) => Some(r),
         None => node_region(&kube, config.node_name.as_deref()).await,
     };
-    let provider = Provider::new(config.mount.clone(), aws, kube, identity, fetcher, metrics, memory);
+    let pod_identity = PodIdentityClient::new(config.pod_identity.clone(), metrics.clone());
+    let provider = config.provider(Peers {
+        metrics,
+        aws,
+        kube,
+        pod_identity,
+    });
+    tracing::info!(
+        budget = %Bytes(provider.memory.total()),
+        container_limit = %config.memory_limit.map_or_else(|| "none".to_string(), |l| Bytes(l).to_string()),
+        "memory budget for what mounts hold (--memory-budget)"
+    );
     let http = match &config.http {
         None => None,
         // Probes and scrapes depend on the endpoint: failing to bind stops the start.

@@ -37,7 +37,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -475,7 +476,7 @@ impl MountMemory {
         }
         budget.waits[stage.index()].inc();
         let started = Instant::now();
-        let waited = tokio::time::timeout_at(self.deadline.into(), async {
+        let waited = tokio::time::timeout_at(self.deadline, async {
             loop {
                 let freed = budget.freed.notified();
                 tokio::pin!(freed);

@@ -11,7 +11,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio::sync::Semaphore;
 use tracing::Span;
@@ -386,7 +387,7 @@ impl Provider {
     /// A mount slot, waiting at most until `deadline`.
     async fn admit(&self, deadline: Instant) -> Result<tokio::sync::SemaphorePermit<'_>, MountError> {
         let waited = Instant::now();
-        match tokio::time::timeout_at(deadline.into(), self.admission.acquire()).await {
+        match tokio::time::timeout_at(deadline, self.admission.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(MountError::Internal {
                 stage: Stage::Admission,
@@ -626,7 +627,7 @@ impl Step {
 
     /// Awaits `fut` until the deadline.
     async fn run<T, E: Into<MountError>>(&self, fut: impl Future<Output = Result<T, E>>) -> Result<T, MountError> {
-        match tokio::time::timeout_at(self.deadline.into(), fut).await {
+        match tokio::time::timeout_at(self.deadline, fut).await {
             Ok(result) => result.map_err(Into::into),
             Err(_) => Err(self.expired()),
         }

@@ -187,7 +187,7 @@ mod tests {
         let budget = MemoryBudget::new(BudgetSettings::default(), &crate::telemetry::Metrics::default());
         let m = MountMemory::new(
             budget.clone(),
-            std::time::Instant::now() + std::time::Duration::from_secs(1),
+            tokio::time::Instant::now() + std::time::Duration::from_secs(1),
         );
         let charge = m.charge(Stage::Values, 5).await.unwrap();
         let a = SecretBytes::charged(b"value".to_vec(), charge);

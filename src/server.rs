@@ -8,7 +8,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -406,7 +406,7 @@ async fn read_prefix(body: &mut tonic::body::Body, deadline: Instant) -> bytes::
     use http_body_util::BodyExt;
     let mut head = bytes::BytesMut::new();
     while head.len() < PREFIX {
-        match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => head.extend_from_slice(&data),
                 Err(_) => break,
@@ -429,7 +429,7 @@ fn message_len(head: &[u8]) -> Option<u64> {
 /// `deadline` (a body that stalls is abandoned with its stream).
 async fn drain(mut body: tonic::body::Body, deadline: Instant) {
     use http_body_util::BodyExt;
-    let _ = tokio::time::timeout_at(deadline.into(), async { while let Some(Ok(_)) = body.frame().await {} }).await;
+    let _ = tokio::time::timeout_at(deadline, async { while let Some(Ok(_)) = body.frame().await {} }).await;
 }
 
 /// The answer to a mount refused before its request was decoded: counted

@@ -2,12 +2,16 @@
 //! and Kubernetes receive, and the safety rules — a role shared by two
 //! ServiceAccounts is assumed separately for each, nothing cached is served
 //! to another identity, a failed credential fetch is not kept.
+//!
+//! In-process ([`common::inproc`]), with tokio's time paused: TTLs,
+//! backoffs and delays pass without waiting.
 
 use crate::common;
 
 use std::time::Duration;
 
 use common::fake_aws::{CALLER, Fault, access_key_for};
+use common::inproc::InProc;
 use common::*;
 
 const SM: &str = "secretsmanager";
@@ -18,7 +22,7 @@ fn obj(name: &str, ty: &str) -> String {
     format!("- objectName: {name}\n  objectType: {ty}\n")
 }
 
-fn ten_secrets(env: &Env) -> String {
+fn ten_secrets(env: &InProc) -> String {
     (0..10)
         .map(|i| {
             env.aws.put_secret_string(REGION, &format!("s{i}"), &format!("v{i}"));
@@ -27,13 +31,13 @@ fn ten_secrets(env: &Env) -> String {
         .collect()
 }
 
-fn count(env: &Env, op: &str) -> usize {
+fn count(env: &InProc, op: &str) -> usize {
     env.aws.calls_of(op).len()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_warm_remount_of_ten_secrets_is_one_aws_call_and_nothing_else() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let objects = ten_secrets(&env);
     let target = env.provider.target("warm");
     let req = Req::new(&objects, &target);
@@ -56,9 +60,9 @@ async fn a_warm_remount_of_ten_secrets_is_one_aws_call_and_nothing_else() {
     assert_eq!(read_mount(&target)["s9"], b"v9");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_role_shared_by_two_service_accounts_is_assumed_separately_for_each() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.kube.add_service_account("default", "sa-x", Some(SHARED_ROLE));
     env.kube.add_service_account("default", "sa-y", Some(SHARED_ROLE));
     env.aws.put_secret_string(REGION, "whoami", CALLER);
@@ -85,13 +89,9 @@ async fn a_role_shared_by_two_service_accounts_is_assumed_separately_for_each() 
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cached_values_are_never_served_to_another_identity() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--cache-ttl=10m".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--cache-ttl=10m"]).await;
     env.kube.add_service_account("default", "sa-x", Some(SHARED_ROLE));
     env.kube.add_service_account("default", "sa-y", Some(SHARED_ROLE));
     env.aws.put_secret_string(REGION, "whoami", CALLER);
@@ -134,13 +134,9 @@ async fn cached_values_are_never_served_to_another_identity() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_value_cache_serves_within_its_ttl_and_refetches_after() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--cache-ttl=1s".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--cache-ttl=1s"]).await;
     env.aws.put_secret_string(REGION, "rot", "before");
     let target = env.provider.target("ttl");
     let req = Req::new(&obj("rot", SM), &target);
@@ -155,9 +151,9 @@ async fn the_value_cache_serves_within_its_ttl_and_refetches_after() {
     assert_eq!(read_mount(&target)["rot"], b"after");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_credential_fetch_is_not_cached() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "s", "v");
     env.aws.inject(Fault {
         op: "AssumeRoleWithWebIdentity",
@@ -174,10 +170,10 @@ async fn a_failed_credential_fetch_is_not_cached() {
     assert_eq!(count(&env, "AssumeRoleWithWebIdentity"), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn credentials_are_refreshed_ahead_of_their_expiration() {
     // Credentials valid for 10 minutes: kept with the default 5-minute margin.
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.set_sts_lifetime(Duration::from_secs(600));
     env.aws.put_secret_string(REGION, "s", "v");
     let req = Req::new(&obj("s", SM), &env.provider.target("keep"));
@@ -186,11 +182,7 @@ async fn credentials_are_refreshed_ahead_of_their_expiration() {
     assert_eq!(count(&env, "AssumeRoleWithWebIdentity"), 1);
 
     // With a 15-minute margin the same credentials are already due.
-    let env = Env::start_with(|mut o| {
-        o.args.push("--credential-refresh-margin=15m".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--credential-refresh-margin=15m"]).await;
     env.aws.set_sts_lifetime(Duration::from_secs(600));
     env.aws.put_secret_string(REGION, "s", "v");
     let req = Req::new(&obj("s", SM), &env.provider.target("refresh"));
@@ -199,21 +191,20 @@ async fn credentials_are_refreshed_ahead_of_their_expiration() {
     assert_eq!(count(&env, "AssumeRoleWithWebIdentity"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[tokio::test(start_paused = true)]
 async fn concurrent_mounts_of_the_same_objects_by_one_identity_share_calls() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let objects = format!("{}{}", ten_secrets(&env), obj("p", SSM));
     env.aws.put_param(REGION, "p", "String", "v");
     env.aws.set_delay(Duration::from_millis(200));
-    let mut tasks = Vec::new();
-    for i in 0..8 {
+    let mounts = (0..8).map(|i| {
         let req =
             Req::new(&objects, &env.provider.target(&format!("sf-{i}"))).pod(&format!("pod-{i}"), "sa-a", TOKEN_A);
-        let mut client = env.provider.client().await;
-        tasks.push(tokio::spawn(async move { client.mount(req.build()).await.map(|_| ()) }));
-    }
-    for t in tasks {
-        t.await.unwrap().expect("mount");
+        let provider = &env.provider;
+        async move { provider.mount(&req).await.map(|_| ()) }
+    });
+    for result in futures::future::join_all(mounts).await {
+        result.expect("mount");
     }
     assert_eq!(
         count(&env, "AssumeRoleWithWebIdentity"),
@@ -225,9 +216,9 @@ async fn concurrent_mounts_of_the_same_objects_by_one_identity_share_calls() {
     assert_eq!(env.kube.calls().len(), 1, "one ServiceAccount read");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn batch_partial_failures_are_reported_per_object() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "present", "v");
     let target = env.provider.target("partial");
     let err = env
@@ -248,9 +239,9 @@ async fn batch_partial_failures_are_reported_per_object() {
     assert!(all_entries(&target).is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn without_batch_permission_secrets_fall_back_and_the_denial_is_remembered() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let objects = ten_secrets(&env);
     env.aws.inject(Fault::persistent(
         "BatchGetSecretValue",
@@ -276,13 +267,9 @@ async fn without_batch_permission_secrets_fall_back_and_the_denial_is_remembered
     assert_eq!(count(&env, "BatchGetSecretValue"), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn batching_can_be_turned_off() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--batch-get-secret-value=false".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--batch-get-secret-value=false"]).await;
     let objects = ten_secrets(&env);
     env.provider
         .mount(&Req::new(&objects, &env.provider.target("nobatch")))
@@ -292,48 +279,11 @@ async fn batching_can_be_turned_off() {
     assert_eq!(count(&env, "GetSecretValue"), 10);
 }
 
-#[tokio::test]
-async fn the_node_region_is_read_once_at_start() {
-    let aws = FakeAws::start().await;
-    let kube = FakeKube::start().await;
-    kube.add_service_account("default", "sa-a", Some(ROLE_A));
-    kube.add_node("this-node", Some("eu-north-1"));
-    aws.put_secret_string("eu-north-1", "s", "nordic");
-    let provider = Provider::start(Options {
-        aws_endpoint: aws.endpoint(),
-        kubeconfig: Some(kube.kubeconfig.clone()),
-        env: vec![("NODE_NAME".into(), "this-node".into())],
-        ..Options::default()
-    })
-    .await;
-    assert_eq!(kube.calls(), vec!["GET /api/v1/nodes/this-node".to_string()]);
-    for i in 0..3 {
-        let target = provider.target(&format!("node-{i}"));
-        provider
-            .mount(&Req::new(&obj("s", SM), &target).unset("region"))
-            .await
-            .expect("mount");
-        assert_eq!(read_mount(&target)["s"], b"nordic");
-    }
-    let calls = kube.calls();
-    assert!(
-        calls.iter().all(|c| !c.contains("/pods/")),
-        "no per-mount pod lookups: {calls:?}"
-    );
-    assert_eq!(calls.iter().filter(|c| c.contains("/nodes/")).count(), 1);
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pod_identity_credentials_are_per_pod_unless_scoped_to_the_service_account() {
     for (scope, expected) in [("pod", 2), ("service-account", 1)] {
-        let agent = FakeAgent::start("127.0.0.1:0").await;
-        let url = agent.url();
-        let env = Env::start_with(|mut o| {
-            o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
-            o.args.push(format!("--pod-identity-cache-scope={scope}"));
-            o
-        })
-        .await;
+        let scope_flag = format!("--pod-identity-cache-scope={scope}");
+        let env = InProc::start(&[&scope_flag]).await;
         env.aws.put_secret_string(REGION, "s", "v");
         for pod in ["pod-1", "pod-2", "pod-1"] {
             env.provider
@@ -345,26 +295,13 @@ async fn pod_identity_credentials_are_per_pod_unless_scoped_to_the_service_accou
                 .await
                 .expect("mount");
         }
-        assert_eq!(agent.tokens().len(), expected, "scope {scope}");
+        assert_eq!(env.agent.tokens().len(), expected, "scope {scope}");
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_go_call_pattern_makes_every_call_on_every_mount() {
-    let env = Env::start_with(|mut o| {
-        o.args.extend(
-            [
-                "--credential-cache=false",
-                "--service-account-cache-ttl=0",
-                "--batch-get-secret-value=false",
-                "--single-flight=false",
-                "--max-concurrent-fetches=1",
-            ]
-            .map(String::from),
-        );
-        o
-    })
-    .await;
+    let env = InProc::start(GO_PATTERN).await;
     let objects = ten_secrets(&env);
     let req = Req::new(&objects, &env.provider.target("go"));
     env.provider.mount(&req).await.expect("1");
@@ -379,9 +316,9 @@ async fn the_go_call_pattern_makes_every_call_on_every_mount() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_retryable_batch_failure_fails_each_object_over_without_asking_the_primary_again() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     for name in ["b1", "b2", "b3"] {
         env.aws
             .put_secret_string(FAILOVER, name, &format!("{name}-from-failover"));
@@ -432,14 +369,10 @@ async fn a_retryable_batch_failure_fails_each_object_over_without_asking_the_pri
 /// error in every region) a new pod of an identity mounts from that
 /// identity's last good value; another identity, an access denial and a
 /// deletion all fail, and so does a value older than the maximum age.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_brownout_is_served_from_the_identitys_last_good_value_and_nothing_else() {
     use common::fake_aws::{Effect, Rule};
-    let env = Env::start_with(|mut o| {
-        o.args.push("--serve-stale-max-age=3s".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--serve-stale-max-age=3s"]).await;
     env.aws.put_secret_string(REGION, "db", "good");
     env.aws.put_param(REGION, "/p", "String", "param-good");
     let objects = format!(

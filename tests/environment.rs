@@ -1,7 +1,8 @@
 //! The provider honours the standard environment: proxy settings and FIPS
 //! endpoints for STS and Secrets Manager alike, a CA bundle, the Kubernetes
 //! rate limit; and it tolerates, but never relies on, the driver's
-//! `current_object_version`.
+//! `current_object_version`; it reads its node's region once at start
+//! (`NODE_NAME`).
 
 use crate::common;
 
@@ -192,4 +193,35 @@ async fn current_object_version_is_tolerated_and_never_echoed() {
         1,
         "the value is fetched, not assumed current"
     );
+}
+
+#[tokio::test]
+async fn the_node_region_is_read_once_at_start() {
+    let aws = FakeAws::start().await;
+    let kube = FakeKube::start().await;
+    kube.add_service_account("default", "sa-a", Some(ROLE_A));
+    kube.add_node("this-node", Some("eu-north-1"));
+    aws.put_secret_string("eu-north-1", "s", "nordic");
+    let provider = Provider::start(Options {
+        aws_endpoint: aws.endpoint(),
+        kubeconfig: Some(kube.kubeconfig.clone()),
+        env: vec![("NODE_NAME".into(), "this-node".into())],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(kube.calls(), vec!["GET /api/v1/nodes/this-node".to_string()]);
+    for i in 0..3 {
+        let target = provider.target(&format!("node-{i}"));
+        provider
+            .mount(&Req::new(SM_OBJECT, &target).unset("region"))
+            .await
+            .expect("mount");
+        assert_eq!(read_mount(&target)["s"], b"nordic");
+    }
+    let calls = kube.calls();
+    assert!(
+        calls.iter().all(|c| !c.contains("/pods/")),
+        "no per-mount pod lookups: {calls:?}"
+    );
+    assert_eq!(calls.iter().filter(|c| c.contains("/nodes/")).count(), 1);
 }

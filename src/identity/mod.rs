@@ -9,7 +9,8 @@ pub mod irsa;
 pub mod pod_identity;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;

@@ -3,6 +3,8 @@
 //! address preference, IPv6 is tried when IPv4 cannot be reached (connection
 //! refused, unreachable, timed out); `ipv4`/`ipv6` use one address only.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,7 +30,7 @@ pub const DEFAULT_IPV6_ENDPOINT: &str = "http://[fd00:ec2::23]/v1/credentials";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const ATTEMPTS: u32 = 3;
 /// The most of an agent response that is read.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Where the agent is and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -48,12 +50,82 @@ impl Default for PodIdentityConfig {
     }
 }
 
-/// A client for the Pod Identity Agent, sharing one connection pool.
+/// A client for the Pod Identity Agent.
 #[derive(Clone)]
 pub struct PodIdentityClient {
     config: PodIdentityConfig,
-    http: Client<HttpConnector, Empty<Bytes>>,
+    transport: Arc<dyn AgentTransport>,
     metrics: Arc<Metrics>,
+}
+
+/// Why one request to the agent got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// The address could not be reached (refused, unreachable, no answer
+    /// in time): with `auto`, the other address family is tried.
+    Unreachable(String),
+    /// It was reached, and the request or its answer failed.
+    Failed(String),
+}
+
+/// The future of one request to the agent.
+pub type AgentFuture<'a> = Pin<Box<dyn Future<Output = Result<(StatusCode, Bytes), TransportError>> + Send + 'a>>;
+
+/// How the client reaches the agent: one `GET` of `url` with the pod's
+/// token as `authorization`, within `timeout` to connect and answer and
+/// again to read the answer, of which at most [`MAX_RESPONSE_BYTES`] are
+/// read. [`HttpAgent`] over the network; tests answer in-process.
+pub trait AgentTransport: Send + Sync + 'static {
+    fn get<'a>(&'a self, url: &'a str, authorization: http::HeaderValue, timeout: Duration) -> AgentFuture<'a>;
+}
+
+/// The agent over HTTP: a connection per request, since a kept one would
+/// keep the last request's headers, the pod's token in them, in its buffer.
+pub struct HttpAgent {
+    http: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl HttpAgent {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        Self { http }
+    }
+}
+
+impl AgentTransport for HttpAgent {
+    fn get<'a>(&'a self, url: &'a str, authorization: http::HeaderValue, timeout: Duration) -> AgentFuture<'a> {
+        Box::pin(async move {
+            let request = Request::get(url)
+                .header(header::AUTHORIZATION, authorization)
+                .header(header::ACCEPT, "application/json")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| TransportError::Failed(format!("invalid agent URL: {e}")))?;
+            let response = match tokio::time::timeout(timeout, self.http.request(request)).await {
+                Err(_) => return Err(TransportError::Unreachable(format!("timed out after {timeout:?}"))),
+                Ok(Err(e)) if e.is_connect() => {
+                    return Err(TransportError::Unreachable(format!(
+                        "cannot connect: {}",
+                        error_chain(&e)
+                    )));
+                }
+                Ok(Err(e)) => return Err(TransportError::Failed(format!("request failed: {}", error_chain(&e)))),
+                Ok(Ok(r)) => r,
+            };
+            let status = response.status();
+            // The agent's answer is a small JSON document; more is not read.
+            let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES);
+            match tokio::time::timeout(timeout, body.collect()).await {
+                Ok(Ok(b)) => Ok((status, b.to_bytes())),
+                Ok(Err(e)) => Err(TransportError::Failed(format!("failed to read the response: {e}"))),
+                Err(_) => Err(TransportError::Failed("timed out reading the response".to_string())),
+            }
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -80,16 +152,23 @@ enum Attempt {
 }
 
 impl PodIdentityClient {
+    /// The client over HTTP.
     pub fn new(config: PodIdentityConfig, metrics: Arc<Metrics>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeout));
-        connector.set_nodelay(true);
-        // A connection per request: a kept one would keep the last request's
-        // headers, the pod's token in them, in its buffer.
-        let http = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
-        Self { config, http, metrics }
+        let transport = Arc::new(HttpAgent::new(config.timeout));
+        Self::with_transport(config, transport, metrics)
+    }
+
+    /// The client over `transport`.
+    pub fn with_transport(
+        config: PodIdentityConfig,
+        transport: Arc<dyn AgentTransport>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            transport,
+            metrics,
+        }
     }
 
     /// Credentials for the pod whose token this is (counted once per
@@ -168,50 +247,17 @@ impl PodIdentityClient {
             message: "the pods.eks.amazonaws.com token is not a valid header value".to_string(),
         })?;
         auth.set_sensitive(true);
-        let request = Request::get(url)
-            .header(header::AUTHORIZATION, auth)
-            .header(header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| Attempt::Failed {
-                failure: Failure::Rejected,
-                message: format!("invalid agent URL: {e}"),
+        let (status, body) = self
+            .transport
+            .get(url, auth, self.config.timeout)
+            .await
+            .map_err(|e| match e {
+                TransportError::Unreachable(message) => Attempt::Unreachable(message),
+                TransportError::Failed(message) => Attempt::Failed {
+                    failure: Failure::Unavailable,
+                    message,
+                },
             })?;
-        let response = match tokio::time::timeout(self.config.timeout, self.http.request(request)).await {
-            Err(_) => {
-                return Err(Attempt::Unreachable(format!(
-                    "timed out after {:?}",
-                    self.config.timeout
-                )));
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                return Err(Attempt::Unreachable(format!("cannot connect: {}", error_chain(&e))));
-            }
-            Ok(Err(e)) => {
-                return Err(Attempt::Failed {
-                    failure: Failure::Unavailable,
-                    message: format!("request failed: {}", error_chain(&e)),
-                });
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status();
-        // The agent's answer is a small JSON document; more is not read.
-        let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES);
-        let body = match tokio::time::timeout(self.config.timeout, body.collect()).await {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) => {
-                return Err(Attempt::Failed {
-                    failure: Failure::Unavailable,
-                    message: format!("failed to read the response: {e}"),
-                });
-            }
-            Err(_) => {
-                return Err(Attempt::Failed {
-                    failure: Failure::Unavailable,
-                    message: "timed out reading the response".to_string(),
-                });
-            }
-        };
         if status != StatusCode::OK {
             let detail = serde_json::from_slice::<AgentError>(&body)
                 .ok()

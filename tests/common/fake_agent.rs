@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 
 use super::fake_aws::fnv;
-use super::http::{Concurrency, Reply, Server};
+use super::http::{Concurrency, Handler, Reply, Server};
 
 #[derive(Default)]
 struct State {
@@ -102,6 +102,12 @@ impl FakeAgent {
     /// Requests are held unanswered until recovered.
     pub fn hang(&self) {
         self.lock().hang = true;
+    }
+
+    /// What answers its requests, whether it is up, and its counts.
+    pub fn handler(&self) -> (Handler, bool, Arc<Concurrency>) {
+        let (handler, stats) = self.server.handler();
+        (handler, self.server.is_listening(), stats)
     }
 
     /// The agent stops: its port refuses connections, and open ones are

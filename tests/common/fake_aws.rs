@@ -20,7 +20,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::http::{Concurrency, Incoming2, Reply, serve_counted};
+use super::http::{Concurrency, Handler, Incoming2, Reply, Server};
 
 pub const ACCOUNT: &str = "123456789012";
 
@@ -272,6 +272,7 @@ pub struct FakeAws {
     state: Arc<Mutex<State>>,
     pub addr: SocketAddr,
     pub concurrency: Arc<Concurrency>,
+    server: Server,
 }
 
 /// Deterministic credentials for a web identity: tests can tell which
@@ -307,7 +308,7 @@ impl FakeAws {
         let state = Arc::new(Mutex::new(State::default()));
         let s = state.clone();
         let concurrency = Arc::new(Concurrency::default());
-        let addr = serve_counted(
+        let server = Server::start(
             "127.0.0.1:0".parse().expect("addr"),
             Arc::new(move |req| handle(&s, req)),
             concurrency.clone(),
@@ -315,9 +316,15 @@ impl FakeAws {
         .await;
         Self {
             state,
-            addr,
+            addr: server.addr,
             concurrency,
+            server,
         }
+    }
+
+    /// What answers its requests (for a client in the test's process).
+    pub fn handler(&self) -> (Handler, Arc<Concurrency>) {
+        self.server.handler()
     }
 
     pub fn endpoint(&self) -> String {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::http::{Incoming2, Reply, serve};
+use super::http::{Concurrency, Handler, Incoming2, Reply, Server};
 
 #[derive(Default)]
 struct State {
@@ -38,17 +38,20 @@ pub struct FakeKube {
     pub addr: SocketAddr,
     pub kubeconfig: PathBuf,
     _dir: Arc<tempfile::TempDir>,
+    server: Server,
 }
 
 impl FakeKube {
     pub async fn start() -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let s = state.clone();
-        let addr = serve(
+        let server = Server::start(
             "127.0.0.1:0".parse().expect("addr"),
             Arc::new(move |req| handle(&s, req)),
+            Arc::new(Concurrency::default()),
         )
         .await;
+        let addr = server.addr;
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
@@ -65,7 +68,13 @@ impl FakeKube {
             addr,
             kubeconfig,
             _dir: Arc::new(dir),
+            server,
         }
+    }
+
+    /// What answers its requests (for a client in the test's process).
+    pub fn handler(&self) -> Handler {
+        self.server.handler().0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -172,6 +172,11 @@ impl Server {
         self.accept(listener);
     }
 
+    /// What answers its requests, and its counts.
+    pub fn handler(&self) -> (Handler, Arc<Concurrency>) {
+        (self.handler.clone(), self.stats.clone())
+    }
+
     pub fn is_listening(&self) -> bool {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).accept.is_some()
     }
@@ -232,39 +237,50 @@ async fn connection(stream: TcpStream, handler: Handler, stats: Arc<Concurrency>
         let stats = stats.clone();
         let reset = reset.clone();
         async move {
-            let n = stats.now.fetch_add(1, Ordering::SeqCst) + 1;
-            stats.max.fetch_max(n, Ordering::SeqCst);
             let (parts, body) = req.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-            let reply = handler(Incoming2 {
+            let request = Incoming2 {
                 method: parts.method.to_string(),
                 path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
                 headers: parts.headers,
                 body,
-            });
-            if !reply.delay.is_zero() {
-                tokio::time::sleep(reply.delay).await;
-            }
-            stats.now.fetch_sub(1, Ordering::SeqCst);
-            match reply.delivery {
-                Delivery::Answer => Ok(Response::builder()
+            };
+            match answer(&handler, &stats, request).await {
+                Some(reply) => Ok(Response::builder()
                     .status(reply.status)
                     .header("content-type", reply.content_type)
                     .header("x-amzn-requestid", "00000000-0000-0000-0000-000000000000")
                     .body(Full::new(Bytes::from(reply.body)))
                     .expect("response")),
-                Delivery::Reset => {
+                None => {
                     reset.store(true, Ordering::SeqCst);
                     Err(ResetConnection)
-                }
-                Delivery::Hang => {
-                    let _held = Held::new(&stats);
-                    std::future::pending::<Result<Response<Full<Bytes>>, ResetConnection>>().await
                 }
             }
         }
     });
     let _ = http1::Builder::new().serve_connection(TokioIo::new(io), svc).await;
+}
+
+/// What `handler` answers to `request`, as a server delivers it: after
+/// the reply's delay; `None` for a connection reset; never for a hang.
+/// Counted in `stats` while it is in progress (and while held).
+pub async fn answer(handler: &Handler, stats: &Arc<Concurrency>, request: Incoming2) -> Option<Reply> {
+    let n = stats.now.fetch_add(1, Ordering::SeqCst) + 1;
+    stats.max.fetch_max(n, Ordering::SeqCst);
+    let reply = handler(request);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    stats.now.fetch_sub(1, Ordering::SeqCst);
+    match reply.delivery {
+        Delivery::Answer => Some(reply),
+        Delivery::Reset => None,
+        Delivery::Hang => {
+            let _held = Held::new(stats);
+            std::future::pending::<Option<Reply>>().await
+        }
+    }
 }
 
 /// A TCP stream that is reset (SO_LINGER 0, so closing sends RST) instead

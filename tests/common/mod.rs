@@ -10,6 +10,7 @@ pub mod fake_aws;
 pub mod fake_kube;
 pub mod fuzz_seeds;
 pub mod http;
+pub mod inproc;
 pub mod moto;
 pub mod proxy;
 
