@@ -438,7 +438,17 @@ mod tests {
         };
         let metrics = Arc::new(Metrics::default());
         let kube = kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().expect("uri")))
-            .map(|c| KubeClient::new(c, 5.0, 10, metrics.clone()))
+            .map(|c| {
+                KubeClient::new(
+                    c,
+                    crate::kube::KubeSettings {
+                        qps: 5.0,
+                        burst: 10,
+                        timeout: std::time::Duration::from_secs(1),
+                    },
+                    metrics.clone(),
+                )
+            })
             .expect("client");
         let events = RotationEvents::new(EventSettings::default(), kube, metrics);
         let pod = Volume::of(&req).pod;

@@ -30,6 +30,8 @@ pub enum KubeError {
     Config(String),
     #[error("{}", describe(.0))]
     Api(#[from] kube::Error),
+    #[error("the Kubernetes API did not answer within {} (--kube-timeout)", humantime::format_duration(*.0))]
+    TimedOut(Duration),
 }
 
 /// The API server's answer, or for a failure to get one, the causes.
@@ -77,7 +79,7 @@ impl KubeError {
         match self {
             KubeError::Api(kube::Error::Api(s)) => Failure::from_status(s.code),
             KubeError::Config(_) => Failure::Rejected,
-            KubeError::Api(_) => Failure::Unavailable,
+            KubeError::Api(_) | KubeError::TimedOut(_) => Failure::Unavailable,
         }
     }
 }
@@ -97,6 +99,9 @@ pub struct KubeClient {
     client: kube::Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     metrics: Arc<Metrics>,
+    /// One request, whole (`--kube-timeout`): the connection's own
+    /// timeouts bound each of its phases only.
+    timeout: Duration,
 }
 
 impl KubeClient {
@@ -132,10 +137,13 @@ impl KubeClient {
         // The driver retries a failed mount.
         config.default_retry = false;
         let client = kube::Client::try_from(config)?;
-        Ok(Self::new(client, settings.qps, settings.burst, metrics))
+        Ok(Self::new(client, settings, metrics))
     }
 
-    pub fn new(client: kube::Client, qps: f32, burst: u32, metrics: Arc<Metrics>) -> Self {
+    /// The client over `client` (any tower service: the API server's
+    /// connection, or a test's), within `settings`' rate and deadline.
+    pub fn new(client: kube::Client, settings: KubeSettings, metrics: Arc<Metrics>) -> Self {
+        let KubeSettings { qps, burst, timeout } = settings;
         let period = if qps > 0.0 {
             Duration::from_secs_f64(1.0 / f64::from(qps))
         } else {
@@ -149,6 +157,7 @@ impl KubeClient {
             client,
             limiter: Arc::new(RateLimiter::direct(quota)),
             metrics,
+            timeout,
         }
     }
 
@@ -159,7 +168,10 @@ impl KubeClient {
         get: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, KubeError> {
         self.limiter.until_ready().await;
-        let result = get.await.map_err(KubeError::Api);
+        let result = match tokio::time::timeout(self.timeout, get).await {
+            Ok(r) => r.map_err(KubeError::Api),
+            Err(_) => Err(KubeError::TimedOut(self.timeout)),
+        };
         self.metrics
             .count(Family::Kubernetes, resource, outcome(&result, KubeError::failure));
         result

@@ -19,9 +19,12 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::fake_aws::{Effect, Rule};
+use common::inproc::InProc;
 use common::*;
 use tonic::Code;
 
@@ -51,13 +54,10 @@ const QUICK: &[&str] = &[
 
 /// The provider with [`QUICK`] deadlines, `overrides` replacing flags of the
 /// same name.
-async fn start(overrides: &[&str]) -> Env {
+async fn start(overrides: &[&str]) -> InProc {
     let args = flags(overrides);
-    Env::start_with(move |mut o| {
-        o.args.extend(args);
-        o
-    })
-    .await
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    InProc::start(&args).await
 }
 
 fn flags(overrides: &[&str]) -> Vec<String> {
@@ -89,12 +89,12 @@ const CLASS: &str = "\
 const SECRETS: [&str; 3] = ["db-user", "db-pass", "api-key"];
 
 /// Stores generation `generation` of every value of [`CLASS`] in `region`.
-fn seed(env: &Env, region: &str, generation: u32) {
+fn seed(env: &impl Harness, region: &str, generation: u32) {
     for name in SECRETS {
-        env.aws
+        env.aws()
             .put_secret_string(region, name, &value(name, region, generation));
     }
-    env.aws
+    env.aws()
         .put_param(region, "flags", "String", &value("flags", region, generation));
 }
 
@@ -118,9 +118,9 @@ fn obj(name: &str, ty: &str) -> String {
 /// Mounts `req` once successfully (generation 1 from the primary region),
 /// then rotates every value to generation 2, so any later write would
 /// show. Returns the volume as the pod reads it.
-async fn mounted_then_rotated(env: &Env, req: &Req) -> BTreeMap<String, Vec<u8>> {
+async fn mounted_then_rotated(env: &impl Harness, req: &Req) -> BTreeMap<String, Vec<u8>> {
     seed(env, REGION, 1);
-    env.provider.mount(req).await.expect("the first mount");
+    env.mount(req).await.expect("the first mount");
     let before = read_mount(&req.target);
     assert_eq!(before, files(REGION, 1));
     seed(env, REGION, 2);
@@ -129,9 +129,9 @@ async fn mounted_then_rotated(env: &Env, req: &Req) -> BTreeMap<String, Vec<u8>>
 
 /// Mounts `req`, which must fail, and checks that the volume still holds
 /// `before`. Returns the status and how long the mount took.
-async fn fails_whole(env: &Env, req: &Req, before: &BTreeMap<String, Vec<u8>>) -> (tonic::Status, Duration) {
+async fn fails_whole(env: &impl Harness, req: &Req, before: &BTreeMap<String, Vec<u8>>) -> (tonic::Status, Duration) {
     let started = Instant::now();
-    let err = env.provider.mount(req).await.expect_err("the mount must fail");
+    let err = env.mount(req).await.expect_err("the mount must fail");
     let took = started.elapsed();
     assert_eq!(
         &read_mount(&req.target),
@@ -143,9 +143,9 @@ async fn fails_whole(env: &Env, req: &Req, before: &BTreeMap<String, Vec<u8>>) -
 }
 
 /// The next mount after recovery succeeds at once and writes generation 2.
-async fn recovers_at_once(env: &Env, req: &Req, region: &str) {
+async fn recovers_at_once(env: &impl Harness, req: &Req, region: &str) {
     let started = Instant::now();
-    let result = env.provider.mount(req).await;
+    let result = env.mount(req).await;
     let took = started.elapsed();
     assert!(
         result.is_ok(),
@@ -158,10 +158,10 @@ async fn recovers_at_once(env: &Env, req: &Req, region: &str) {
 
 /// The provider lets go of the calls it gave up on: no request stays held
 /// by a hang for long.
-async fn lets_go(env: &Env) {
+async fn lets_go(env: &impl Harness) {
     let deadline = Instant::now() + Duration::from_secs(3);
-    while env.aws.held() > 0 {
-        assert!(Instant::now() < deadline, "{} hung calls still held", env.aws.held());
+    while env.aws().held() > 0 {
+        assert!(Instant::now() < deadline, "{} hung calls still held", env.aws().held());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -173,13 +173,13 @@ fn assert_status(err: &tonic::Status, code: Code, names: &[&str]) {
     }
 }
 
-fn count(env: &Env, op: &str) -> usize {
-    env.aws.calls_of(op).len()
+fn count(env: &impl Harness, op: &str) -> usize {
+    env.aws().calls_of(op).len()
 }
 
 // === throttling ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn calls_throttled_once_are_retried_by_the_sdk_and_the_mount_succeeds() {
     let env = start(&[]).await;
     seed(&env, REGION, 1);
@@ -201,7 +201,7 @@ async fn calls_throttled_once_are_retried_by_the_sdk_and_the_mount_succeeds() {
     assert_eq!((env.aws.faulted(BATCH), count(&env, BATCH)), (0, 1));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_throttled_batch_is_not_retried_but_a_failed_one_is() {
     // Retrying a throttled batch adds load to the exhausted 100/s quota and
     // holds the mount for the backoff; GetSecretValue serves it at once.
@@ -226,7 +226,7 @@ async fn a_throttled_batch_is_not_retried_but_a_failed_one_is() {
     assert_eq!(count(&env, GET), 1, "only the versioned api-key");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_throttled_batch_is_fetched_one_by_one_in_that_mount_and_batching_backs_off() {
     // BatchGetSecretValue's quota (100/s per account and region) is far
     // below GetSecretValue's: a throttled batch is neither a failure nor a
@@ -263,7 +263,7 @@ async fn a_throttled_batch_is_fetched_one_by_one_in_that_mount_and_batching_back
     assert_eq!((count(&env, BATCH), count(&env, GET)), (1, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[tokio::test(start_paused = true)]
 async fn pods_of_many_identities_over_the_batch_quota_all_mount_through_the_fallback() {
     // An account's BatchGetSecretValue quota is shared by every node; here
     // 1 call a second, against 8 pods of 8 identities mounting at once.
@@ -276,9 +276,9 @@ async fn pods_of_many_identities_over_the_batch_quota_all_mount_through_the_fall
         env.kube
             .add_service_account("default", &sa, Some(&format!("arn:aws:iam::123456789012:role/{sa}")));
         let req = Req::new(CLASS, &env.provider.target(&sa)).pod(&format!("pod-{i}"), &sa, &format!("token-{i}"));
-        let mut client = env.provider.client().await;
+        let mount = env.provider.spawn_mount(&req);
         tasks.push(tokio::spawn(async move {
-            let result = client.mount(req.build()).await;
+            let result = mount.await.expect("join");
             (result.map(|_| ()), req.target)
         }));
     }
@@ -296,7 +296,7 @@ async fn pods_of_many_identities_over_the_batch_quota_all_mount_through_the_fall
     assert!(by_name("db-user") >= 1 && by_name("db-user") == by_name("db-pass"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_throttling_storm_fails_the_mount_whole_naming_secrets_manager_and_recovery_is_immediate() {
     // The node may retry two throttled calls in all (then calls must
     // succeed to earn retries back).
@@ -329,7 +329,7 @@ async fn a_throttling_storm_fails_the_mount_whole_naming_secrets_manager_and_rec
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_ssm_throttling_storm_fails_naming_parameter_store() {
     let env = start(&["--throttle-retries=2"]).await;
     env.aws.put_param(REGION, "flags", "String", "on");
@@ -349,7 +349,7 @@ async fn an_ssm_throttling_storm_fails_naming_parameter_store() {
     assert_eq!(read_mount(&req.target)["flags"], b"on");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_throttled_call_is_retried_within_the_mounts_deadline_until_it_passes() {
     let env = start(&[]).await;
     env.aws.put_param(REGION, "flags", "String", "on");
@@ -366,7 +366,7 @@ async fn a_throttled_call_is_retried_within_the_mounts_deadline_until_it_passes(
 
 // === 5xx ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_server_error_once_is_retried_and_the_mount_succeeds() {
     let env = start(&[]).await;
     seed(&env, REGION, 1);
@@ -382,7 +382,7 @@ async fn a_server_error_once_is_retried_and_the_mount_succeeds() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn persistent_server_errors_fail_the_mount_whole_as_unavailable_and_recovery_is_immediate() {
     let env = start(&[]).await;
     let req = Req::new(CLASS, &env.provider.target("5xx"));
@@ -401,7 +401,7 @@ async fn persistent_server_errors_fail_the_mount_whole_as_unavailable_and_recove
 
 // === connection resets ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_connection_reset_once_is_retried_and_the_mount_succeeds() {
     let env = start(&[]).await;
     seed(&env, REGION, 1);
@@ -416,7 +416,7 @@ async fn a_connection_reset_once_is_retried_and_the_mount_succeeds() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn persistent_connection_resets_fail_the_mount_whole_and_recovery_is_immediate() {
     let env = start(&[]).await;
     let req = Req::new(CLASS, &env.provider.target("resets"));
@@ -431,7 +431,7 @@ async fn persistent_connection_resets_fail_the_mount_whole_and_recovery_is_immed
 
 // === hangs ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_call_hung_once_is_abandoned_at_the_attempt_timeout_and_retried() {
     let env = start(&[]).await;
     seed(&env, REGION, 1);
@@ -449,7 +449,7 @@ async fn a_call_hung_once_is_abandoned_at_the_attempt_timeout_and_retried() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hung_service_fails_the_mount_at_the_sdk_deadline_before_the_mount_deadline() {
     let env = start(&[]).await;
     let req = Req::new(CLASS, &env.provider.target("hung-sdk"));
@@ -497,7 +497,7 @@ fn assert_fetch_deadline(err: &tonic::Status) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_call_hung_past_the_mount_deadline_fails_naming_the_fetch_stage_and_recovery_is_immediate() {
     let env = start(LONG_SDK).await;
     let req = Req::new(CLASS, &env.provider.target("hung-deadline"));
@@ -515,7 +515,7 @@ async fn a_call_hung_past_the_mount_deadline_fails_naming_the_fetch_stage_and_re
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_answer_arriving_after_the_mount_deadline_is_never_written() {
     let env = start(LONG_SDK).await;
     let req = Req::new(CLASS, &env.provider.target("late"));
@@ -536,7 +536,7 @@ async fn an_answer_arriving_after_the_mount_deadline_is_never_written() {
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[tokio::test(start_paused = true)]
 async fn concurrent_mounts_sharing_one_hung_batch_all_fail_by_the_deadline_and_the_next_mount_succeeds_at_once() {
     let env = start(LONG_SDK).await;
     let req = Req::new(CLASS, &env.provider.target("shared-0"));
@@ -552,9 +552,9 @@ async fn concurrent_mounts_sharing_one_hung_batch_all_fail_by_the_deadline_and_t
         } else {
             Req::new(CLASS, &env.provider.target(&format!("shared-{i}"))).pod(&format!("pod-{i}"), "sa-a", TOKEN_A)
         };
-        let mut client = env.provider.client().await;
+        let mount = env.provider.spawn_mount(&r);
         tasks.push(tokio::spawn(async move {
-            let result = client.mount(r.build()).await;
+            let result = mount.await.expect("join");
             (result, started.elapsed())
         }));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -582,7 +582,7 @@ async fn concurrent_mounts_sharing_one_hung_batch_all_fail_by_the_deadline_and_t
     assert_eq!(count(&env, BATCH), shared + 1, "the next mount made a call of its own");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_fetch_left_hanging_by_its_mounts_deadline_does_not_hold_up_the_next_mount() {
     // The credentials take a good part of the budget, so the shared fetch
     // starts late and outlives the mount that started it.
@@ -613,7 +613,7 @@ async fn a_fetch_left_hanging_by_its_mounts_deadline_does_not_hold_up_the_next_m
 
 // === region outage ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_region_outage_without_a_failover_region_fails_whole_naming_the_region() {
     let env = start(&[]).await;
     let req = Req::new(CLASS, &env.provider.target("outage"));
@@ -632,7 +632,7 @@ fn with_failover(req: Req) -> Req {
 
 /// Every Secrets Manager and SSM call reached the primary region first and
 /// failed there, then the failover region answered.
-fn assert_failed_over(env: &Env) {
+fn assert_failed_over(env: &InProc) {
     for op in [BATCH, GET, PARAMS] {
         let calls = env.aws.calls_of(op);
         let primary: Vec<_> = calls.iter().filter(|c| c.region.as_deref() == Some(REGION)).collect();
@@ -662,22 +662,22 @@ async fn fails_over(effect: Effect, target: &str) {
     assert_failed_over(&env);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_region_outage_with_5xx_fails_over_and_the_pod_gets_the_failover_values() {
     fails_over(Effect::unavailable(), "fo-5xx").await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_region_outage_with_connection_resets_fails_over() {
     fails_over(Effect::Reset, "fo-reset").await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hung_region_fails_over_within_the_mount_deadline() {
     fails_over(Effect::Hang, "fo-hang").await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn both_regions_down_fail_the_mount_whole_naming_both() {
     let env = start(&[]).await;
     let req = with_failover(Req::new(CLASS, &env.provider.target("fo-both")));
@@ -701,7 +701,7 @@ async fn both_regions_down_fail_the_mount_whole_naming_both() {
 /// Credentials are not cached: every mount asks STS.
 const NO_CREDENTIAL_CACHE: &str = "--credential-cache=false";
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_sts_outage_fails_the_mount_whole_naming_sts_and_recovery_is_immediate() {
     let env = start(&[NO_CREDENTIAL_CACHE]).await;
     let req = Req::new(CLASS, &env.provider.target("sts-outage"));
@@ -721,7 +721,7 @@ async fn an_sts_outage_fails_the_mount_whole_naming_sts_and_recovery_is_immediat
     assert_eq!(count(&env, STS), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hung_sts_fails_the_mount_in_driver_writes_mode_naming_sts() {
     let env = start(&["--driver-writes-secrets"]).await;
     seed(&env, REGION, 2);
@@ -741,7 +741,7 @@ async fn a_hung_sts_fails_the_mount_in_driver_writes_mode_naming_sts() {
     assert!(all_entries(&req.target).is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sts_hung_past_the_mount_deadline_fails_naming_the_credentials_stage() {
     let env = start(&[LONG_SDK, &[NO_CREDENTIAL_CACHE]].concat()).await;
     let req = Req::new(CLASS, &env.provider.target("sts-deadline"));
@@ -760,7 +760,7 @@ async fn sts_hung_past_the_mount_deadline_fails_naming_the_credentials_stage() {
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sts_failing_in_the_primary_region_is_asked_in_the_failover_region() {
     let env = start(&[]).await;
     seed(&env, REGION, 1);
@@ -775,7 +775,7 @@ async fn sts_failing_in_the_primary_region_is_asked_in_the_failover_region() {
     assert!(sts[2].injected.is_none());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sts_throttled_once_is_retried() {
     let env = start(&[]).await;
     seed(&env, REGION, 1);
@@ -787,7 +787,7 @@ async fn sts_throttled_once_is_retried() {
 
 // === refused credentials ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_expired_token_drops_the_cached_credentials_and_sts_is_asked_exactly_once_more() {
     let env = start(&[]).await;
     let req = Req::new(CLASS, &env.provider.target("expired"));
@@ -802,7 +802,7 @@ async fn an_expired_token_drops_the_cached_credentials_and_sts_is_asked_exactly_
     assert_eq!(count(&env, STS), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[tokio::test(start_paused = true)]
 async fn concurrent_mounts_refused_the_same_expired_credentials_all_renew_them_with_one_sts_call() {
     let env = start(&["--aws-attempt-timeout=2s"]).await;
     env.aws.issue_fresh_keys();
@@ -826,8 +826,7 @@ async fn concurrent_mounts_refused_the_same_expired_credentials_all_renew_them_w
             targets.push(r.target.clone());
             r
         };
-        let mut client = env.provider.client().await;
-        tasks.push(tokio::spawn(async move { client.mount(r.build()).await }));
+        tasks.push(env.provider.spawn_mount(&r));
     }
     for t in tasks {
         t.await.unwrap().expect("every mount renews the refused credentials");
@@ -845,7 +844,7 @@ async fn concurrent_mounts_refused_the_same_expired_credentials_all_renew_them_w
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_expired_token_on_parameters_is_handled_the_same_way() {
     let env = start(&[]).await;
     let req = Req::new(CLASS, &env.provider.target("expired-ssm"));
@@ -856,7 +855,7 @@ async fn an_expired_token_on_parameters_is_handled_the_same_way() {
     assert_eq!((env.aws.faulted(PARAMS), count(&env, STS)), (1, 2));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn values_fetched_again_with_new_credentials_count_once_against_the_mount_limit() {
     // Exactly what the mount's values weigh: counted twice, it would fail.
     let total: usize = files(REGION, 2).values().map(Vec::len).sum();
@@ -869,7 +868,7 @@ async fn values_fetched_again_with_new_credentials_count_once_against_the_mount_
     assert_eq!((env.aws.faulted(PARAMS), count(&env, STS)), (1, 2));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn credentials_refused_again_fail_the_mount_after_one_renewal() {
     let env = start(&[]).await;
     let req = Req::new(CLASS, &env.provider.target("expired-always"));
@@ -887,7 +886,7 @@ async fn credentials_refused_again_fail_the_mount_after_one_renewal() {
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn access_denied_is_final_and_asks_sts_for_nothing() {
     let env = start(&[]).await;
     let req = Req::new(CLASS, &env.provider.target("denied"));
@@ -900,10 +899,10 @@ async fn access_denied_is_final_and_asks_sts_for_nothing() {
     assert_eq!(count(&env, STS), 1, "an access denial never renews the credentials");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pod_identity_credentials_refused_as_expired_are_fetched_once_more() {
-    let agent = FakeAgent::start("127.0.0.1:0").await;
-    let env = start(&[&format!("--pod-identity-endpoint-ipv4={}", agent.url())]).await;
+    let env = start(&[]).await;
+    let agent = &env.agent;
     let req = pod_identity(Req::new(CLASS, &env.provider.target("pi-expired")));
     mounted_then_rotated(&env, &req).await;
     assert_eq!(agent.tokens().len(), 1);
@@ -921,15 +920,14 @@ fn pod_identity(req: Req) -> Req {
 }
 
 /// A provider using `agent`, asking it on every mount.
-async fn start_with_agent(agent: &FakeAgent, overrides: &[&str]) -> Env {
-    let endpoint = format!("--pod-identity-endpoint-ipv4={}", agent.url());
-    start(&[&[endpoint.as_str(), NO_CREDENTIAL_CACHE], overrides].concat()).await
+async fn start_with_agent(overrides: &[&str]) -> InProc {
+    start(&[&[NO_CREDENTIAL_CACHE], overrides].concat()).await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_agent_down_fails_the_mount_whole_naming_it_and_recovery_is_immediate() {
-    let agent = FakeAgent::start("127.0.0.1:0").await;
-    let env = start_with_agent(&agent, &[]).await;
+    let env = start_with_agent(&[]).await;
+    let agent = &env.agent;
     let req = pod_identity(Req::new(CLASS, &env.provider.target("agent-down")));
     let before = mounted_then_rotated(&env, &req).await;
     agent.go_down();
@@ -946,10 +944,10 @@ async fn the_agent_down_fails_the_mount_whole_naming_it_and_recovery_is_immediat
     assert_eq!(agent.tokens().len(), asked + 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn agent_server_errors_fail_the_mount_after_bounded_retries() {
-    let agent = FakeAgent::start("127.0.0.1:0").await;
-    let env = start_with_agent(&agent, &[]).await;
+    let env = start_with_agent(&[]).await;
+    let agent = &env.agent;
     let req = pod_identity(Req::new(CLASS, &env.provider.target("agent-500")));
     let before = mounted_then_rotated(&env, &req).await;
     agent.fail_with(500);
@@ -961,10 +959,10 @@ async fn agent_server_errors_fail_the_mount_after_bounded_retries() {
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hung_agent_times_out_per_request_and_recovery_is_immediate() {
-    let agent = FakeAgent::start("127.0.0.1:0").await;
-    let env = start_with_agent(&agent, &[]).await;
+    let env = start_with_agent(&[]).await;
+    let agent = &env.agent;
     let req = pod_identity(Req::new(CLASS, &env.provider.target("agent-hang")));
     let before = mounted_then_rotated(&env, &req).await;
     agent.hang();
@@ -977,10 +975,10 @@ async fn a_hung_agent_times_out_per_request_and_recovery_is_immediate() {
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_agent_hung_past_the_mount_deadline_fails_naming_the_credentials_stage() {
-    let agent = FakeAgent::start("127.0.0.1:0").await;
-    let env = start_with_agent(&agent, &["--pod-identity-http-timeout=20s", SHORT_MOUNT]).await;
+    let env = start_with_agent(&["--pod-identity-http-timeout=20s", SHORT_MOUNT]).await;
+    let agent = &env.agent;
     let req = pod_identity(Req::new(CLASS, &env.provider.target("agent-deadline")));
     let before = mounted_then_rotated(&env, &req).await;
     agent.hang();
@@ -1000,7 +998,7 @@ async fn an_agent_hung_past_the_mount_deadline_fails_naming_the_credentials_stag
 /// The ServiceAccount is read on every mount.
 const NO_SA_CACHE: &str = "--service-account-cache-ttl=0";
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_kubernetes_outage_fails_the_mount_whole_naming_the_service_account() {
     let env = start(&[NO_SA_CACHE]).await;
     let req = Req::new(CLASS, &env.provider.target("kube-503"));
@@ -1019,7 +1017,7 @@ async fn a_kubernetes_outage_fails_the_mount_whole_naming_the_service_account() 
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_kubernetes_403_fails_as_permission_denied_in_driver_writes_mode() {
     let env = start(&[NO_SA_CACHE, "--driver-writes-secrets"]).await;
     seed(&env, REGION, 2);
@@ -1038,7 +1036,7 @@ async fn a_kubernetes_403_fails_as_permission_denied_in_driver_writes_mode() {
     assert!(all_entries(&req.target).is_empty(), "driver-writes mode writes nothing");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_kubernetes_api_fails_at_the_kube_timeout_and_recovery_is_immediate() {
     let env = start(&[NO_SA_CACHE]).await;
     let req = Req::new(CLASS, &env.provider.target("kube-slow"));
@@ -1052,7 +1050,7 @@ async fn a_slow_kubernetes_api_fails_at_the_kube_timeout_and_recovery_is_immedia
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_kubernetes_api_hung_past_the_mount_deadline_fails_naming_the_credentials_stage() {
     let env = start(&[NO_SA_CACHE, "--kube-timeout=20s", SHORT_MOUNT]).await;
     let req = Req::new(CLASS, &env.provider.target("kube-hang"));
@@ -1070,13 +1068,13 @@ async fn a_kubernetes_api_hung_past_the_mount_deadline_fails_naming_the_credenti
 }
 
 /// A mount whose region comes from its node's label.
-fn node_region(env: &Env, req: Req) -> Req {
+fn node_region(env: &InProc, req: Req) -> Req {
     env.kube.add_pod("default", "pod-a", "node-1");
     env.kube.add_node("node-1", Some(REGION));
     req.unset("region")
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_kubernetes_api_throttling_the_region_lookup_fails_the_mount_whole() {
     let env = start(&[]).await;
     let req = node_region(&env, Req::new(CLASS, &env.provider.target("region-429")));
@@ -1089,7 +1087,7 @@ async fn the_kubernetes_api_throttling_the_region_lookup_fails_the_mount_whole()
     recovers_at_once(&env, &req, REGION).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_region_lookup_hung_past_the_mount_deadline_fails_naming_the_region_stage() {
     let env = start(&["--kube-timeout=20s", SHORT_MOUNT]).await;
     let req = node_region(&env, Req::new(CLASS, &env.provider.target("region-hang")));
@@ -1104,4 +1102,93 @@ async fn a_region_lookup_hung_past_the_mount_deadline_fails_naming_the_region_st
     assert!(took < MOUNT_TIMEOUT + SLACK, "{took:?}");
     env.kube.recover();
     recovers_at_once(&env, &req, REGION).await;
+}
+
+/// A thin layer of the same rows end to end: the binary over its socket,
+/// the SDK, kube and the agent's client over real connections to the fakes,
+/// in real time. What a connection adds: a TCP reset, a request held on
+/// the wire, the Kubernetes client's deadline, a refused port.
+mod end_to_end {
+    use super::*;
+
+    async fn start_e2e(overrides: &[&str]) -> Env {
+        let args = flags(overrides);
+        Env::start_with(move |mut o| {
+            o.args.extend(args);
+            o
+        })
+        .await
+    }
+
+    async fn start_e2e_with_agent(agent: &FakeAgent, overrides: &[&str]) -> Env {
+        let endpoint = format!("--pod-identity-endpoint-ipv4={}", agent.url());
+        start_e2e(&[&[endpoint.as_str(), NO_CREDENTIAL_CACHE], overrides].concat()).await
+    }
+
+    #[tokio::test]
+    async fn a_connection_reset_once_is_retried_and_the_mount_succeeds() {
+        let env = start_e2e(&[]).await;
+        seed(&env, REGION, 1);
+        for op in [BATCH, GET, PARAMS] {
+            env.aws.add_rule(Rule::op(op, Effect::Reset).times(1));
+        }
+        let req = Req::new(CLASS, &env.provider.target("reset-once"));
+        env.provider.mount(&req).await.expect("the retry absorbs the reset");
+        assert_eq!(read_mount(&req.target), files(REGION, 1));
+        for op in [BATCH, GET, PARAMS] {
+            assert_eq!((env.aws.faulted(op), count(&env, op)), (1, 2), "{op}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_hung_once_is_abandoned_at_the_attempt_timeout_and_retried() {
+        let env = start_e2e(&[]).await;
+        seed(&env, REGION, 1);
+        for op in [BATCH, GET, PARAMS] {
+            env.aws.add_rule(Rule::op(op, Effect::Hang).times(1));
+        }
+        let req = Req::new(CLASS, &env.provider.target("hang-once"));
+        env.provider
+            .mount(&req)
+            .await
+            .expect("the retry gets past the hung attempt");
+        assert_eq!(read_mount(&req.target), files(REGION, 1));
+        for op in [BATCH, GET, PARAMS] {
+            assert_eq!((env.aws.faulted(op), count(&env, op)), (1, 2), "{op}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_kubernetes_api_fails_at_the_kube_timeout_and_recovery_is_immediate() {
+        let env = start_e2e(&[NO_SA_CACHE]).await;
+        let req = Req::new(CLASS, &env.provider.target("kube-slow"));
+        let before = mounted_then_rotated(&env, &req).await;
+        env.kube.set_delay(Duration::from_secs(3));
+        let (err, took) = fails_whole(&env, &req, &before).await;
+        assert_status(&err, Code::Unavailable, &["failed to get service account default/sa-a"]);
+        assert!(took < Duration::from_secs(3), "--kube-timeout=500ms ends it: {took:?}");
+        assert!(env.kube.faulted() >= 1);
+        env.kube.recover();
+        recovers_at_once(&env, &req, REGION).await;
+    }
+
+    #[tokio::test]
+    async fn the_agent_down_fails_the_mount_whole_naming_it_and_recovery_is_immediate() {
+        let agent = FakeAgent::start("127.0.0.1:0").await;
+        let env = start_e2e_with_agent(&agent, &[]).await;
+        let req = pod_identity(Req::new(CLASS, &env.provider.target("agent-down")));
+        let before = mounted_then_rotated(&env, &req).await;
+        agent.go_down();
+        let asked = agent.tokens().len();
+        let (err, _) = fails_whole(&env, &req, &before).await;
+        assert_status(
+            &err,
+            Code::Unavailable,
+            &["EKS Pod Identity Agent", &agent.addr.to_string(), "cannot connect"],
+        );
+        assert_eq!(agent.tokens().len(), asked, "no request reached the agent");
+        agent.recover().await;
+        recovers_at_once(&env, &req, REGION).await;
+        assert_eq!(agent.tokens().len(), asked + 1);
+    }
 }

@@ -7,10 +7,9 @@
 //! nothing.
 //!
 //! What stays end to end (the binary over its socket): the transport
-//! itself (request limits, connection recycling, the HTTP endpoint), the
-//! deadlines that live in HTTP clients (`--aws-connect-timeout`,
-//! `--kube-timeout`, a connection refused), memory measured in /proc, and
-//! start-up.
+//! itself (request limits, connection recycling, the HTTP endpoint), what
+//! only a real connection shows (`--aws-connect-timeout`, the SDK over
+//! real HTTP to moto), memory measured in /proc, signals and start-up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,12 +245,7 @@ impl InProc {
         let peers = Peers {
             aws: AwsClients::new(sdk, &config.app_version, config.aws, metrics.clone())
                 .unwrap_or_else(|e| panic!("{e}")),
-            kube: KubeClient::new(
-                kube_client(kube.handler()),
-                config.kube.qps,
-                config.kube.burst,
-                metrics.clone(),
-            ),
+            kube: KubeClient::new(kube_client(kube.handler()), config.kube, metrics.clone()),
             pod_identity: PodIdentityClient::with_transport(
                 config.pod_identity.clone(),
                 Arc::new(AgentAnswers(agent.clone())),
@@ -288,6 +282,18 @@ impl InProvider {
         self.mount_error(req)
             .await
             .map_err(|e| csi_provider_aws::server::status(&e))
+    }
+
+    /// [`InProvider::mount`] as a task of its own.
+    pub fn spawn_mount(&self, req: &Req) -> tokio::task::JoinHandle<Result<MountResponse, tonic::Status>> {
+        let (provider, request) = (self.inner.clone(), req.build());
+        tokio::spawn(async move {
+            provider
+                .mount(request, None)
+                .await
+                .map(|m| m.response)
+                .map_err(|e| csi_provider_aws::server::status(&e))
+        })
     }
 
     /// One mount: the response, or the error itself.

@@ -402,6 +402,46 @@ impl Env {
     }
 }
 
+/// What a test that runs both in-process ([`inproc::InProc`]) and end to
+/// end ([`Env`]) needs of a provider and its fakes.
+#[allow(async_fn_in_trait)]
+pub trait Harness {
+    fn aws(&self) -> &FakeAws;
+    fn kube(&self) -> &FakeKube;
+    fn target(&self, name: &str) -> PathBuf;
+    async fn mount(&self, req: &Req) -> Result<MountResponse, tonic::Status>;
+}
+
+impl Harness for Env {
+    fn aws(&self) -> &FakeAws {
+        &self.aws
+    }
+    fn kube(&self) -> &FakeKube {
+        &self.kube
+    }
+    fn target(&self, name: &str) -> PathBuf {
+        self.provider.target(name)
+    }
+    async fn mount(&self, req: &Req) -> Result<MountResponse, tonic::Status> {
+        self.provider.mount(req).await
+    }
+}
+
+impl Harness for inproc::InProc {
+    fn aws(&self) -> &FakeAws {
+        &self.aws
+    }
+    fn kube(&self) -> &FakeKube {
+        &self.kube
+    }
+    fn target(&self, name: &str) -> PathBuf {
+        self.provider.target(name)
+    }
+    async fn mount(&self, req: &Req) -> Result<MountResponse, tonic::Status> {
+        self.provider.mount(req).await
+    }
+}
+
 /// A TCP port free on loopback right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
