@@ -8,24 +8,25 @@ use crate::common;
 use std::collections::BTreeMap;
 
 use common::fake_aws::{Effect, Rule};
+use common::inproc::InProc;
 use common::*;
 use tonic::Code;
 
 const BY_PATH: &str = "GetParametersByPath";
 const BATCH: &str = "BatchGetSecretValue";
 
-fn seed_params(env: &Env, n: usize) {
+fn seed_params(env: &impl Harness, n: usize) {
     for i in 0..n {
-        env.aws.put_param(
+        env.aws().put_param(
             REGION,
             &format!("/orders/prod/p{i:02}"),
             "SecureString",
             &format!("value-{i}"),
         );
     }
-    env.aws
+    env.aws()
         .put_param(REGION, "/orders/prod/db/url", "String", "postgres://db");
-    env.aws
+    env.aws()
         .put_param(REGION, "/orders/staging/p00", "String", "not this one");
 }
 
@@ -33,9 +34,9 @@ fn names(files: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
     files.keys().cloned().collect()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_parameter_under_a_path_is_a_file_across_pages_and_follows_additions_and_deletions() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     seed_params(&env, 25);
     let target = env.provider.target("by-path");
     let objects = "- parameterPath: /orders/prod\n  objectType: ssmparameter\n  filePermission: \"0600\"\n";
@@ -81,9 +82,9 @@ async fn every_parameter_under_a_path_is_a_file_across_pages_and_follows_additio
     assert_eq!(files.len(), 26);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn secrets_by_prefix_and_by_tag_are_files_named_relative_to_the_prefix() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     for i in 0..25 {
         let name = format!("orders/prod/s{i:02}");
         env.aws.put_secret_string(REGION, &name, &format!("secret-{i}"));
@@ -137,9 +138,9 @@ async fn secrets_by_prefix_and_by_tag_are_files_named_relative_to_the_prefix() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn matches_that_collide_with_each_other_or_another_object_are_refused_before_anything_is_written() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_param(REGION, "/app/a/b", "String", "1");
     env.aws.put_param(REGION, "/app/a_b", "String", "2");
     env.aws.put_param(REGION, "/app/solo", "String", "3");
@@ -173,14 +174,9 @@ async fn matches_that_collide_with_each_other_or_another_object_are_refused_befo
     assert!(all_entries(&target).is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn no_match_fails_unless_allowed_and_too_many_stops_paging_at_the_limit() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--max-files-per-mount=12".into());
-        o.args.push("--cache-ttl=1m".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--max-files-per-mount=12", "--cache-ttl=1m"]).await;
     seed_params(&env, 25);
     let target = env.provider.target("none");
     let err = env
@@ -221,9 +217,9 @@ async fn no_match_fails_unless_allowed_and_too_many_stops_paging_at_the_limit() 
     assert_eq!(env.aws.calls_of(BY_PATH).len(), 2, "paging stopped once over the limit");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_page_failing_midway_fails_the_mount_and_leaves_the_files_as_they_were() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     seed_params(&env, 25);
     let target = env.provider.target("midway");
     let req = Req::new("- parameterPath: /orders/prod\n", &target);
@@ -244,9 +240,9 @@ async fn a_page_failing_midway_fails_the_mount_and_leaves_the_files_as_they_were
     assert_eq!(read_mount(&target), before, "nothing written: p03 is not rotated");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_access_denial_names_the_actions_each_form_needs() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.add_rule(Rule::op(BY_PATH, Effect::access_denied()));
     env.aws.add_rule(Rule::op(BATCH, Effect::access_denied()));
     let target = env.provider.target("denied");
@@ -275,56 +271,9 @@ async fn an_access_denial_names_the_actions_each_form_needs() {
     );
 }
 
-#[tokio::test]
-async fn bulk_objects_share_calls_between_concurrent_mounts_and_use_the_value_cache() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--cache-ttl=1m".into());
-        o
-    })
-    .await;
-    env.aws.set_delay(std::time::Duration::from_millis(200));
-    seed_params(&env, 5);
-    let mut tasks = Vec::new();
-    for i in 0..4 {
-        let req = Req::new(
-            "- parameterPath: /orders/prod\n",
-            &env.provider.target(&format!("sf-{i}")),
-        );
-        let mut client = env.provider.client().await;
-        tasks.push(tokio::spawn(async move {
-            client.mount(req.build()).await.map(|_| req.target)
-        }));
-    }
-    for t in tasks {
-        let target = t.await.unwrap().expect("mount");
-        assert_eq!(read_mount(&target).len(), 5);
-    }
-    assert_eq!(
-        env.aws.calls_of(BY_PATH).len(),
-        1,
-        "one call for four concurrent mounts"
-    );
-    env.provider
-        .mount(&Req::new(
-            "- parameterPath: /orders/prod\n",
-            &env.provider.target("cached"),
-        ))
-        .await
-        .expect("cached");
-    assert_eq!(env.aws.calls_of(BY_PATH).len(), 1, "served from the value cache");
-    // Another identity does not get them.
-    env.provider
-        .mount(
-            &Req::new("- parameterPath: /orders/prod\n", &env.provider.target("other")).pod("pod-b", "sa-b", TOKEN_B),
-        )
-        .await
-        .expect("other identity");
-    assert_eq!(env.aws.calls_of(BY_PATH).len(), 2);
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn each_match_is_decoded_with_the_objects_encoding() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_param(REGION, "/certs/a", "SecureString", "aGVsbG8=");
     env.aws.put_param(REGION, "/certs/b", "SecureString", "d29ybGQ");
     let target = env.provider.target("decoded");
@@ -356,13 +305,9 @@ async fn each_match_is_decoded_with_the_objects_encoding() {
     assert_eq!(read_mount(&target), files, "nothing changed");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_matches_of_several_selections_share_one_budget_per_mount() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--max-files-per-mount=12".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--max-files-per-mount=12"]).await;
     for dir in ["a", "b"] {
         for i in 0..8 {
             env.aws.put_param(REGION, &format!("/{dir}/p{i}"), "String", "v");
@@ -392,14 +337,9 @@ async fn the_matches_of_several_selections_share_one_budget_per_mount() {
     assert_eq!(read_mount(&target).len(), 8, "the first mount's files stay");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn templates_read_the_files_of_matches_and_keys_and_are_returned_in_driver_writes_mode() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--driver-writes-secrets".into());
-        o.args.push("--max-file-bytes=64".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--driver-writes-secrets", "--max-file-bytes=64"]).await;
     env.aws.put_param(REGION, "/app/cfg/host", "String", "db.internal");
     env.aws.put_param(REGION, "/app/cfg/port", "String", "5432");
     env.aws
@@ -460,4 +400,56 @@ async fn templates_read_the_files_of_matches_and_keys_and_are_returned_in_driver
         "template big: the output: 65 or more bytes, more than the limit of 64 (--max-file-bytes)"
     );
     assert!(!err.message().contains("pw-canary-77"));
+}
+
+mod end_to_end {
+    use super::*;
+
+    #[tokio::test]
+    async fn bulk_objects_share_calls_between_concurrent_mounts_and_use_the_value_cache() {
+        let env = Env::start_with(|mut o| {
+            o.args.push("--cache-ttl=1m".into());
+            o
+        })
+        .await;
+        env.aws.set_delay(std::time::Duration::from_millis(200));
+        seed_params(&env, 5);
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            let req = Req::new(
+                "- parameterPath: /orders/prod\n",
+                &env.provider.target(&format!("sf-{i}")),
+            );
+            let mut client = env.provider.client().await;
+            tasks.push(tokio::spawn(async move {
+                client.mount(req.build()).await.map(|_| req.target)
+            }));
+        }
+        for t in tasks {
+            let target = t.await.unwrap().expect("mount");
+            assert_eq!(read_mount(&target).len(), 5);
+        }
+        assert_eq!(
+            env.aws.calls_of(BY_PATH).len(),
+            1,
+            "one call for four concurrent mounts"
+        );
+        env.provider
+            .mount(&Req::new(
+                "- parameterPath: /orders/prod\n",
+                &env.provider.target("cached"),
+            ))
+            .await
+            .expect("cached");
+        assert_eq!(env.aws.calls_of(BY_PATH).len(), 1, "served from the value cache");
+        // Another identity does not get them.
+        env.provider
+            .mount(
+                &Req::new("- parameterPath: /orders/prod\n", &env.provider.target("other"))
+                    .pod("pod-b", "sa-b", TOKEN_B),
+            )
+            .await
+            .expect("other identity");
+        assert_eq!(env.aws.calls_of(BY_PATH).len(), 2);
+    }
 }

@@ -10,6 +10,7 @@ use crate::common;
 
 use common::fake_agent::{FakeAgent, agent_key_for};
 use common::fake_aws::{Effect, Rule, chained_key_for};
+use common::inproc::InProc;
 use common::*;
 use tonic::Code;
 
@@ -27,18 +28,18 @@ fn irsa_key(role: &str, token: &str) -> String {
 }
 
 /// The access key that signed the `GetSecretValue` of `name`.
-fn signer_of(env: &Env, name: &str) -> String {
-    env.aws
+fn signer_of(env: &impl Harness, name: &str) -> String {
+    env.aws()
         .calls_of(GET)
         .iter()
         .find(|c| c.names == [name])
         .and_then(|c| c.access_key.clone())
-        .unwrap_or_else(|| panic!("no GetSecretValue of {name}: {:?}", env.aws.calls()))
+        .unwrap_or_else(|| panic!("no GetSecretValue of {name}: {:?}", env.aws().calls()))
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_class_role_is_assumed_with_the_pods_irsa_credentials_and_signs_every_fetch() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "db", "central-value");
     let target = env.provider.target("class-role");
     let req = Req::new(&obj("db"), &target)
@@ -75,9 +76,9 @@ async fn the_class_role_is_assumed_with_the_pods_irsa_credentials_and_signs_ever
     assert_eq!(signer_of(&env, "db"), chained_key_for(CENTRAL, &source));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_object_role_overrides_the_class_role_and_objects_without_one_use_the_class_role() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     for name in ["a", "b", "c"] {
         env.aws.put_secret_string(REGION, name, &format!("value-{name}"));
     }
@@ -121,9 +122,9 @@ async fn an_object_role_overrides_the_class_role_and_objects_without_one_use_the
     assert_eq!(signer_of(&env, "c"), source);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pods_of_two_service_accounts_chaining_into_one_role_get_separate_sessions() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "db", "v");
     for (pod, sa, token) in [("pod-a", "sa-a", TOKEN_A), ("pod-b", "sa-b", TOKEN_B)] {
         let req = Req::new(&obj("db"), &env.provider.target(pod))
@@ -159,31 +160,9 @@ async fn pods_of_two_service_accounts_chaining_into_one_role_get_separate_sessio
     );
 }
 
-#[tokio::test]
-async fn pod_identity_credentials_assume_the_role() {
-    let agent = FakeAgent::start("127.0.0.1:0").await;
-    let url = agent.url();
-    let env = Env::start_with(|mut o| {
-        o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
-        o
-    })
-    .await;
-    env.aws.put_secret_string(REGION, "db", "v");
-    let req = Req::new(&obj("db"), &env.provider.target("pi"))
-        .set("usePodIdentity", "true")
-        .set("assumeRoleArn", CENTRAL);
-    env.provider.mount(&req).await.expect("mount");
-    let source = agent_key_for(PI_TOKEN_A);
-    let assumed = env.aws.calls_of(ASSUME);
-    assert_eq!(assumed.len(), 1);
-    assert_eq!(assumed[0].access_key.as_deref(), Some(source.as_str()));
-    assert_eq!(signer_of(&env, "db"), chained_key_for(CENTRAL, &source));
-    assert!(env.aws.calls_of("AssumeRoleWithWebIdentity").is_empty());
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_denied_assume_role_names_both_roles_and_the_trust_policy_and_writes_nothing() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "db", "v");
     env.aws.deny_role(CENTRAL);
     let target = env.provider.target("denied");
@@ -210,7 +189,7 @@ async fn a_denied_assume_role_names_both_roles_and_the_trust_policy_and_writes_n
     assert!(all_entries(&target).is_empty(), "nothing written");
 
     // The wrong external id is denied by the trust policy, and said so.
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.require_external_id(CENTRAL, "right-id");
     let err = env
         .provider
@@ -230,9 +209,9 @@ async fn a_denied_assume_role_names_both_roles_and_the_trust_policy_and_writes_n
     assert!(!err.message().contains("wrong-id"), "the external id is not echoed");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_throttled_assume_role_is_retried_and_an_unavailable_sts_fails_over_with_the_same_chain() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "db", "v");
     env.aws.add_rule(Rule::op(ASSUME, Effect::throttling()).times(1));
     let req = Req::new(&obj("db"), &env.provider.target("throttled")).set("assumeRoleArn", CENTRAL);
@@ -242,7 +221,7 @@ async fn a_throttled_assume_role_is_retried_and_an_unavailable_sts_fails_over_wi
     // STS and Secrets Manager down in the primary region: the failover
     // region's STS assumes the role, and its Secrets Manager is read with
     // that chained session.
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(FAILOVER, "db", "from-failover");
     env.aws
         .add_rule(Rule::op(ASSUME, Effect::unavailable()).in_region(REGION).times(100));
@@ -272,4 +251,30 @@ async fn a_throttled_assume_role_is_retried_and_an_unavailable_sts_fails_over_wi
         .find(|c| c.region.as_deref() == Some(FAILOVER))
         .expect("read in the failover region");
     assert_eq!(failover_get.access_key, Some(chained));
+}
+
+mod end_to_end {
+    use super::*;
+
+    #[tokio::test]
+    async fn pod_identity_credentials_assume_the_role() {
+        let agent = FakeAgent::start("127.0.0.1:0").await;
+        let url = agent.url();
+        let env = Env::start_with(|mut o| {
+            o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
+            o
+        })
+        .await;
+        env.aws.put_secret_string(REGION, "db", "v");
+        let req = Req::new(&obj("db"), &env.provider.target("pi"))
+            .set("usePodIdentity", "true")
+            .set("assumeRoleArn", CENTRAL);
+        env.provider.mount(&req).await.expect("mount");
+        let source = agent_key_for(PI_TOKEN_A);
+        let assumed = env.aws.calls_of(ASSUME);
+        assert_eq!(assumed.len(), 1);
+        assert_eq!(assumed[0].access_key.as_deref(), Some(source.as_str()));
+        assert_eq!(signer_of(&env, "db"), chained_key_for(CENTRAL, &source));
+        assert!(env.aws.calls_of("AssumeRoleWithWebIdentity").is_empty());
+    }
 }

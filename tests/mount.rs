@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::fake_aws::{Fault, SecretValue, access_key_for, param_arn, secret_arn};
+use common::inproc::InProc;
 use common::*;
 use serde_json::json;
 
@@ -22,9 +23,9 @@ fn obj(name: &str, ty: &str) -> String {
 
 // === new mounts, both write modes ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn provider_writes_secrets_and_parameters_into_the_target() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let v1 = env.aws.put_secret_string(REGION, "db-password", "s3cr3t");
     env.aws.put_param(REGION, "feature-flags", "String", "a=1");
     let target = env.provider.target("pw");
@@ -40,13 +41,9 @@ async fn provider_writes_secrets_and_parameters_into_the_target() {
     assert_eq!(v["feature-flags"], "1");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn driver_writes_mode_returns_files_and_writes_nothing() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--driver-writes-secrets".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--driver-writes-secrets"]).await;
     env.aws.put_secret_string(REGION, "api-key", "k-123");
     env.aws.put_param(REGION, "/app/url", "String", "https://x");
     let target = env.provider.target("dw");
@@ -65,9 +62,9 @@ async fn driver_writes_mode_returns_files_and_writes_nothing() {
     assert_eq!(versions(&resp).len(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn binary_secrets_are_written_as_raw_bytes() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let bytes = vec![0u8, 159, 146, 150, 255, 10, 13];
     env.aws
         .put_secret(REGION, "cert.der", SecretValue::Binary(bytes.clone()));
@@ -79,9 +76,9 @@ async fn binary_secrets_are_written_as_raw_bytes() {
     assert_eq!(read_mount(&target)["cert.der"], bytes);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn file_permissions_apply_per_object_and_per_jmes_entry() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "creds", r#"{"user":"u","pass":"p"}"#);
     env.aws.put_secret_string(REGION, "plain", "x");
     let target = env.provider.target("perm");
@@ -112,9 +109,9 @@ async fn file_permissions_apply_per_object_and_per_jmes_entry() {
     assert_eq!(mode_of(&target.join("plain")), 0o644);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn request_permission_is_the_default_mode() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "p", "x");
     let target = env.provider.target("reqperm");
     let mut req = Req::new(&obj("p", SM), &target);
@@ -125,9 +122,9 @@ async fn request_permission_is_the_default_mode() {
 
 // === JSON / JMESPath ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn jmes_path_extracts_strings_from_secrets_by_name_and_arn_and_from_parameters() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(
         REGION,
         "json-secret",
@@ -181,9 +178,9 @@ async fn jmes_path_extracts_strings_from_secrets_by_name_and_arn_and_from_parame
     assert_eq!(v.len(), 8);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn jmes_errors_are_reported_verbatim_and_nothing_is_written() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "not-json", "plain text");
     env.aws
         .put_secret_string(REGION, "nums", r#"{"port": 5432, "host": "db"}"#);
@@ -214,7 +211,7 @@ async fn jmes_errors_are_reported_verbatim_and_nothing_is_written() {
 
 /// Mounts `objects` into a new target `name`: the mount must fail with
 /// InvalidArgument and exactly `message`, writing nothing.
-async fn assert_mount_refused(env: &Env, name: &str, objects: &str, message: &str) {
+async fn assert_mount_refused(env: &InProc, name: &str, objects: &str, message: &str) {
     let target = env.provider.target(name);
     let err = env
         .provider
@@ -226,9 +223,9 @@ async fn assert_mount_refused(env: &Env, name: &str, objects: &str, message: &st
     assert!(all_entries(&target).is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn json_keys_that_are_not_file_names_are_quoted_and_named_by_rule() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let cases = [
         (r#"{"user": "u", "": "x"}"#, r#"key "" is not a file name: it is empty"#),
         (
@@ -260,9 +257,9 @@ async fn json_keys_that_are_not_file_names_are_quoted_and_named_by_rule() {
 
 // === SSM batching, versions and labels ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn more_than_ten_parameters_are_fetched_in_batches_of_ten() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let mut objects = String::new();
     for i in 0..23 {
         env.aws
@@ -281,9 +278,9 @@ async fn more_than_ten_parameters_are_fetched_in_batches_of_ten() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn two_labels_of_one_parameter_each_get_their_own_value() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_param(REGION, "flags", "String", "blue-value");
     let v2 = env.aws.put_param(REGION, "flags", "String", "green-value");
     env.aws.label_param(REGION, "flags", 1, "blue");
@@ -327,9 +324,9 @@ async fn two_labels_of_one_parameter_each_get_their_own_value() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ssm_parameters_by_arn_and_with_slashes_resolve() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_param(REGION, "/team/app/db-url", "String", "postgres://");
     env.aws.put_param(REGION, "StringListParam", "StringList", "a,b,c");
     let target = env.provider.target("ssm-arn");
@@ -343,9 +340,9 @@ async fn ssm_parameters_by_arn_and_with_slashes_resolve() {
     assert_eq!(files["StringListParam"], b"a,b,c", "StringList is written raw");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn secrets_manager_version_id_and_stage_select_the_version() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let v1 = env.aws.put_secret_string(REGION, "rotating", "old");
     let v2 = env.aws.put_secret_string(REGION, "rotating", "new");
     let target = env.provider.target("sm-versions");
@@ -378,9 +375,9 @@ async fn secrets_manager_version_id_and_stage_select_the_version() {
 
 // === rotation ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn remounts_follow_rotation_and_keep_unchanged_content() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let v1 = env.aws.put_secret_string(REGION, "rot", "BeforeRotation");
     env.aws.put_param(REGION, "rotp", "SecureString", "BeforeRotation");
     let target = env.provider.target("rotation");
@@ -427,9 +424,9 @@ async fn remounts_follow_rotation_and_keep_unchanged_content() {
     assert_eq!(versions(&r4)["rot"], v1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn objects_removed_from_the_class_are_removed_from_the_volume() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "keep", "k");
     env.aws.put_secret_string(REGION, "drop", "d");
     let target = env.provider.target("prune");
@@ -449,9 +446,9 @@ async fn objects_removed_from_the_class_are_removed_from_the_volume() {
 
 // === path translation ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn slashes_are_translated_with_the_default_or_a_custom_character() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "team/app/db", "v");
     env.aws.put_param(REGION, "/team/app/param", "String", "p");
     let target = env.provider.target("slash");
@@ -473,9 +470,9 @@ async fn slashes_are_translated_with_the_default_or_a_custom_character() {
     assert!(files.contains_key("team-app-db") && files.contains_key("-team-app-param"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn translation_off_creates_subdirectories_in_both_write_modes() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "team/app/db", "v");
     env.aws.put_param(REGION, "/team/app/param", "String", "p");
     let objects = format!("{}{}", obj("team/app/db", SM), obj("/team/app/param", SSM));
@@ -494,11 +491,7 @@ async fn translation_off_creates_subdirectories_in_both_write_modes() {
             .is_symlink()
     );
 
-    let dw = Env::start_with(|mut o| {
-        o.args.push("--driver-writes-secrets=true".into());
-        o
-    })
-    .await;
+    let dw = InProc::start(&["--driver-writes-secrets=true"]).await;
     dw.aws.put_secret_string(REGION, "team/app/db", "v");
     dw.aws.put_param(REGION, "/team/app/param", "String", "p");
     let t2 = dw.provider.target("nested-dw");
@@ -517,9 +510,9 @@ fn failover_req(objects: &str, target: &std::path::Path) -> Req {
     Req::new(objects, target).set("failoverRegion", FAILOVER)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn primary_region_is_preferred_and_failover_is_not_called() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "s", "primary");
     env.aws.put_secret_string(FAILOVER, "s", "failover");
     env.aws.put_param(REGION, "p", "String", "primary");
@@ -535,9 +528,9 @@ async fn primary_region_is_preferred_and_failover_is_not_called() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn server_errors_in_the_primary_fail_over_for_secrets_and_parameters() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(FAILOVER, "s", "from-failover");
     env.aws.put_param(FAILOVER, "p", "String", "param-from-failover");
     for op in ["GetSecretValue", "GetParameters"] {
@@ -554,9 +547,9 @@ async fn server_errors_in_the_primary_fail_over_for_secrets_and_parameters() {
     assert_eq!(files["p"], b"param-from-failover");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn throttling_in_the_primary_fails_over() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(FAILOVER, "s", "from-failover");
     env.aws
         .inject(Fault::persistent("GetSecretValue", REGION, 400, "ThrottlingException"));
@@ -568,9 +561,9 @@ async fn throttling_in_the_primary_fails_over() {
     assert_eq!(read_mount(&target)["s"], b"from-failover");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_error_in_the_primary_fails_the_mount_without_asking_the_failover() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(FAILOVER, "missing-in-primary", "x");
     let target = env.provider.target("fo-4xx");
     let err = env
@@ -588,9 +581,9 @@ async fn a_client_error_in_the_primary_fails_the_mount_without_asking_the_failov
     assert!(all_entries(&target).is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn server_error_then_client_error_in_failover_fails_naming_both() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws
         .inject(Fault::persistent("GetSecretValue", REGION, 503, "ServiceUnavailable"));
     let target = env.provider.target("fo-5xx-4xx");
@@ -605,9 +598,9 @@ async fn server_error_then_client_error_in_failover_fails_naming_both() {
     assert!(all_entries(&target).is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn failover_objects_use_their_own_name_in_the_failover_region() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(FAILOVER, "replica-name", "replica-value");
     env.aws
         .inject(Fault::persistent("GetSecretValue", REGION, 500, "InternalServiceError"));
@@ -631,9 +624,9 @@ async fn failover_objects_use_their_own_name_in_the_failover_region() {
     assert_eq!(failover_calls[0].names, vec![secret_arn(FAILOVER, "replica-name")]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_missing_parameter_fails_the_mount_naming_it() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_param(REGION, "present", "String", "x");
     let target = env.provider.target("ssm-missing");
     let err = env
@@ -653,9 +646,9 @@ async fn a_missing_parameter_fails_the_mount_naming_it() {
     assert!(all_entries(&target).is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn one_failing_object_fails_the_whole_mount_and_changes_nothing() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "good", "v1");
     let target = env.provider.target("partial");
     env.provider
@@ -681,9 +674,9 @@ async fn one_failing_object_fails_the_whole_mount_and_changes_nothing() {
 
 // === identity ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn irsa_assumes_the_service_account_role_with_the_pod_token() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "s", "v");
     let target = env.provider.target("irsa");
     env.provider
@@ -711,58 +704,9 @@ async fn irsa_assumes_the_service_account_role_with_the_pod_token() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_pods_with_different_roles_get_only_their_own_credentials() {
-    let env = Env::start().await;
-    // These values read back as the access key that signed the request.
-    env.aws.put_secret_string(REGION, "whoami", common::fake_aws::CALLER);
-    env.aws.put_secret_string(REGION, "whoami-2", common::fake_aws::CALLER);
-    env.aws
-        .put_param(REGION, "whoami-p", "String", common::fake_aws::CALLER);
-    env.aws.set_delay(Duration::from_millis(50));
-    let objects = format!("{}{}{}", obj("whoami", SM), obj("whoami-2", SM), obj("whoami-p", SSM));
-    let mut tasks = Vec::new();
-    for i in 0..6 {
-        let (pod, sa, token) = if i % 2 == 0 {
-            ("pod-a", "sa-a", TOKEN_A)
-        } else {
-            ("pod-b", "sa-b", TOKEN_B)
-        };
-        let target = env.provider.target(&format!("iso-{i}"));
-        let req = Req::new(&objects, &target).pod(pod, sa, token);
-        let mut client = env.provider.client().await;
-        tasks.push(tokio::spawn(async move {
-            client.mount(req.build()).await.map(|_| (target, token))
-        }));
-    }
-    let key_a = access_key_for(ROLE_A, TOKEN_A);
-    let key_b = access_key_for(ROLE_B, TOKEN_B);
-    for t in tasks {
-        let (target, token) = t.await.expect("join").expect("mount");
-        let own = if token == TOKEN_A { &key_a } else { &key_b };
-        for (file, contents) in read_mount(&target) {
-            assert_eq!(
-                &String::from_utf8_lossy(&contents),
-                own,
-                "{file} was fetched with another pod's credentials"
-            );
-        }
-    }
-    for c in env.aws.calls_of("AssumeRoleWithWebIdentity") {
-        let expected = if c.names[0] == ROLE_A { TOKEN_A } else { TOKEN_B };
-        assert_eq!(
-            c.token.as_deref(),
-            Some(expected),
-            "each role is assumed with its own pod's token"
-        );
-    }
-    let signed: Vec<_> = env.aws.calls().into_iter().filter_map(|c| c.access_key).collect();
-    assert!(signed.iter().all(|k| *k == key_a || *k == key_b), "{signed:?}");
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_service_account_without_a_role_fails_with_the_reference_message() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.kube.add_service_account("default", "no-role", None);
     let target = env.provider.target("norole");
     let err = env
@@ -777,9 +721,9 @@ async fn a_service_account_without_a_role_fails_with_the_reference_message() {
     assert!(env.aws.calls().is_empty(), "no AWS call without a role");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_missing_service_account_and_forbidden_rbac_fail_clearly() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     let target = env.provider.target("nosa");
     let err = env
         .provider
@@ -802,9 +746,9 @@ async fn a_missing_service_account_and_forbidden_rbac_fail_clearly() {
     assert!(err.message().contains("forbidden"), "{}", err.message());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sts_access_denied_fails_the_mount() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.deny_role(ROLE_A);
     let target = env.provider.target("sts-denied");
     let err = env
@@ -821,135 +765,9 @@ async fn sts_access_denied_fails_the_mount() {
     assert!(env.aws.calls_of("GetSecretValue").is_empty());
 }
 
-#[tokio::test]
-async fn pod_identity_uses_the_agent_with_the_pod_token_and_no_kubernetes_call() {
-    let agent = FakeAgent::start("127.0.0.1:0").await;
-    let url = agent.url();
-    let env = Env::start_with(|mut o| {
-        o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
-        o.args
-            .push("--pod-identity-endpoint-ipv6=http://[::1]:1/v1/credentials".into());
-        o
-    })
-    .await;
-    env.aws.put_secret_string(REGION, "s", "v");
-    let target = env.provider.target("pi");
-    env.provider
-        .mount(&Req::new(&obj("s", SM), &target).set("usePodIdentity", "true"))
-        .await
-        .expect("mount");
-    assert_eq!(agent.tokens(), vec![PI_TOKEN_A.to_string()]);
-    let sm = env.aws.calls_of("GetSecretValue");
-    assert_eq!(
-        sm[0].access_key.as_deref(),
-        Some(common::fake_agent::agent_key_for(PI_TOKEN_A).as_str())
-    );
-    assert!(env.kube.calls().is_empty(), "Pod Identity needs no Kubernetes call");
-    assert!(env.aws.calls_of("AssumeRoleWithWebIdentity").is_empty());
-}
-
-#[tokio::test]
-async fn pod_identity_auto_falls_back_to_ipv6_and_strict_modes_do_not() {
-    let agent6 = FakeAgent::start("[::1]:0").await;
-    let dead_v4 = "http://127.0.0.1:9/v1/credentials".to_string();
-    let url6 = agent6.url();
-    let env = Env::start_with(|mut o| {
-        o.args.push(format!("--pod-identity-endpoint-ipv4={dead_v4}"));
-        o.args.push(format!("--pod-identity-endpoint-ipv6={url6}"));
-        o.args.push("--pod-identity-http-timeout=1s".into());
-        o
-    })
-    .await;
-    env.aws.put_secret_string(REGION, "s", "v");
-    let target = env.provider.target("pi-auto");
-    env.provider
-        .mount(&Req::new(&obj("s", SM), &target).set("usePodIdentity", "true"))
-        .await
-        .expect("auto must fall back to IPv6");
-    assert_eq!(agent6.tokens().len(), 1);
-
-    let err = env
-        .provider
-        .mount(
-            &Req::new(&obj("s", SM), &env.provider.target("pi-v4"))
-                .pod("pod-v4", "sa-a", TOKEN_A)
-                .set("usePodIdentity", "true")
-                .set("preferredAddressType", "IPv4"),
-        )
-        .await
-        .expect_err("ipv4 is strict");
-    assert_eq!(err.code(), tonic::Code::Unavailable);
-    assert!(err.message().contains("127.0.0.1:9"), "{}", err.message());
-    assert_eq!(agent6.tokens().len(), 1, "strict ipv4 never asks the IPv6 agent");
-
-    env.provider
-        .mount(
-            &Req::new(&obj("s", SM), &env.provider.target("pi-v6"))
-                .pod("pod-v6", "sa-a", TOKEN_A)
-                .set("usePodIdentity", "T")
-                .set("preferredAddressType", "ipv6"),
-        )
-        .await
-        .expect("ipv6");
-    assert_eq!(agent6.tokens().len(), 2);
-}
-
-#[tokio::test]
-async fn pod_identity_agent_errors_fail_the_mount() {
-    let agent = FakeAgent::start("127.0.0.1:0").await;
-    agent.fail_with(500);
-    let url = agent.url();
-    let env = Env::start_with(|mut o| {
-        o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
-        o
-    })
-    .await;
-    let target = env.provider.target("pi-500");
-    let err = env
-        .provider
-        .mount(
-            &Req::new(&obj("s", SM), &target)
-                .set("usePodIdentity", "true")
-                .set("preferredAddressType", "ipv4"),
-        )
-        .await
-        .expect_err("fail");
-    assert!(
-        err.message().contains("EKS Pod Identity Agent") && err.message().contains("HTTP 500"),
-        "{}",
-        err.message()
-    );
-    assert_eq!(agent.tokens().len(), 3, "5xx is retried a bounded number of times");
-    assert!(env.aws.calls().is_empty());
-}
-
-// === region resolution ===
-
-#[tokio::test]
-async fn region_comes_from_aws_region_when_the_class_has_none() {
-    let env = Env::start_with(|mut o| {
-        o.env_region = Some("eu-west-1".into());
-        o
-    })
-    .await;
-    env.aws.put_secret_string("eu-west-1", "s", "eu");
-    let target = env.provider.target("env-region");
-    env.provider
-        .mount(&Req::new(&obj("s", SM), &target).unset("region"))
-        .await
-        .expect("mount");
-    assert_eq!(read_mount(&target)["s"], b"eu");
-    assert!(
-        env.kube
-            .calls()
-            .iter()
-            .all(|c| !c.contains("/nodes/") && !c.contains("/pods/"))
-    );
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn region_comes_from_the_node_label_without_region_or_aws_region() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.kube.add_pod("default", "pod-a", "node-1");
     env.kube.add_node("node-1", Some("ap-south-1"));
     env.aws.put_secret_string("ap-south-1", "s", "from-node-region");
@@ -964,9 +782,9 @@ async fn region_comes_from_the_node_label_without_region_or_aws_region() {
     assert!(calls.contains(&"GET /api/v1/nodes/node-1".to_string()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_node_without_a_region_label_fails_with_the_reference_message() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.kube.add_pod("default", "pod-a", "node-2");
     env.kube.add_node("node-2", None);
     let target = env.provider.target("no-region");
@@ -1001,9 +819,9 @@ async fn a_node_without_a_region_label_fails_with_the_reference_message() {
     assert!(env.aws.calls().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_arn_in_another_region_than_the_node_region_is_rejected_before_aws() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.kube.add_pod("default", "pod-a", "node-1");
     env.kube.add_node("node-1", Some("us-west-2"));
     let target = env.provider.target("arn-node");
@@ -1019,13 +837,9 @@ async fn an_arn_in_another_region_than_the_node_region_is_rejected_before_aws() 
 
 // === AWS client configuration ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_aws_call_carries_our_app_id_and_the_addon_version_replaces_it() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--eks-addon-version=v9.9.9-eksbuild.1".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--eks-addon-version=v9.9.9-eksbuild.1"]).await;
     env.aws.put_secret_string(REGION, "s", "v");
     let target = env.provider.target("appid");
     env.provider
@@ -1047,36 +861,9 @@ async fn every_aws_call_carries_our_app_id_and_the_addon_version_replaces_it() {
     );
 }
 
-#[tokio::test]
-async fn per_service_endpoint_variables_route_each_service() {
-    // Secrets Manager is pointed at a second fake; SSM and STS stay on the first.
-    let other = FakeAws::start().await;
-    other.put_secret_string(REGION, "s", "from-dedicated-endpoint");
-    let env = Env::start_with(|mut o| {
-        o.env
-            .push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), other.endpoint()));
-        o
-    })
-    .await;
-    env.aws.put_param(REGION, "p", "String", "x");
-    let target = env.provider.target("endpoints");
-    env.provider
-        .mount(&Req::new(&format!("{}{}", obj("s", SM), obj("p", SSM)), &target))
-        .await
-        .expect("mount");
-    assert_eq!(read_mount(&target)["s"], b"from-dedicated-endpoint");
-    assert_eq!(other.calls_of("GetSecretValue").len(), 1);
-    assert!(env.aws.calls_of("GetSecretValue").is_empty());
-    assert_eq!(env.aws.calls_of("GetParameters").len(), 1);
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn objects_are_fetched_concurrently_within_a_bound() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--batch-get-secret-value=false".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--batch-get-secret-value=false"]).await;
     env.aws.set_delay(Duration::from_millis(100));
     let mut objects = String::new();
     for i in 0..20 {
@@ -1094,35 +881,9 @@ async fn objects_are_fetched_concurrently_within_a_bound() {
     assert_eq!(read_mount(&target).len(), 20);
 }
 
-#[tokio::test]
-async fn pod_identity_agent_timeouts_fail_the_mount() {
-    let agent = FakeAgent::start("127.0.0.1:0").await;
-    agent.set_delay(Duration::from_millis(1500));
-    let url = agent.url();
-    let env = Env::start_with(|mut o| {
-        o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
-        o.args.push("--pod-identity-http-timeout=200ms".into());
-        o
-    })
-    .await;
-    let target = env.provider.target("pi-timeout");
-    let err = env
-        .provider
-        .mount(
-            &Req::new(&obj("s", SM), &target)
-                .set("usePodIdentity", "true")
-                .set("preferredAddressType", "ipv4"),
-        )
-        .await
-        .expect_err("fail");
-    assert_eq!(err.code(), tonic::Code::Unavailable);
-    assert!(err.message().contains("timed out"), "{}", err.message());
-    assert!(env.aws.calls().is_empty());
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_write_failure_is_reported_and_no_files_appear() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "s", "v");
     let not_a_dir = env.provider.dir.path().join("not-a-directory");
     std::fs::write(&not_a_dir, "x").expect("file");
@@ -1147,9 +908,9 @@ async fn a_write_failure_is_reported_and_no_files_appear() {
     assert!(!missing.exists());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn access_denied_in_the_primary_fails_the_mount_without_asking_the_failover() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "s", "primary");
     env.aws.put_secret_string(FAILOVER, "s", "failover");
     env.aws.put_param(FAILOVER, "p", "String", "failover");
@@ -1177,9 +938,9 @@ async fn access_denied_in_the_primary_fails_the_mount_without_asking_the_failove
 
 // === one policy in one place ===
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_empty_secret_gives_the_same_empty_file_batched_or_not() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "empty-a", "");
     env.aws.put_secret_string(REGION, "empty-b", "");
     env.aws.put_secret(
@@ -1206,53 +967,13 @@ async fn an_empty_secret_gives_the_same_empty_file_batched_or_not() {
     assert!(fa.values().all(|v| v.is_empty()), "{fa:?}");
 }
 
-#[tokio::test]
-async fn logs_of_a_shared_fetch_name_the_pod_that_started_it() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--log-format=json".into());
-        o
-    })
-    .await;
-    env.aws.put_secret_string(FAILOVER, "s", "from-failover");
-    env.aws.inject(common::fake_aws::Fault::persistent(
-        "GetSecretValue",
-        REGION,
-        503,
-        "ServiceUnavailable",
-    ));
-    let target = env.provider.target("span");
-    env.provider
-        .mount(
-            &Req::new(
-                "- objectName: s\n  objectType: secretsmanager\n  objectVersionLabel: AWSCURRENT\n",
-                &target,
-            )
-            .set("failoverRegion", FAILOVER),
-        )
-        .await
-        .expect("mount through the failover region");
-    assert_eq!(read_mount(&target)["s"], b"from-failover");
-    let logs = env.provider.logs();
-    let failover_line = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| {
-            l["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("trying the failover region"))
-        })
-        .unwrap_or_else(|| panic!("no failover warning in {logs}"));
-    assert_eq!(failover_line["span"]["pod"], "pod-a", "{failover_line}");
-    assert_eq!(failover_line["span"]["namespace"], "default", "{failover_line}");
-}
-
 // === failed rotations become pod events ===
 
 /// The events of the fake API server once `n` exist (or after 3 s), then
 /// after a moment more (a write that should not happen has had its chance).
 async fn events_settled(kube: &FakeKube, n: usize) -> Vec<serde_json::Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while kube.events().len() < n && std::time::Instant::now() < deadline {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while kube.events().len() < n && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1263,9 +984,9 @@ fn event_writes(kube: &FakeKube) -> Vec<String> {
     kube.calls().into_iter().filter(|c| c.contains("/events")).collect()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_remount_is_one_aggregated_warning_event_on_the_pod_and_a_first_mount_is_none() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws
         .put_secret_string(REGION, "db-password", "rotation-canary-s3cr3t");
     let target = env.provider.target("rotating");
@@ -1325,14 +1046,9 @@ async fn a_failed_remount_is_one_aggregated_warning_event_on_the_pod_and_a_first
     assert_eq!(events_settled(&env.kube, 2).await.len(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn repeated_rotation_failures_patch_the_series_once_per_interval() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--rotation-event-interval=400ms".into());
-        o.args.push("--driver-writes-secrets".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--rotation-event-interval=400ms", "--driver-writes-secrets"]).await;
     env.aws.put_secret_string(REGION, "api-key", "k-1");
     // Driver-writes mode: the provider never sees files in the target; it
     // knows the volume is mounted because it mounted it.
@@ -1370,13 +1086,9 @@ async fn repeated_rotation_failures_patch_the_series_once_per_interval() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rotation_failure_events_can_be_turned_off_and_a_forbidden_write_changes_no_mount() {
-    let env = Env::start_with(|mut o| {
-        o.args.push("--rotation-failure-events=false".into());
-        o
-    })
-    .await;
+    let env = InProc::start(&["--rotation-failure-events=false"]).await;
     env.aws.put_secret_string(REGION, "s", "v");
     let target = env.provider.target("off");
     let req = Req::new(&obj("s", SM), &target);
@@ -1387,7 +1099,7 @@ async fn rotation_failure_events_can_be_turned_off_and_a_forbidden_write_changes
     assert!(event_writes(&env.kube).is_empty());
 
     // Without RBAC for events, the mount fails exactly as it would anyway.
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.kube.forbid("events");
     env.aws.put_secret_string(REGION, "s", "v");
     let target = env.provider.target("forbidden");
@@ -1406,9 +1118,9 @@ async fn rotation_failure_events_can_be_turned_off_and_a_forbidden_write_changes
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_healthy_volume_does_not_reset_the_failing_one_and_one_namespace_cannot_starve_another() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "ok", "v");
     env.aws.put_secret_string(REGION, "gone", "v");
     let healthy = Req::new(&obj("ok", SM), &env.provider.target("healthy"));
@@ -1452,41 +1164,9 @@ async fn a_healthy_volume_does_not_reset_the_failing_one_and_one_namespace_canno
     assert_eq!((in_ns("team-a"), in_ns("team-b")), (10, 1), "{events:?}");
 }
 
-#[tokio::test]
-async fn a_remount_is_recognised_by_the_versions_an_older_driver_passes() {
-    // Drivers up to v1.5 pass the mounted objects' versions on a rotation;
-    // this provider never mounted the volume and its target is empty.
-    let env = Env::start().await;
-    let target = env.provider.target("old-driver");
-    assert!(all_entries(&target).is_empty());
-    let mut req = Req::new(&obj("gone", SM), &target).build();
-    req.current_object_version = vec![csi_provider_aws::proto::v1alpha1::ObjectVersion {
-        id: "gone".into(),
-        version: "v1".into(),
-    }];
-    let err = env
-        .provider
-        .client()
-        .await
-        .mount(req.clone())
-        .await
-        .expect_err("missing");
-    assert_eq!(err.code(), tonic::Code::NotFound);
-    let events = events_settled(&env.kube, 1).await;
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0]["note"], err.message());
-
-    // The same failure without the versions is a first mount: no event.
-    let fresh = env.provider.target("old-driver-first").to_string_lossy().into_owned();
-    req.current_object_version.clear();
-    req.target_path = fresh;
-    env.provider.client().await.mount(req).await.expect_err("missing");
-    assert_eq!(events_settled(&env.kube, 2).await.len(), 1);
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn yaml_anchors_aliases_and_merge_keys_are_read_as_the_go_provider_reads_them() {
-    let env = Env::start().await;
+    let env = InProc::start(&[]).await;
     env.aws.put_secret_string(REGION, "prod/db", "db-value");
     env.aws.put_secret_string(REGION, "prod/api", "api-value");
     env.aws.put_param(REGION, "flags", "String", "on");
@@ -1513,4 +1193,304 @@ async fn yaml_anchors_aliases_and_merge_keys_are_read_as_the_go_provider_reads_t
     assert_eq!(files.len(), 4, "{:?}", files.keys().collect::<Vec<_>>());
     assert_eq!(mode_of(&target.join("prod-api")), 0o400, "merged from the anchor");
     assert_eq!(mode_of(&target.join("limits")), 0o644);
+}
+
+mod end_to_end {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_pods_with_different_roles_get_only_their_own_credentials() {
+        let env = Env::start().await;
+        // These values read back as the access key that signed the request.
+        env.aws.put_secret_string(REGION, "whoami", common::fake_aws::CALLER);
+        env.aws.put_secret_string(REGION, "whoami-2", common::fake_aws::CALLER);
+        env.aws
+            .put_param(REGION, "whoami-p", "String", common::fake_aws::CALLER);
+        env.aws.set_delay(Duration::from_millis(50));
+        let objects = format!("{}{}{}", obj("whoami", SM), obj("whoami-2", SM), obj("whoami-p", SSM));
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (pod, sa, token) = if i % 2 == 0 {
+                ("pod-a", "sa-a", TOKEN_A)
+            } else {
+                ("pod-b", "sa-b", TOKEN_B)
+            };
+            let target = env.provider.target(&format!("iso-{i}"));
+            let req = Req::new(&objects, &target).pod(pod, sa, token);
+            let mut client = env.provider.client().await;
+            tasks.push(tokio::spawn(async move {
+                client.mount(req.build()).await.map(|_| (target, token))
+            }));
+        }
+        let key_a = access_key_for(ROLE_A, TOKEN_A);
+        let key_b = access_key_for(ROLE_B, TOKEN_B);
+        for t in tasks {
+            let (target, token) = t.await.expect("join").expect("mount");
+            let own = if token == TOKEN_A { &key_a } else { &key_b };
+            for (file, contents) in read_mount(&target) {
+                assert_eq!(
+                    &String::from_utf8_lossy(&contents),
+                    own,
+                    "{file} was fetched with another pod's credentials"
+                );
+            }
+        }
+        for c in env.aws.calls_of("AssumeRoleWithWebIdentity") {
+            let expected = if c.names[0] == ROLE_A { TOKEN_A } else { TOKEN_B };
+            assert_eq!(
+                c.token.as_deref(),
+                Some(expected),
+                "each role is assumed with its own pod's token"
+            );
+        }
+        let signed: Vec<_> = env.aws.calls().into_iter().filter_map(|c| c.access_key).collect();
+        assert!(signed.iter().all(|k| *k == key_a || *k == key_b), "{signed:?}");
+    }
+
+    #[tokio::test]
+    async fn pod_identity_uses_the_agent_with_the_pod_token_and_no_kubernetes_call() {
+        let agent = FakeAgent::start("127.0.0.1:0").await;
+        let url = agent.url();
+        let env = Env::start_with(|mut o| {
+            o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
+            o.args
+                .push("--pod-identity-endpoint-ipv6=http://[::1]:1/v1/credentials".into());
+            o
+        })
+        .await;
+        env.aws.put_secret_string(REGION, "s", "v");
+        let target = env.provider.target("pi");
+        env.provider
+            .mount(&Req::new(&obj("s", SM), &target).set("usePodIdentity", "true"))
+            .await
+            .expect("mount");
+        assert_eq!(agent.tokens(), vec![PI_TOKEN_A.to_string()]);
+        let sm = env.aws.calls_of("GetSecretValue");
+        assert_eq!(
+            sm[0].access_key.as_deref(),
+            Some(common::fake_agent::agent_key_for(PI_TOKEN_A).as_str())
+        );
+        assert!(env.kube.calls().is_empty(), "Pod Identity needs no Kubernetes call");
+        assert!(env.aws.calls_of("AssumeRoleWithWebIdentity").is_empty());
+    }
+
+    #[tokio::test]
+    async fn pod_identity_auto_falls_back_to_ipv6_and_strict_modes_do_not() {
+        let agent6 = FakeAgent::start("[::1]:0").await;
+        let dead_v4 = "http://127.0.0.1:9/v1/credentials".to_string();
+        let url6 = agent6.url();
+        let env = Env::start_with(|mut o| {
+            o.args.push(format!("--pod-identity-endpoint-ipv4={dead_v4}"));
+            o.args.push(format!("--pod-identity-endpoint-ipv6={url6}"));
+            o.args.push("--pod-identity-http-timeout=1s".into());
+            o
+        })
+        .await;
+        env.aws.put_secret_string(REGION, "s", "v");
+        let target = env.provider.target("pi-auto");
+        env.provider
+            .mount(&Req::new(&obj("s", SM), &target).set("usePodIdentity", "true"))
+            .await
+            .expect("auto must fall back to IPv6");
+        assert_eq!(agent6.tokens().len(), 1);
+
+        let err = env
+            .provider
+            .mount(
+                &Req::new(&obj("s", SM), &env.provider.target("pi-v4"))
+                    .pod("pod-v4", "sa-a", TOKEN_A)
+                    .set("usePodIdentity", "true")
+                    .set("preferredAddressType", "IPv4"),
+            )
+            .await
+            .expect_err("ipv4 is strict");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert!(err.message().contains("127.0.0.1:9"), "{}", err.message());
+        assert_eq!(agent6.tokens().len(), 1, "strict ipv4 never asks the IPv6 agent");
+
+        env.provider
+            .mount(
+                &Req::new(&obj("s", SM), &env.provider.target("pi-v6"))
+                    .pod("pod-v6", "sa-a", TOKEN_A)
+                    .set("usePodIdentity", "T")
+                    .set("preferredAddressType", "ipv6"),
+            )
+            .await
+            .expect("ipv6");
+        assert_eq!(agent6.tokens().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn pod_identity_agent_errors_fail_the_mount() {
+        let agent = FakeAgent::start("127.0.0.1:0").await;
+        agent.fail_with(500);
+        let url = agent.url();
+        let env = Env::start_with(|mut o| {
+            o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
+            o
+        })
+        .await;
+        let target = env.provider.target("pi-500");
+        let err = env
+            .provider
+            .mount(
+                &Req::new(&obj("s", SM), &target)
+                    .set("usePodIdentity", "true")
+                    .set("preferredAddressType", "ipv4"),
+            )
+            .await
+            .expect_err("fail");
+        assert!(
+            err.message().contains("EKS Pod Identity Agent") && err.message().contains("HTTP 500"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(agent.tokens().len(), 3, "5xx is retried a bounded number of times");
+        assert!(env.aws.calls().is_empty());
+    }
+
+    // === region resolution ===
+
+    #[tokio::test]
+    async fn region_comes_from_aws_region_when_the_class_has_none() {
+        let env = Env::start_with(|mut o| {
+            o.env_region = Some("eu-west-1".into());
+            o
+        })
+        .await;
+        env.aws.put_secret_string("eu-west-1", "s", "eu");
+        let target = env.provider.target("env-region");
+        env.provider
+            .mount(&Req::new(&obj("s", SM), &target).unset("region"))
+            .await
+            .expect("mount");
+        assert_eq!(read_mount(&target)["s"], b"eu");
+        assert!(
+            env.kube
+                .calls()
+                .iter()
+                .all(|c| !c.contains("/nodes/") && !c.contains("/pods/"))
+        );
+    }
+
+    #[tokio::test]
+    async fn per_service_endpoint_variables_route_each_service() {
+        // Secrets Manager is pointed at a second fake; SSM and STS stay on the first.
+        let other = FakeAws::start().await;
+        other.put_secret_string(REGION, "s", "from-dedicated-endpoint");
+        let env = Env::start_with(|mut o| {
+            o.env
+                .push(("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), other.endpoint()));
+            o
+        })
+        .await;
+        env.aws.put_param(REGION, "p", "String", "x");
+        let target = env.provider.target("endpoints");
+        env.provider
+            .mount(&Req::new(&format!("{}{}", obj("s", SM), obj("p", SSM)), &target))
+            .await
+            .expect("mount");
+        assert_eq!(read_mount(&target)["s"], b"from-dedicated-endpoint");
+        assert_eq!(other.calls_of("GetSecretValue").len(), 1);
+        assert!(env.aws.calls_of("GetSecretValue").is_empty());
+        assert_eq!(env.aws.calls_of("GetParameters").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pod_identity_agent_timeouts_fail_the_mount() {
+        let agent = FakeAgent::start("127.0.0.1:0").await;
+        agent.set_delay(Duration::from_millis(1500));
+        let url = agent.url();
+        let env = Env::start_with(|mut o| {
+            o.args.push(format!("--pod-identity-endpoint-ipv4={url}"));
+            o.args.push("--pod-identity-http-timeout=200ms".into());
+            o
+        })
+        .await;
+        let target = env.provider.target("pi-timeout");
+        let err = env
+            .provider
+            .mount(
+                &Req::new(&obj("s", SM), &target)
+                    .set("usePodIdentity", "true")
+                    .set("preferredAddressType", "ipv4"),
+            )
+            .await
+            .expect_err("fail");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert!(err.message().contains("timed out"), "{}", err.message());
+        assert!(env.aws.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_remount_is_recognised_by_the_versions_an_older_driver_passes() {
+        // Drivers up to v1.5 pass the mounted objects' versions on a rotation;
+        // this provider never mounted the volume and its target is empty.
+        let env = Env::start().await;
+        let target = env.provider.target("old-driver");
+        assert!(all_entries(&target).is_empty());
+        let mut req = Req::new(&obj("gone", SM), &target).build();
+        req.current_object_version = vec![csi_provider_aws::proto::v1alpha1::ObjectVersion {
+            id: "gone".into(),
+            version: "v1".into(),
+        }];
+        let err = env
+            .provider
+            .client()
+            .await
+            .mount(req.clone())
+            .await
+            .expect_err("missing");
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        let events = events_settled(&env.kube, 1).await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["note"], err.message());
+
+        // The same failure without the versions is a first mount: no event.
+        let fresh = env.provider.target("old-driver-first").to_string_lossy().into_owned();
+        req.current_object_version.clear();
+        req.target_path = fresh;
+        env.provider.client().await.mount(req).await.expect_err("missing");
+        assert_eq!(events_settled(&env.kube, 2).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn logs_of_a_shared_fetch_name_the_pod_that_started_it() {
+        let env = Env::start_with(|mut o| {
+            o.args.push("--log-format=json".into());
+            o
+        })
+        .await;
+        env.aws.put_secret_string(FAILOVER, "s", "from-failover");
+        env.aws.inject(common::fake_aws::Fault::persistent(
+            "GetSecretValue",
+            REGION,
+            503,
+            "ServiceUnavailable",
+        ));
+        let target = env.provider.target("span");
+        env.provider
+            .mount(
+                &Req::new(
+                    "- objectName: s\n  objectType: secretsmanager\n  objectVersionLabel: AWSCURRENT\n",
+                    &target,
+                )
+                .set("failoverRegion", FAILOVER),
+            )
+            .await
+            .expect("mount through the failover region");
+        assert_eq!(read_mount(&target)["s"], b"from-failover");
+        let logs = env.provider.logs();
+        let failover_line = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("trying the failover region"))
+            })
+            .unwrap_or_else(|| panic!("no failover warning in {logs}"));
+        assert_eq!(failover_line["span"]["pod"], "pod-a", "{failover_line}");
+        assert_eq!(failover_line["span"]["namespace"], "default", "{failover_line}");
+    }
 }

@@ -31,7 +31,7 @@ use csi_provider_aws::identity::PodIdentityClient;
 use csi_provider_aws::identity::pod_identity::{AgentFuture, AgentTransport, TransportError};
 use csi_provider_aws::kube::KubeClient;
 use csi_provider_aws::mount::{MountError, Provider};
-use csi_provider_aws::proto::v1alpha1::MountResponse;
+use csi_provider_aws::proto::v1alpha1::{MountRequest, MountResponse};
 use csi_provider_aws::telemetry::Metrics;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -199,7 +199,7 @@ pub struct InProc {
 pub struct InProvider {
     pub config: Config,
     pub inner: Arc<Provider>,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     logs: LogBuffer,
 }
 
@@ -277,26 +277,25 @@ impl InProvider {
         p
     }
 
-    /// One mount: the response, or the status the driver gets.
+    /// One mount through the provider's gRPC service, as the driver's call
+    /// reaches it (events, metrics and logs included): the response, or
+    /// the status the driver gets.
     pub async fn mount(&self, req: &Req) -> Result<MountResponse, tonic::Status> {
-        self.mount_error(req)
-            .await
-            .map_err(|e| csi_provider_aws::server::status(&e))
+        serve(self.inner.clone(), req.build()).await
+    }
+
+    /// [`InProvider::mount`] of a request the test built itself.
+    pub async fn mount_request(&self, req: MountRequest) -> Result<MountResponse, tonic::Status> {
+        serve(self.inner.clone(), req).await
     }
 
     /// [`InProvider::mount`] as a task of its own.
     pub fn spawn_mount(&self, req: &Req) -> tokio::task::JoinHandle<Result<MountResponse, tonic::Status>> {
-        let (provider, request) = (self.inner.clone(), req.build());
-        tokio::spawn(async move {
-            provider
-                .mount(request, None)
-                .await
-                .map(|m| m.response)
-                .map_err(|e| csi_provider_aws::server::status(&e))
-        })
+        tokio::spawn(serve(self.inner.clone(), req.build()))
     }
 
-    /// One mount: the response, or the error itself.
+    /// One mount by the provider itself, without its service: the
+    /// response, or the error (before it becomes a status).
     pub async fn mount_error(&self, req: &Req) -> Result<MountResponse, MountError> {
         self.inner.mount(req.build(), None).await.map(|m| m.response)
     }
@@ -305,4 +304,13 @@ impl InProvider {
     pub fn logs(&self) -> String {
         String::from_utf8_lossy(&self.logs.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
+}
+
+/// `request` answered by the provider's gRPC service.
+async fn serve(provider: Arc<Provider>, request: MountRequest) -> Result<MountResponse, tonic::Status> {
+    use csi_provider_aws::proto::v1alpha1::csi_driver_provider_server::CsiDriverProvider;
+    csi_provider_aws::server::ProviderService::new(provider)
+        .mount(tonic::Request::new(request))
+        .await
+        .map(tonic::Response::into_inner)
 }
