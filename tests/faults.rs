@@ -401,19 +401,24 @@ async fn persistent_server_errors_fail_the_mount_whole_as_unavailable_and_recove
 
 // === connection resets ===
 
-#[tokio::test(start_paused = true)]
-async fn a_connection_reset_once_is_retried_and_the_mount_succeeds() {
-    let env = start(&[]).await;
-    seed(&env, REGION, 1);
+/// Every operation's first call reset (in-process: the SDK's HTTP client
+/// fails it as a reset connection would).
+async fn reset_once(env: &impl Harness) {
+    seed(env, REGION, 1);
     for op in [BATCH, GET, PARAMS] {
-        env.aws.add_rule(Rule::op(op, Effect::Reset).times(1));
+        env.aws().add_rule(Rule::op(op, Effect::Reset).times(1));
     }
-    let req = Req::new(CLASS, &env.provider.target("reset-once"));
-    env.provider.mount(&req).await.expect("the retry absorbs the reset");
+    let req = Req::new(CLASS, &env.target("reset-once"));
+    env.mount(&req).await.expect("the retry absorbs the reset");
     assert_eq!(read_mount(&req.target), files(REGION, 1));
     for op in [BATCH, GET, PARAMS] {
-        assert_eq!((env.aws.faulted(op), count(&env, op)), (1, 2), "{op}");
+        assert_eq!((env.aws().faulted(op), count(env, op)), (1, 2), "{op}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_reset_once_is_retried_and_the_mount_succeeds() {
+    reset_once(&start(&[]).await).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -431,22 +436,23 @@ async fn persistent_connection_resets_fail_the_mount_whole_and_recovery_is_immed
 
 // === hangs ===
 
-#[tokio::test(start_paused = true)]
-async fn a_call_hung_once_is_abandoned_at_the_attempt_timeout_and_retried() {
-    let env = start(&[]).await;
-    seed(&env, REGION, 1);
+/// Every operation's first call never answered.
+async fn hung_once(env: &impl Harness) {
+    seed(env, REGION, 1);
     for op in [BATCH, GET, PARAMS] {
-        env.aws.add_rule(Rule::op(op, Effect::Hang).times(1));
+        env.aws().add_rule(Rule::op(op, Effect::Hang).times(1));
     }
-    let req = Req::new(CLASS, &env.provider.target("hang-once"));
-    env.provider
-        .mount(&req)
-        .await
-        .expect("the retry gets past the hung attempt");
+    let req = Req::new(CLASS, &env.target("hang-once"));
+    env.mount(&req).await.expect("the retry gets past the hung attempt");
     assert_eq!(read_mount(&req.target), files(REGION, 1));
     for op in [BATCH, GET, PARAMS] {
-        assert_eq!((env.aws.faulted(op), count(&env, op)), (1, 2), "{op}");
+        assert_eq!((env.aws().faulted(op), count(env, op)), (1, 2), "{op}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_hung_once_is_abandoned_at_the_attempt_timeout_and_retried() {
+    hung_once(&start(&[]).await).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -924,15 +930,13 @@ async fn start_with_agent(overrides: &[&str]) -> InProc {
     start(&[&[NO_CREDENTIAL_CACHE], overrides].concat()).await
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_agent_down_fails_the_mount_whole_naming_it_and_recovery_is_immediate() {
-    let env = start_with_agent(&[]).await;
-    let agent = &env.agent;
-    let req = pod_identity(Req::new(CLASS, &env.provider.target("agent-down")));
-    let before = mounted_then_rotated(&env, &req).await;
+/// `agent`, which `env` asks for credentials, goes down.
+async fn agent_down(env: &impl Harness, agent: &FakeAgent) {
+    let req = pod_identity(Req::new(CLASS, &env.target("agent-down")));
+    let before = mounted_then_rotated(env, &req).await;
     agent.go_down();
     let asked = agent.tokens().len();
-    let (err, _) = fails_whole(&env, &req, &before).await;
+    let (err, _) = fails_whole(env, &req, &before).await;
     assert_status(
         &err,
         Code::Unavailable,
@@ -940,8 +944,14 @@ async fn the_agent_down_fails_the_mount_whole_naming_it_and_recovery_is_immediat
     );
     assert_eq!(agent.tokens().len(), asked, "no request reached the agent");
     agent.recover().await;
-    recovers_at_once(&env, &req, REGION).await;
+    recovers_at_once(env, &req, REGION).await;
     assert_eq!(agent.tokens().len(), asked + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agent_down_fails_the_mount_whole_naming_it_and_recovery_is_immediate() {
+    let env = start_with_agent(&[]).await;
+    agent_down(&env, &env.agent).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -1036,18 +1046,22 @@ async fn a_kubernetes_403_fails_as_permission_denied_in_driver_writes_mode() {
     assert!(all_entries(&req.target).is_empty(), "driver-writes mode writes nothing");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_slow_kubernetes_api_fails_at_the_kube_timeout_and_recovery_is_immediate() {
-    let env = start(&[NO_SA_CACHE]).await;
-    let req = Req::new(CLASS, &env.provider.target("kube-slow"));
-    let before = mounted_then_rotated(&env, &req).await;
-    env.kube.set_delay(Duration::from_secs(3));
-    let (err, took) = fails_whole(&env, &req, &before).await;
+/// Kubernetes answering slower than `--kube-timeout` (500ms).
+async fn slow_kube(env: &impl Harness) {
+    let req = Req::new(CLASS, &env.target("kube-slow"));
+    let before = mounted_then_rotated(env, &req).await;
+    env.kube().set_delay(Duration::from_secs(3));
+    let (err, took) = fails_whole(env, &req, &before).await;
     assert_status(&err, Code::Unavailable, &["failed to get service account default/sa-a"]);
     assert!(took < Duration::from_secs(3), "--kube-timeout=500ms ends it: {took:?}");
-    assert!(env.kube.faulted() >= 1);
-    env.kube.recover();
-    recovers_at_once(&env, &req, REGION).await;
+    assert!(env.kube().faulted() >= 1);
+    env.kube().recover();
+    recovers_at_once(env, &req, REGION).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_kubernetes_api_fails_at_the_kube_timeout_and_recovery_is_immediate() {
+    slow_kube(&start(&[NO_SA_CACHE]).await).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -1127,68 +1141,22 @@ mod end_to_end {
 
     #[tokio::test]
     async fn a_connection_reset_once_is_retried_and_the_mount_succeeds() {
-        let env = start_e2e(&[]).await;
-        seed(&env, REGION, 1);
-        for op in [BATCH, GET, PARAMS] {
-            env.aws.add_rule(Rule::op(op, Effect::Reset).times(1));
-        }
-        let req = Req::new(CLASS, &env.provider.target("reset-once"));
-        env.provider.mount(&req).await.expect("the retry absorbs the reset");
-        assert_eq!(read_mount(&req.target), files(REGION, 1));
-        for op in [BATCH, GET, PARAMS] {
-            assert_eq!((env.aws.faulted(op), count(&env, op)), (1, 2), "{op}");
-        }
+        reset_once(&start_e2e(&[]).await).await;
     }
 
     #[tokio::test]
     async fn a_call_hung_once_is_abandoned_at_the_attempt_timeout_and_retried() {
-        let env = start_e2e(&[]).await;
-        seed(&env, REGION, 1);
-        for op in [BATCH, GET, PARAMS] {
-            env.aws.add_rule(Rule::op(op, Effect::Hang).times(1));
-        }
-        let req = Req::new(CLASS, &env.provider.target("hang-once"));
-        env.provider
-            .mount(&req)
-            .await
-            .expect("the retry gets past the hung attempt");
-        assert_eq!(read_mount(&req.target), files(REGION, 1));
-        for op in [BATCH, GET, PARAMS] {
-            assert_eq!((env.aws.faulted(op), count(&env, op)), (1, 2), "{op}");
-        }
+        hung_once(&start_e2e(&[]).await).await;
     }
 
     #[tokio::test]
     async fn a_slow_kubernetes_api_fails_at_the_kube_timeout_and_recovery_is_immediate() {
-        let env = start_e2e(&[NO_SA_CACHE]).await;
-        let req = Req::new(CLASS, &env.provider.target("kube-slow"));
-        let before = mounted_then_rotated(&env, &req).await;
-        env.kube.set_delay(Duration::from_secs(3));
-        let (err, took) = fails_whole(&env, &req, &before).await;
-        assert_status(&err, Code::Unavailable, &["failed to get service account default/sa-a"]);
-        assert!(took < Duration::from_secs(3), "--kube-timeout=500ms ends it: {took:?}");
-        assert!(env.kube.faulted() >= 1);
-        env.kube.recover();
-        recovers_at_once(&env, &req, REGION).await;
+        slow_kube(&start_e2e(&[NO_SA_CACHE]).await).await;
     }
 
     #[tokio::test]
     async fn the_agent_down_fails_the_mount_whole_naming_it_and_recovery_is_immediate() {
         let agent = FakeAgent::start("127.0.0.1:0").await;
-        let env = start_e2e_with_agent(&agent, &[]).await;
-        let req = pod_identity(Req::new(CLASS, &env.provider.target("agent-down")));
-        let before = mounted_then_rotated(&env, &req).await;
-        agent.go_down();
-        let asked = agent.tokens().len();
-        let (err, _) = fails_whole(&env, &req, &before).await;
-        assert_status(
-            &err,
-            Code::Unavailable,
-            &["EKS Pod Identity Agent", &agent.addr.to_string(), "cannot connect"],
-        );
-        assert_eq!(agent.tokens().len(), asked, "no request reached the agent");
-        agent.recover().await;
-        recovers_at_once(&env, &req, REGION).await;
-        assert_eq!(agent.tokens().len(), asked + 1);
+        agent_down(&start_e2e_with_agent(&agent, &[]).await, &agent).await;
     }
 }
