@@ -1,6 +1,7 @@
 //! The `csi-provider-aws mount` debug client: it builds the driver's
 //! attributes from a SecretProviderClass manifest, mounts through a running
-//! provider, and reports what happened.
+//! provider, and reports what happened. And the server's start: a
+//! configuration it refuses, and one it starts with a warning.
 
 use crate::common;
 
@@ -142,4 +143,71 @@ async fn probe_succeeds_while_the_socket_serves_and_fails_without_it() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("not ready: cannot connect to"), "{stderr}");
+}
+
+/// `csi-provider-aws` (serve) with `args` and `env`, which must refuse to
+/// start: its exit status and standard error.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_csi-provider-aws"))
+        .args(args)
+        .arg(format!("--provider-volume={}", dir.path().display()))
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn an_invalid_configuration_stops_the_server_before_it_starts_with_the_rule_and_status_2() {
+    for (args, env, message) in [
+        (
+            &["--qps=0"][..],
+            &[][..],
+            "invalid value '0' for '--qps <QPS>': invalid rate \"0\": a positive number of queries per second",
+        ),
+        (
+            &["serve", "--max-concurrent-mounts=0"],
+            &[],
+            "invalid value '0' for '--max-concurrent-mounts <MAX_CONCURRENT_MOUNTS>': invalid count \"0\": a whole number of at least 1",
+        ),
+        (
+            &["-http-addr=8989"],
+            &[],
+            "invalid address \"8989\": a host and port such as 0.0.0.0:8989",
+        ),
+        (
+            &["--memory-budget=8MiB", "--memory-floor-per-mount=9MiB"],
+            &[],
+            "error: --memory-floor-per-mount (9.0 MiB) must fit in --memory-budget (8.0 MiB)",
+        ),
+        (&[], &[("RUST_LOG", "info,[")], "error: invalid RUST_LOG \"info,[\""),
+    ] {
+        let (status, stderr) = refused(args, env);
+        assert_eq!(status, Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?} {env:?}: {stderr}");
+        assert!(!stderr.contains("starting"), "nothing started: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn deadlines_that_do_not_fit_each_other_are_warned_about_at_start() {
+    let env = Env::start_with(|mut o| {
+        o.args.push("--mount-timeout=20s".into());
+        o
+    })
+    .await;
+    let logs = env.provider.logs();
+    assert!(
+        logs.contains("--aws-operation-timeout (15s) does not fit twice in --mount-timeout (20s)"),
+        "{logs}"
+    );
+    env.aws.put_secret_string(REGION, "s", "v");
+    let target = env.provider.target("warned");
+    env.provider
+        .mount(&Req::new("- objectName: s\n  objectType: secretsmanager\n", &target))
+        .await
+        .expect("it serves");
 }
