@@ -292,3 +292,143 @@ impl PodIdentityClient {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// An agent that answers from a script, in order, and records the URL
+    /// and token of every request.
+    #[derive(Default)]
+    struct Scripted {
+        answers: Mutex<VecDeque<Result<(StatusCode, Bytes), TransportError>>>,
+        asked: Mutex<Vec<(String, String)>>,
+    }
+
+    impl AgentTransport for Scripted {
+        fn get<'a>(&'a self, url: &'a str, authorization: http::HeaderValue, _: Duration) -> AgentFuture<'a> {
+            let token = authorization.to_str().unwrap_or_default().to_string();
+            self.asked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((url.to_string(), token));
+            let answer = self
+                .answers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+                .unwrap_or_else(|| Err(TransportError::Unreachable("no more answers".into())));
+            Box::pin(async move { answer })
+        }
+    }
+
+    const CREDENTIALS: &str = r#"{"AccessKeyId":"ASIAAGENT","SecretAccessKey":"agent-secret","Token":"agent-session","Expiration":"2099-01-01T00:00:00Z"}"#;
+
+    fn ok() -> Result<(StatusCode, Bytes), TransportError> {
+        Ok((StatusCode::OK, Bytes::from_static(CREDENTIALS.as_bytes())))
+    }
+
+    fn status(code: u16) -> Result<(StatusCode, Bytes), TransportError> {
+        let body = r#"{"code":"Refused","message":"by the agent"}"#;
+        Ok((
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+            Bytes::from_static(body.as_bytes()),
+        ))
+    }
+
+    async fn ask(
+        answers: Vec<Result<(StatusCode, Bytes), TransportError>>,
+        preference: AddressPreference,
+    ) -> (Result<Credentials, IdentityError>, Vec<(String, String)>) {
+        let agent = Arc::new(Scripted {
+            answers: Mutex::new(answers.into()),
+            ..Scripted::default()
+        });
+        let client = PodIdentityClient::with_transport(
+            PodIdentityConfig::default(),
+            agent.clone(),
+            Arc::new(Metrics::default()),
+        );
+        let result = client
+            .credentials(preference, &SecretString::new("pod-token".into()))
+            .await;
+        let asked = agent.asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (result, asked)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_agents_document_becomes_the_pods_credentials() {
+        let (result, asked) = ask(vec![ok()], AddressPreference::Auto).await;
+        let c = result.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.access_key_id, "ASIAAGENT");
+        assert_eq!(
+            (c.secret_access_key.expose(), c.session_token.expose()),
+            ("agent-secret", "agent-session")
+        );
+        assert!(c.expiration.is_some());
+        assert_eq!(
+            asked,
+            vec![(DEFAULT_IPV4_ENDPOINT.to_string(), "pod-token".to_string())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn auto_tries_ipv6_when_ipv4_cannot_be_reached_and_strict_modes_do_not() {
+        let unreachable = || Err(TransportError::Unreachable("cannot connect: refused".into()));
+        let (result, asked) = ask(vec![unreachable(), ok()], AddressPreference::Auto).await;
+        assert!(result.is_ok());
+        let urls: Vec<_> = asked.iter().map(|(u, _)| u.as_str()).collect();
+        assert_eq!(urls, [DEFAULT_IPV4_ENDPOINT, DEFAULT_IPV6_ENDPOINT]);
+
+        let (result, asked) = ask(
+            vec![unreachable(), unreachable(), unreachable(), ok()],
+            AddressPreference::Ipv4,
+        )
+        .await;
+        assert!(matches!(
+            result,
+            Err(IdentityError::PodIdentity {
+                failure: Failure::Unavailable,
+                ..
+            })
+        ));
+        assert!(asked.iter().all(|(u, _)| u == DEFAULT_IPV4_ENDPOINT), "{asked:?}");
+        assert_eq!(asked.len(), ATTEMPTS as usize);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_are_classified_by_status_and_only_retryable_ones_are_asked_again() {
+        for (code, failure, requests) in [
+            (401, Failure::AccessDenied, 1),
+            (403, Failure::AccessDenied, 1),
+            (404, Failure::NotFound, 1),
+            (400, Failure::Rejected, 1),
+            (429, Failure::Throttled, ATTEMPTS as usize),
+            (500, Failure::Unavailable, ATTEMPTS as usize),
+        ] {
+            let answers = (0..ATTEMPTS).map(|_| status(code)).collect();
+            let (result, asked) = ask(answers, AddressPreference::Ipv4).await;
+            match result {
+                Err(IdentityError::PodIdentity {
+                    failure: f, message, ..
+                }) => {
+                    assert_eq!(f, failure, "HTTP {code}");
+                    assert_eq!(message, format!("HTTP {code} Refused: by the agent"));
+                }
+                other => panic!("HTTP {code}: {other:?}"),
+            }
+            assert_eq!(asked.len(), requests, "HTTP {code}");
+        }
+        let html = (0..ATTEMPTS)
+            .map(|_| Ok((StatusCode::OK, Bytes::from_static(b"<html>"))))
+            .collect();
+        let (result, _) = ask(html, AddressPreference::Ipv4).await;
+        assert!(
+            matches!(&result, Err(IdentityError::PodIdentity { message, .. }) if message == "the response is not a credentials document"),
+            "{result:?}"
+        );
+    }
+}
