@@ -19,9 +19,19 @@ use tracing_subscriber::EnvFilter;
 /// Every heap allocation is zeroed when freed: buffers the provider does
 /// not own (HTTP bodies, the SDK's parsed responses, gRPC frames) held
 /// secret values and credentials too.
-#[cfg(feature = "zeroize-heap")]
+#[cfg(all(feature = "zeroize-heap", not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> = zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
+/// The static builds allocate through mimalloc (musl's allocator holds one
+/// lock for every thread), zeroed the same way.
+#[cfg(all(feature = "zeroize-heap", target_env = "musl"))]
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<mimalloc::MiMalloc> = zeroizing_alloc::ZeroAlloc(mimalloc::MiMalloc);
+
+#[cfg(all(not(feature = "zeroize-heap"), target_env = "musl"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::from_args(std::env::args());
