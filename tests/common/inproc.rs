@@ -30,7 +30,7 @@ use csi_provider_aws::config::{Config, Environment, Peers};
 use csi_provider_aws::identity::PodIdentityClient;
 use csi_provider_aws::identity::pod_identity::{AgentFuture, AgentTransport, TransportError};
 use csi_provider_aws::kube::KubeClient;
-use csi_provider_aws::mount::{MountError, Provider};
+use csi_provider_aws::mount::Provider;
 use csi_provider_aws::proto::v1alpha1::{MountRequest, MountResponse};
 use csi_provider_aws::telemetry::Metrics;
 use http_body_util::{BodyExt, Full};
@@ -197,7 +197,6 @@ pub struct InProc {
 
 /// The provider of an [`InProc`]: mounts as its gRPC service answers them.
 pub struct InProvider {
-    pub config: Config,
     pub inner: Arc<Provider>,
     pub dir: tempfile::TempDir,
     logs: LogBuffer,
@@ -259,7 +258,6 @@ impl InProc {
             kube,
             agent,
             provider: InProvider {
-                config,
                 inner,
                 dir: tempfile::tempdir().expect("tempdir"),
                 logs,
@@ -284,20 +282,9 @@ impl InProvider {
         serve(self.inner.clone(), req.build()).await
     }
 
-    /// [`InProvider::mount`] of a request the test built itself.
-    pub async fn mount_request(&self, req: MountRequest) -> Result<MountResponse, tonic::Status> {
-        serve(self.inner.clone(), req).await
-    }
-
     /// [`InProvider::mount`] as a task of its own.
     pub fn spawn_mount(&self, req: &Req) -> tokio::task::JoinHandle<Result<MountResponse, tonic::Status>> {
         tokio::spawn(serve(self.inner.clone(), req.build()))
-    }
-
-    /// One mount by the provider itself, without its service: the
-    /// response, or the error (before it becomes a status).
-    pub async fn mount_error(&self, req: &Req) -> Result<MountResponse, MountError> {
-        self.inner.mount(req.build(), None).await.map(|m| m.response)
     }
 
     /// What the provider logged so far.
