@@ -7,8 +7,9 @@
 //! connections; at the cap a new client is served in place of the oldest
 //! connection that has not sent its request's headers (then of the one idle
 //! longest), so a flood of connections that never finish their headers
-//! cannot keep a well-behaved client out; only when every connection is in
-//! a request does a new one wait. A client must send a request's headers
+//! cannot keep a well-behaved client out; a connection with bytes the server
+//! has not read yet is never the one shed, and only when every connection
+//! is in a request (or has just connected) does a new one wait. A client must send a request's headers
 //! within `--http-header-timeout` (of connecting, for the first request),
 //! and is disconnected after `--http-idle-timeout` without traffic, and
 //! accept errors (out of file descriptors) back off instead of spinning
@@ -161,10 +162,16 @@ struct ConnState {
     /// Its slot of `--http-max-connections`, until it is shed (the new
     /// client takes it over) or closed.
     slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// A second handle on its socket (non-blocking, like the first), to
+    /// look for bytes the server has not read yet: a connection whose
+    /// client has sent something is never taken for a stalled or idle one
+    /// just because its task has not run yet (under load it may not for
+    /// longer than `SHED_WAITING_AFTER`). `None` if it could not be made.
+    peek: Option<std::net::TcpStream>,
 }
 
 impl ConnState {
-    fn new(slot: OwnedSemaphorePermit) -> Self {
+    fn new(slot: OwnedSemaphorePermit, peek: Option<std::net::TcpStream>) -> Self {
         let now = Instant::now();
         Self {
             since: Mutex::new(now),
@@ -175,7 +182,15 @@ impl ConnState {
             shed: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             slot: Mutex::new(Some(slot)),
+            peek,
         }
+    }
+
+    /// Whether its client sent bytes the server has not read yet. The end
+    /// of the stream or an error count as nothing to serve.
+    fn unread(&self) -> bool {
+        let Some(s) = &self.peek else { return false };
+        matches!(s.peek(&mut [0u8; 1]), Ok(n) if n > 0)
     }
 
     fn touch(&self) {
@@ -220,21 +235,22 @@ impl BoundedListener {
     fn shed_one(&self) -> Option<OwnedSemaphorePermit> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let since = |c: &ConnState| *c.since.lock().unwrap_or_else(|e| e.into_inner());
+        // A candidate has nothing unread (checked last: a system call).
         let live = |c: &&Arc<ConnState>| !c.shed.load(Ordering::Relaxed) && c.waiting.load(Ordering::Relaxed);
         // Part of its headers read and the rest not: stalled, whatever its
         // age. Nothing read yet: stalled once it had time to send.
         let partial = open
             .values()
-            .filter(|c| live(c) && c.partial.load(Ordering::Relaxed))
+            .filter(|c| live(c) && c.partial.load(Ordering::Relaxed) && !c.unread())
             .min_by_key(|c| since(c));
         let silent = || {
             open.values()
-                .filter(|c| live(c) && since(c).elapsed() >= SHED_WAITING_AFTER)
+                .filter(|c| live(c) && since(c).elapsed() >= SHED_WAITING_AFTER && !c.unread())
                 .min_by_key(|c| since(c))
         };
         let victim = partial.or_else(silent).or_else(|| {
             open.values()
-                .filter(|c| !c.shed.load(Ordering::Relaxed) && c.idle_for() >= SHED_IDLE_AFTER)
+                .filter(|c| !c.shed.load(Ordering::Relaxed) && c.idle_for() >= SHED_IDLE_AFTER && !c.unread())
                 .max_by_key(|c| c.idle_for())
         });
         let c = victim?;
@@ -268,7 +284,7 @@ impl axum::serve::Listener for BoundedListener {
             },
         };
         let _ = io.set_nodelay(true);
-        let state = Arc::new(ConnState::new(slot));
+        let state = Arc::new(ConnState::new(slot, peek_handle(&io)));
         self.next_id += 1;
         let id = self.next_id;
         self.open
@@ -285,6 +301,17 @@ impl axum::serve::Listener for BoundedListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
     }
+}
+
+/// A duplicate handle on a connection's socket for [`ConnState::unread`]
+/// (it shares the socket's non-blocking mode); `None` if it could not be
+/// made, and the connection is served without one.
+fn peek_handle(io: &TcpStream) -> Option<std::net::TcpStream> {
+    #[cfg(unix)]
+    let dup = std::os::fd::AsFd::as_fd(io).try_clone_to_owned();
+    #[cfg(windows)]
+    let dup = std::os::windows::io::AsSocket::as_socket(io).try_clone_to_owned();
+    dup.ok().map(std::net::TcpStream::from)
 }
 
 /// A connection's place among the open connections (with its slot, unless
