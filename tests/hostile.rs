@@ -399,15 +399,7 @@ async fn large_storm(budget: &str) -> (u64, usize) {
                         attempts += 1;
                         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                     }
-                    // The socket's connection is recycled every second; on
-                    // a loaded machine the test's client can lose a response
-                    // it had not read when the provider closed it. The
-                    // kubelet retries any failed mount.
-                    Err(s)
-                        if s.code() == tonic::Code::Unknown
-                            && s.message().starts_with("h2 protocol error")
-                            && attempts < 60 =>
-                    {
+                    Err(s) if connection_recycled(&s) && attempts < 60 => {
                         attempts += 1;
                     }
                     result => return result,

@@ -164,9 +164,11 @@ fn benign_req(env: &Env) -> Req {
 
 async fn benign_mount(env: &Env, client: &mut CsiDriverProviderClient<Channel>) -> Result<(), String> {
     let req = benign_req(env);
+    let mut attempts = 0;
     let answer = loop {
+        attempts += 1;
         match client.mount(req.build()).await {
-            Err(s) if s.code() == tonic::Code::Cancelled => continue,
+            Err(s) if super::connection_recycled(&s) && attempts < 10 => continue,
             other => break other,
         }
     };
@@ -189,13 +191,14 @@ async fn benign_mount(env: &Env, client: &mut CsiDriverProviderClient<Channel>) 
 }
 
 /// One mount over the shared connection, as the driver sends it: a request
-/// the connection's recycling (HTTP/2 GOAWAY, `--max-connection-age`)
-/// refused before it was sent is sent again on a new one, as gRPC-Go's
-/// transparent retry does.
+/// the connection's recycling (HTTP/2 GOAWAY, `--max-connection-age`) cut
+/// is sent again on a new one ([`super::connection_recycled`]).
 async fn mount_once(client: &mut CsiDriverProviderClient<Channel>, req: &Req) -> Result<(), tonic::Status> {
+    let mut attempts = 0;
     loop {
+        attempts += 1;
         match client.mount(req.build()).await {
-            Err(s) if s.code() == tonic::Code::Cancelled => continue,
+            Err(s) if super::connection_recycled(&s) && attempts < 10 => continue,
             other => return other.map(|_| ()),
         }
     }

@@ -443,6 +443,20 @@ impl Harness for inproc::InProc {
 }
 
 /// A TCP port free on loopback right now.
+/// Whether a call failed because the connection under it closed, not
+/// because the provider answered: the socket's connection is recycled
+/// (`--max-connection-age`, an HTTP/2 GOAWAY), and a request the client
+/// was sending as it closed fails in the client (tonic reports
+/// `Cancelled`, "transport error" or an h2 error) where gRPC-Go, the
+/// driver's client, retries it transparently and the kubelet retries any
+/// failed mount. Callers send such a request again, a bounded number of
+/// times.
+pub fn connection_recycled(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::Cancelled
+        || (s.code() == tonic::Code::Unknown
+            && (s.message() == "transport error" || s.message().starts_with("h2 protocol error")))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
