@@ -256,6 +256,8 @@ fn the_dockerfile_cross_compiles_with_the_release_script_onto_an_empty_base() {
     for file in [
         "rust-toolchain.toml",
         "Cargo.lock",
+        // The C flags of the static builds (mimalloc's settings).
+        ".cargo",
         "build.rs",
         "scripts/release",
         "proto",

@@ -236,3 +236,123 @@ async fn each_release_binary_serves_a_mount_against_moto() {
         );
     }
 }
+
+/// The checkout's tracked files as they are now, copied into `dest`.
+fn copy_tracked_files(dest: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output()
+        .expect("git ls-files");
+    assert!(
+        out.status.success(),
+        "git ls-files: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in out.stdout.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name = std::str::from_utf8(name).expect("a UTF-8 file name");
+        let (from, to) = (root.join(name), dest.join(name));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        // A tracked file deleted in the working tree is not built either.
+        if from.is_file() {
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
+
+/// A cargo home at a different path with the same contents (registry,
+/// installed tools): cargo hands rustc and the C compiler paths under it.
+fn cargo_home_elsewhere(dest: &Path) -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .expect("CARGO_HOME or HOME");
+    std::fs::create_dir_all(dest).unwrap();
+    for entry in std::fs::read_dir(&home).unwrap() {
+        let entry = entry.unwrap();
+        std::os::unix::fs::symlink(entry.path(), dest.join(entry.file_name())).unwrap();
+    }
+    dest.to_path_buf()
+}
+
+#[test]
+#[ignore = "builds the amd64 release binary a second time (minutes), after scripts/release; scripts/test runs it"]
+fn a_second_build_of_the_same_sources_elsewhere_is_bit_identical() {
+    // What a user does to check an image's binary (README, "Verifying a
+    // release binary"): the same sources built in another checkout, with
+    // another cargo home and target directory, later.
+    let first = std::fs::read(binary("amd64")).unwrap();
+    let work = tempfile::Builder::new().prefix("second-build-").tempdir().unwrap();
+    let checkout = work.path().join("another/checkout");
+    copy_tracked_files(&checkout);
+    let cargo_home = cargo_home_elsewhere(&work.path().join("another-cargo-home"));
+    let dist = work.path().join("dist");
+    let mut build = std::process::Command::new(checkout.join("scripts/release"));
+    // Nothing of this test's own cargo run leaks into the build.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("CARGO_") || key.starts_with("RUSTC") || key == "RUSTFLAGS" {
+            build.env_remove(key);
+        }
+    }
+    let status = build
+        .arg("amd64")
+        .current_dir(&checkout)
+        .env("CARGO_HOME", &cargo_home)
+        .env("CARGO_TARGET_DIR", work.path().join("target"))
+        .env("RELEASE_OUT", &dist)
+        .status()
+        .expect("scripts/release");
+    assert!(status.success(), "the second build failed: {status}");
+    let second = std::fs::read(dist.join("csi-provider-aws-linux-amd64")).unwrap();
+    if first != second {
+        // Kept for a look (e.g. `cmp -l`, `readelf -S`), beside the first.
+        let kept = binary("amd64").with_extension("second-build");
+        std::fs::write(&kept, &second).unwrap();
+        panic!(
+            "the two builds differ ({} and {} bytes; the second is kept in {}): {}",
+            first.len(),
+            second.len(),
+            kept.display(),
+            differences(&first, &second)
+        );
+    }
+}
+
+/// Where two ELF files differ: each run of differing bytes (the first few),
+/// with the section it falls in.
+fn differences(a: &[u8], b: &[u8]) -> String {
+    use object::{Object, ObjectSection};
+    let sections: Vec<(String, u64, u64)> = object::File::parse(a)
+        .map(|f| {
+            f.sections()
+                .filter_map(|s| {
+                    let (offset, size) = s.file_range()?;
+                    Some((s.name().unwrap_or("?").to_string(), offset, size))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let section_of = |at: usize| {
+        sections
+            .iter()
+            .find(|(_, offset, size)| (*offset..offset + size).contains(&(at as u64)))
+            .map_or("(no section)", |(name, _, _)| name.as_str())
+    };
+    let mut runs = Vec::new();
+    let mut i = 0;
+    let common = a.len().min(b.len());
+    while i < common && runs.len() < 12 {
+        if a[i] == b[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < common && a[i] != b[i] {
+            i += 1;
+        }
+        runs.push(format!("{} bytes at {start:#x} in {}", i - start, section_of(start)));
+    }
+    runs.join(", ")
+}
