@@ -7,12 +7,19 @@
 //!
 //! Run: `cargo bench --bench node_scale` (results: docs/benchmarks.md).
 //! Without `--bench` it only prints this hint.
+//!
+//! `NODE_SCALE_BUILDS=glibc=target/release/csi-provider-aws,musl=target/dist/csi-provider-aws-linux-amd64`
+//! measures several builds of the provider in one run, in turn (every
+//! latency table, storm and node replacement, each repetition alternating
+//! between them), each row labelled with its build; call counts, which do
+//! not depend on the build, are measured with the first.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,6 +35,50 @@ const ROUND: Duration = Duration::from_millis(600);
 const ROUNDS: usize = 30;
 /// Pods of new ServiceAccounts joining the node in the hour, one a minute.
 const JOINING: usize = 60;
+
+/// A build of the provider to measure.
+struct Build {
+    label: String,
+    /// `None`: `CSI_PROVIDER_BIN`, else the bench's own build.
+    binary: Option<PathBuf>,
+}
+
+impl Build {
+    /// `name`, with the build's label when there are several.
+    fn name(&self, name: &str) -> String {
+        if self.label.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} [{}]", self.label)
+        }
+    }
+}
+
+/// `NODE_SCALE_BUILDS` (`label=path,...`), else one unlabelled build.
+fn builds() -> Vec<Build> {
+    let list = std::env::var("NODE_SCALE_BUILDS").unwrap_or_default();
+    let builds: Vec<Build> = list
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let (label, path) = e.split_once('=').expect("NODE_SCALE_BUILDS: label=path,...");
+            let path = PathBuf::from(path.trim());
+            assert!(path.is_file(), "NODE_SCALE_BUILDS: {} is missing", path.display());
+            Build {
+                label: label.trim().to_string(),
+                binary: Some(path),
+            }
+        })
+        .collect();
+    if builds.is_empty() {
+        vec![Build {
+            label: String::new(),
+            binary: None,
+        }]
+    } else {
+        builds
+    }
+}
 
 struct Bench {
     aws: FakeAws,
@@ -53,7 +104,7 @@ fn objects(n: usize) -> String {
         .collect()
 }
 
-async fn start(args: &[&str]) -> Bench {
+async fn start(build: &Build, args: &[&str]) -> Bench {
     let aws = FakeAws::start().await;
     let kube = FakeKube::start().await;
     for i in 0..40 {
@@ -89,6 +140,7 @@ async fn start(args: &[&str]) -> Bench {
         kubeconfig: Some(kube.kubeconfig.clone()),
         args: args.iter().map(|s| s.to_string()).collect(),
         env: vec![("RUST_LOG".into(), "warn".into())],
+        binary: build.binary.clone(),
         ..Options::default()
     })
     .await;
@@ -155,13 +207,13 @@ async fn mount(b: &Bench, n: usize, pod: &str, sa: &str, target: &str) -> Durati
     start.elapsed()
 }
 
-async fn latency_and_calls(name: &str, args: &[&str]) {
+async fn latency_and_calls(name: &str, build: &Build, args: &[&str]) {
     // Back-to-back samples would otherwise measure the Kubernetes rate
     // limiter (every cold sample is a new ServiceAccount); the storm below
     // keeps the default limit.
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--qps=1000", "--burst=1000"]);
-    let b = start(&all).await;
+    let b = start(build, &all).await;
     println!("\n### {name}: mount latency and calls (10 ms per AWS call, --qps 1000)\n");
     println!(
         "| objects | cold p50 | cold p99 | warm p50 | warm p99 | first mount: AWS / STS / K8s | re-mount: AWS / STS / K8s |"
@@ -250,8 +302,8 @@ fn node_pod(b: &Bench, p: usize, volume: &str, accounts: Accounts) -> Req {
     )
 }
 
-async fn storm(name: &str, args: &[&str], accounts: Accounts) {
-    let b = start(args).await;
+async fn storm(name: &str, build: &Build, args: &[&str], accounts: Accounts) {
+    let b = start(build, args).await;
     // The Kubernetes API answers in 10 ms too.
     b.kube.set_delay(RTT);
     let idle = status_kib(b.provider.pid(), "VmRSS:");
@@ -293,7 +345,14 @@ async fn rotation_hour(name: &str, args: &[&str]) {
     // Call counts do not depend on the Kubernetes rate limit; compressed
     // time would otherwise make it the bottleneck.
     all.extend(["--qps=1000", "--burst=1000"]);
-    let b = start(&all).await;
+    let b = start(
+        &Build {
+            label: String::new(),
+            binary: first_build(),
+        },
+        &all,
+    )
+    .await;
     let mut failures = 0;
     let begin = Instant::now();
     for round in 0..ROUNDS {
@@ -329,7 +388,14 @@ async fn rotation_hour(name: &str, args: &[&str]) {
 async fn kubernetes_hour(name: &str, args: &[&str], accounts: Accounts, joining: usize) {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--qps=1000", "--burst=1000"]);
-    let b = start(&all).await;
+    let b = start(
+        &Build {
+            label: String::new(),
+            binary: first_build(),
+        },
+        &all,
+    )
+    .await;
     let hour = ROUND * ROUNDS as u32;
     let begin = tokio::time::Instant::now();
     let mut tasks = Vec::new();
@@ -367,6 +433,11 @@ async fn kubernetes_hour(name: &str, args: &[&str], accounts: Accounts, joining:
     println!("| {name} | {mounts} | **{}** | {} | {failed} |", c.kube, c.sts);
 }
 
+/// The first build of `NODE_SCALE_BUILDS`: call counts do not depend on it.
+fn first_build() -> Option<PathBuf> {
+    builds().into_iter().next().and_then(|b| b.binary)
+}
+
 #[tokio::main]
 async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -374,7 +445,8 @@ async fn main() {
         return;
     }
     let ours: &[&str] = &[];
-    // NODE_SCALE_ONLY=storm or =kubernetes runs one part.
+    let builds = builds();
+    // NODE_SCALE_ONLY=storm, =latency or =kubernetes runs one part.
     let only = std::env::var("NODE_SCALE_ONLY").unwrap_or_default();
     let only_storm = only == "storm";
     if only == "kubernetes" {
@@ -382,36 +454,58 @@ async fn main() {
         return;
     }
     if !only_storm {
-        latency_and_calls("csi-provider-aws (defaults)", ours).await;
-        latency_and_calls("Go call pattern", GO_PATTERN).await;
+        for build in &builds {
+            latency_and_calls(&build.name("csi-provider-aws (defaults)"), build, ours).await;
+        }
+        if only == "latency" {
+            return;
+        }
+        latency_and_calls("Go call pattern", &builds[0], GO_PATTERN).await;
     }
 
     println!("\n### Mount storm: {PODS} pods ({SERVICE_ACCOUNTS} ServiceAccounts) x 10 objects, all at once\n");
     println!("| configuration | succeeded | p50 | p99 | max | calls AWS / STS / K8s | peak RSS | idle RSS |");
     println!("|---|---|---|---|---|---|---|---|");
     // NODE_SCALE_STORMS repeats the storm (a fresh provider each time) to
-    // see its spread; NODE_SCALE_ONLY=storm stops after it.
+    // see its spread; NODE_SCALE_ONLY=storm stops after it. Builds take
+    // turns within each repetition.
     let storms = std::env::var("NODE_SCALE_STORMS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     for _ in 0..storms {
-        storm("csi-provider-aws (defaults)", ours, Accounts::Shared).await;
+        for build in &builds {
+            storm(
+                &build.name("csi-provider-aws (defaults)"),
+                build,
+                ours,
+                Accounts::Shared,
+            )
+            .await;
+        }
     }
     let go_storm: Vec<&str> = GO_PATTERN.iter().chain(GO_LIMITER).copied().collect();
     if !only_storm {
-        storm("Go call pattern", &go_storm, Accounts::Shared).await;
+        storm("Go call pattern", &builds[0], &go_storm, Accounts::Shared).await;
     }
     println!("\n### Node replacement: {PODS} pods of {PODS} ServiceAccounts x 10 objects, all at once\n");
     println!("| configuration | succeeded | p50 | p99 | max | calls AWS / STS / K8s | peak RSS | idle RSS |");
     println!("|---|---|---|---|---|---|---|---|");
     for _ in 0..storms {
-        storm("csi-provider-aws (defaults)", ours, Accounts::OwnEach).await;
+        for build in &builds {
+            storm(
+                &build.name("csi-provider-aws (defaults)"),
+                build,
+                ours,
+                Accounts::OwnEach,
+            )
+            .await;
+        }
     }
     if only_storm {
         return;
     }
-    storm("Go call pattern", &go_storm, Accounts::OwnEach).await;
+    storm("Go call pattern", &builds[0], &go_storm, Accounts::OwnEach).await;
 
     let ttl = format!("--cache-ttl={}ms", ROUND.as_millis() * 5 / 2);
     println!(
