@@ -19,7 +19,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -35,50 +34,6 @@ const ROUND: Duration = Duration::from_millis(600);
 const ROUNDS: usize = 30;
 /// Pods of new ServiceAccounts joining the node in the hour, one a minute.
 const JOINING: usize = 60;
-
-/// A build of the provider to measure.
-struct Build {
-    label: String,
-    /// `None`: `CSI_PROVIDER_BIN`, else the bench's own build.
-    binary: Option<PathBuf>,
-}
-
-impl Build {
-    /// `name`, with the build's label when there are several.
-    fn name(&self, name: &str) -> String {
-        if self.label.is_empty() {
-            name.to_string()
-        } else {
-            format!("{name} [{}]", self.label)
-        }
-    }
-}
-
-/// `NODE_SCALE_BUILDS` (`label=path,...`), else one unlabelled build.
-fn builds() -> Vec<Build> {
-    let list = std::env::var("NODE_SCALE_BUILDS").unwrap_or_default();
-    let builds: Vec<Build> = list
-        .split(',')
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let (label, path) = e.split_once('=').expect("NODE_SCALE_BUILDS: label=path,...");
-            let path = PathBuf::from(path.trim());
-            assert!(path.is_file(), "NODE_SCALE_BUILDS: {} is missing", path.display());
-            Build {
-                label: label.trim().to_string(),
-                binary: Some(path),
-            }
-        })
-        .collect();
-    if builds.is_empty() {
-        vec![Build {
-            label: String::new(),
-            binary: None,
-        }]
-    } else {
-        builds
-    }
-}
 
 struct Bench {
     aws: FakeAws,
@@ -340,19 +295,21 @@ async fn storm(name: &str, build: &Build, args: &[&str], accounts: Accounts) {
     );
 }
 
+/// `storms` storms of each build, the builds taking turns.
+async fn repeated_storms(builds: &[Build], storms: usize, args: &[&str], accounts: Accounts) {
+    for _ in 0..storms {
+        for build in builds {
+            storm(&build.name("csi-provider-aws (defaults)"), build, args, accounts).await;
+        }
+    }
+}
+
 async fn rotation_hour(name: &str, args: &[&str]) {
     let mut all: Vec<&str> = args.to_vec();
     // Call counts do not depend on the Kubernetes rate limit; compressed
     // time would otherwise make it the bottleneck.
     all.extend(["--qps=1000", "--burst=1000"]);
-    let b = start(
-        &Build {
-            label: String::new(),
-            binary: first_build(),
-        },
-        &all,
-    )
-    .await;
+    let b = start(&first_build(), &all).await;
     let mut failures = 0;
     let begin = Instant::now();
     for round in 0..ROUNDS {
@@ -388,14 +345,7 @@ async fn rotation_hour(name: &str, args: &[&str]) {
 async fn kubernetes_hour(name: &str, args: &[&str], accounts: Accounts, joining: usize) {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--qps=1000", "--burst=1000"]);
-    let b = start(
-        &Build {
-            label: String::new(),
-            binary: first_build(),
-        },
-        &all,
-    )
-    .await;
+    let b = start(&first_build(), &all).await;
     let hour = ROUND * ROUNDS as u32;
     let begin = tokio::time::Instant::now();
     let mut tasks = Vec::new();
@@ -434,8 +384,13 @@ async fn kubernetes_hour(name: &str, args: &[&str], accounts: Accounts, joining:
 }
 
 /// The first build of `NODE_SCALE_BUILDS`: call counts do not depend on it.
-fn first_build() -> Option<PathBuf> {
-    builds().into_iter().next().and_then(|b| b.binary)
+fn first_build() -> Build {
+    let mut all = builds("NODE_SCALE_BUILDS");
+    all.truncate(1);
+    all.pop().unwrap_or(Build {
+        label: String::new(),
+        binary: None,
+    })
 }
 
 #[tokio::main]
@@ -445,7 +400,7 @@ async fn main() {
         return;
     }
     let ours: &[&str] = &[];
-    let builds = builds();
+    let builds = builds("NODE_SCALE_BUILDS");
     // NODE_SCALE_ONLY=storm, =latency or =kubernetes runs one part.
     let only = std::env::var("NODE_SCALE_ONLY").unwrap_or_default();
     let only_storm = only == "storm";
@@ -473,17 +428,7 @@ async fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
-    for _ in 0..storms {
-        for build in &builds {
-            storm(
-                &build.name("csi-provider-aws (defaults)"),
-                build,
-                ours,
-                Accounts::Shared,
-            )
-            .await;
-        }
-    }
+    repeated_storms(&builds, storms, ours, Accounts::Shared).await;
     let go_storm: Vec<&str> = GO_PATTERN.iter().chain(GO_LIMITER).copied().collect();
     if !only_storm {
         storm("Go call pattern", &builds[0], &go_storm, Accounts::Shared).await;
@@ -491,17 +436,7 @@ async fn main() {
     println!("\n### Node replacement: {PODS} pods of {PODS} ServiceAccounts x 10 objects, all at once\n");
     println!("| configuration | succeeded | p50 | p99 | max | calls AWS / STS / K8s | peak RSS | idle RSS |");
     println!("|---|---|---|---|---|---|---|---|");
-    for _ in 0..storms {
-        for build in &builds {
-            storm(
-                &build.name("csi-provider-aws (defaults)"),
-                build,
-                ours,
-                Accounts::OwnEach,
-            )
-            .await;
-        }
-    }
+    repeated_storms(&builds, storms, ours, Accounts::OwnEach).await;
     if only_storm {
         return;
     }

@@ -11,7 +11,10 @@
 //! so the most seen in the second half must not exceed the most seen in the
 //! first.
 //!
-//! `SOAK_MOUNTS=<n>` runs a longer soak.
+//! `SOAK_MOUNTS=<n>` runs a longer soak. `SOAK_BUILDS=label=path,...`
+//! soaks several builds at once (two providers each, mounts taking turns
+//! between all of them), e.g. the glibc build and the static release
+//! binary.
 //!
 //! Run: `cargo bench --bench soak` (results: docs/benchmarks.md).
 
@@ -35,7 +38,7 @@ const SERVICE_ACCOUNTS: usize = 6;
 const PODS: usize = 60;
 
 struct Node {
-    name: &'static str,
+    name: String,
     provider: Provider,
     port: u16,
 }
@@ -147,10 +150,13 @@ async fn main() {
     aws.set_delay(Duration::from_millis(1));
 
     let mut nodes = Vec::new();
-    for (name, extra) in [
-        ("provider-writes, --cache-ttl=2s", vec!["--cache-ttl=2s"]),
-        ("driver-writes", vec!["--driver-writes-secrets"]),
-    ] {
+    for (build, (name, extra)) in builds("SOAK_BUILDS").iter().flat_map(|b| {
+        [
+            ("provider-writes, --cache-ttl=2s", vec!["--cache-ttl=2s"]),
+            ("driver-writes", vec!["--driver-writes-secrets"]),
+        ]
+        .map(|mode| (b, mode))
+    }) {
         let port = free_port();
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         args.push(format!("--http-addr=127.0.0.1:{port}"));
@@ -162,10 +168,15 @@ async fn main() {
             kubeconfig: Some(kube.kubeconfig.clone()),
             args,
             env: vec![("RUST_LOG".into(), "error".into())],
+            binary: build.binary.clone(),
             ..Options::default()
         })
         .await;
-        nodes.push(Node { name, provider, port });
+        nodes.push(Node {
+            name: build.name(name),
+            provider,
+            port,
+        });
     }
 
     let total: usize = std::env::var("SOAK_MOUNTS")
@@ -234,7 +245,7 @@ async fn main() {
         let max = s.iter().map(|x| x.rss_kib).max().unwrap_or(0);
         let drift = (last.rss_kib as f64 - first.rss_kib as f64) / first.rss_kib as f64 * 100.0;
         println!("{}:\n", node.name);
-        println!("| mounts (both providers) | RSS | open fds | live tasks |");
+        println!("| mounts (all providers) | RSS | open fds | live tasks |");
         println!("|---|---|---|---|");
         for x in s {
             println!(
@@ -251,7 +262,7 @@ async fn main() {
             last.rss_kib as f64 / 1024.0,
             max as f64 / 1024.0
         );
-        verdicts.push((node.name, drift, first, last));
+        verdicts.push((&node.name, drift, first, last));
     }
     let mut bad = Vec::new();
     for (n, (name, drift, _, _)) in verdicts.into_iter().enumerate() {

@@ -61,6 +61,53 @@ pub struct Options {
     pub launcher: Vec<String>,
 }
 
+/// A build of the provider a benchmark measures.
+pub struct Build {
+    pub label: String,
+    /// `None`: `CSI_PROVIDER_BIN`, else this crate's own build.
+    pub binary: Option<PathBuf>,
+}
+
+impl Build {
+    /// `name`, with the build's label when there are several.
+    pub fn name(&self, name: &str) -> String {
+        if self.label.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} [{}]", self.label)
+        }
+    }
+}
+
+/// The builds environment variable `var` lists (`label=path,...`; the
+/// benchmarks measure them in turn in one run), else one unlabelled build.
+pub fn builds(var: &str) -> Vec<Build> {
+    let list = std::env::var(var).unwrap_or_default();
+    let builds: Vec<Build> = list
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let (label, path) = e
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{var}: label=path,... (got {e})"));
+            let path = PathBuf::from(path.trim());
+            assert!(path.is_file(), "{var}: {} is missing", path.display());
+            Build {
+                label: label.trim().to_string(),
+                binary: Some(path),
+            }
+        })
+        .collect();
+    if builds.is_empty() {
+        vec![Build {
+            label: String::new(),
+            binary: None,
+        }]
+    } else {
+        builds
+    }
+}
+
 /// The provider binary running on a temporary socket.
 pub struct Provider {
     child: Child,
