@@ -7,13 +7,14 @@
 //! connections; at the cap a new client is served in place of the oldest
 //! connection that has not sent its request's headers (then of the one idle
 //! longest), so a flood of connections that never finish their headers
-//! cannot keep a well-behaved client out; a connection with bytes the server
-//! has not read yet is never the one shed, and only when every connection
-//! is in a request (or has just connected) does a new one wait. A client must send a request's headers
-//! within `--http-header-timeout` (of connecting, for the first request),
-//! and is disconnected after `--http-idle-timeout` without traffic, and
-//! accept errors (out of file descriptors) back off instead of spinning
-//! (axum's listener sleeps before accepting again).
+//! cannot keep a well-behaved client out; a connection with bytes the
+//! server has not read yet is never the one shed, and only when every
+//! connection is in a request (or has just connected) does a new one wait.
+//! A client must send a request's headers within `--http-header-timeout`
+//! (of connecting, for the first request), and is disconnected after
+//! `--http-idle-timeout` without traffic, and accept errors (out of file
+//! descriptors) back off instead of spinning (axum's listener sleeps
+//! before accepting again).
 //!
 //! HTTP/1.1 only: `axum::serve` would also speak HTTP/2 (prior knowledge)
 //! whenever hyper-util is built with `http2`, as it is for tonic, and one
@@ -235,7 +236,8 @@ impl BoundedListener {
     fn shed_one(&self) -> Option<OwnedSemaphorePermit> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let since = |c: &ConnState| *c.since.lock().unwrap_or_else(|e| e.into_inner());
-        // A candidate has nothing unread (checked last: a system call).
+        // Every candidate below must also have nothing unread, checked last
+        // in each filter (a system call).
         let live = |c: &&Arc<ConnState>| !c.shed.load(Ordering::Relaxed) && c.waiting.load(Ordering::Relaxed);
         // Part of its headers read and the rest not: stalled, whatever its
         // age. Nothing read yet: stalled once it had time to send.
