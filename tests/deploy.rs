@@ -246,7 +246,10 @@ fn the_dockerfile_cross_compiles_with_the_release_script_onto_an_empty_base() {
     // (CI's quick arm64 build), which the image never sets.
     assert!(script.contains("cargo auditable build --locked --profile \"$(profile \"$arch\")\""));
     assert!(script.contains("echo \"${!var:-release}\""));
-    assert!(!text.contains("RELEASE_PROFILE"), "the image builds the release profile");
+    assert!(
+        !text.contains("RELEASE_PROFILE"),
+        "the image builds the release profile"
+    );
     assert!(script.contains("unknown-linux-musl"), "static binary");
     // Every file the build reads is copied in, the scripts the release
     // script runs among them.
