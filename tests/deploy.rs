@@ -244,7 +244,8 @@ fn the_dockerfile_cross_compiles_with_the_release_script_onto_an_empty_base() {
     let script = std::fs::read_to_string(root().join("scripts/release")).unwrap();
     // The release profile unless RELEASE_PROFILE_<ARCH> names another
     // (CI's quick arm64 build), which the image never sets.
-    assert!(script.contains("cargo auditable build --locked --profile \"$(profile \"$arch\")\""));
+    assert!(script.contains("cargo build --locked --profile \"$(profile \"$arch\")\""));
+    assert!(script.contains("\"RUSTC_WORKSPACE_WRAPPER=cargo-auditable\""));
     assert!(script.contains("echo \"${!var:-release}\""));
     assert!(
         !text.contains("RELEASE_PROFILE"),
