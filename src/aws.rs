@@ -84,6 +84,11 @@ impl Credentials {
         aws_sdk_ssm::config::Builder::default().credentials_provider(SharedCredentialsProvider::new(self.to_sdk()))
     }
 
+    /// A per-call configuration override that signs with these credentials.
+    pub fn for_acm(&self) -> aws_sdk_acm::config::Builder {
+        aws_sdk_acm::config::Builder::default().credentials_provider(SharedCredentialsProvider::new(self.to_sdk()))
+    }
+
     fn to_sdk(&self) -> aws_credential_types::Credentials {
         aws_credential_types::Credentials::new(
             self.access_key_id.clone(),
@@ -204,6 +209,7 @@ struct RegionalClients {
     secrets_manager: ByRegion<aws_sdk_secretsmanager::Client>,
     ssm: ByRegion<aws_sdk_ssm::Client>,
     sts: ByRegion<aws_sdk_sts::Client>,
+    acm: ByRegion<aws_sdk_acm::Client>,
 }
 
 impl AwsClients {
@@ -327,6 +333,17 @@ impl AwsClients {
                 .identity_cache(aws_sdk_ssm::config::IdentityCache::no_cache())
                 .build();
             aws_sdk_ssm::Client::from_conf(conf)
+        })
+    }
+
+    /// The ACM client of a region (no credentials of its own).
+    pub fn acm(&self, region: &str) -> Option<aws_sdk_acm::Client> {
+        self.lock().acm.get(region, || {
+            let conf = aws_sdk_acm::config::Builder::from(&self.config)
+                .region(Region::new(region.to_string()))
+                .identity_cache(aws_sdk_acm::config::IdentityCache::no_cache())
+                .build();
+            aws_sdk_acm::Client::from_conf(conf)
         })
     }
 

@@ -225,6 +225,7 @@ impl Config {
                 single_flight: args.single_flight,
                 shared_deadline,
                 throttle_retries: args.throttle_retries,
+                acm_export_max_age: args.acm_export_max_age,
             },
             memory: BudgetSettings {
                 total: budget,

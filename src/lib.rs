@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod cache;
+pub mod certificate;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -142,7 +142,7 @@ impl std::fmt::Display for Stage {
             Stage::Parse => "validating the request",
             Stage::Region => "resolving the region (Kubernetes API)",
             Stage::Identity => "getting the pod's credentials (Kubernetes API, STS or the EKS Pod Identity Agent)",
-            Stage::Fetch => "fetching from AWS Secrets Manager and SSM Parameter Store",
+            Stage::Fetch => "fetching from AWS Secrets Manager, SSM Parameter Store and ACM",
             Stage::Render => "rendering the files",
             Stage::Write => "writing the files",
         })
@@ -301,7 +301,12 @@ impl Provider {
             .run(self.fetch(&spec, &regions, signers, within(Stage::Identity), &memory))
             .await?;
         let (objects, mut templates) = (spec.objects, spec.templates);
-        let heavy = !templates.is_empty() || render_work(&objects, &values) > INLINE_WORK;
+        // Shaping a certificate may derive a key from a password (up to a
+        // second of CPU): never on the async workers.
+        let certificates = objects
+            .iter()
+            .any(|o| o.certificate.is_some() || o.jmes.iter().any(|j| j.certificate.is_some()));
+        let heavy = !templates.is_empty() || certificates || render_work(&objects, &values) > INLINE_WORK;
         let render_memory = memory.clone();
         let rendered = within(Stage::Render)
             .cpu(heavy.then_some(&self.cpu), move || {

@@ -168,6 +168,7 @@ pub const ERROR_CODES: &[&str] = &[
     "JsonKeysFailed",
     "InvalidFileName",
     "DecodeFailed",
+    "CertificateFailed",
     "FileCollision",
     "TemplateFailed",
     "FileWriteFailed",
@@ -217,6 +218,7 @@ fn render_code(e: &RenderError) -> &'static str {
         RenderError::JsonKeys { .. } => "JsonKeysFailed",
         RenderError::InvalidFileName { .. } => "InvalidFileName",
         RenderError::NotEncoded { .. } => "DecodeFailed",
+        RenderError::Certificate { .. } | RenderError::PasswordFileMissing { .. } => "CertificateFailed",
         RenderError::Collision(_) => "FileCollision",
         RenderError::Limit(_) => "LimitExceeded",
         RenderError::Template(_) => "TemplateFailed",
@@ -616,6 +618,15 @@ mod tests {
                     error: SplitError::NotObject,
                 },
                 "JsonKeysFailed",
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                RenderError::Certificate {
+                    object: s("o"),
+                    file: s("f"),
+                    problem: crate::certificate::CertificateError::KeyMismatch,
+                },
+                "CertificateFailed",
                 tonic::Code::InvalidArgument,
             ),
             (

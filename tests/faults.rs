@@ -492,7 +492,7 @@ fn assert_fetch_deadline(err: &tonic::Status) {
             Code::DeadlineExceeded,
             &[
                 "mount deadline of 2s 500ms (--mount-timeout) exceeded",
-                "fetching from AWS Secrets Manager and SSM Parameter Store",
+                "fetching from AWS Secrets Manager, SSM Parameter Store and ACM",
             ],
         ),
         _ => assert_status(

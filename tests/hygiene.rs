@@ -5,7 +5,9 @@
 //! (target on tmpfs); then `gcore` dumps its memory and the core file is
 //! searched for three canaries: a Secrets Manager string, an SSM
 //! SecureString, and a password pulled out of a JSON secret by `jmesPath`;
-//! and for the pods' service-account tokens.
+//! for the private key of an ACM certificate (its raw bytes and its PEM,
+//! the export not kept: `--acm-export-max-age=0`) and every passphrase an
+//! export used; and for the pods' service-account tokens.
 //!
 //! No copy may be left: values live in zeroizing buffers the provider owns,
 //! and the binary's allocator zeroes everything else it frees (HTTP bodies,
@@ -35,7 +37,12 @@ const CANARY_JMES: &str = "CANARY-91c6fa38-hygiene-jmes-passwd-2222";
 
 const MOUNTS: usize = 100;
 
+/// The ACM certificate's ARN (the fake's account and region).
+const ACM_ARN: &str = "arn:aws:acm:us-west-2:123456789012:certificate/hygiene-cert";
+
 const OBJECTS: &str = "
+- objectName: \"arn:aws:acm:us-west-2:123456789012:certificate/hygiene-cert\"
+  objectAlias: tls
 - objectName: hygiene-secret
   objectType: secretsmanager
 - objectName: hygiene-param
@@ -148,9 +155,21 @@ async fn measure(driver_writes: bool) {
             o.args.push("--driver-writes-secrets".into());
         }
         o.args.push(format!("--pod-identity-endpoint-ipv4={}", agent.url()));
+        o.args.push("--acm-export-max-age=0".into());
         o
     })
     .await;
+    // An Ed25519 key: its PKCS#8 is 48 bytes, the last 32 the key itself,
+    // and its PEM one line of base64.
+    let issued = crate::certificates::issue_with("hygiene.example.com", &rcgen::PKCS_ED25519);
+    let arn = env
+        .aws
+        .put_certificate(REGION, "hygiene-cert", crate::certificates::acm(&issued, "PRIVATE"));
+    assert_eq!(arn, ACM_ARN);
+    let key_raw = issued.key[issued.key.len() - 32..].to_vec();
+    let key_pem = pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, &issued.key).expect("pem");
+    let key_line = key_pem.lines().nth(1).expect("the base64 line").to_string();
+    assert_eq!(key_line.len(), 64);
     env.aws.put_secret_string(REGION, "hygiene-secret", CANARY_SM);
     env.aws.put_param(REGION, "hygiene-param", "SecureString", CANARY_SSM);
     env.aws.put_secret_string(
@@ -192,6 +211,7 @@ async fn measure(driver_writes: bool) {
         assert_eq!(files["hygiene-secret"], CANARY_SM.as_bytes(), "{mode}: mount {i}");
         assert_eq!(files["hygiene-param"], CANARY_SSM.as_bytes(), "{mode}: mount {i}");
         assert_eq!(files["pw"], CANARY_JMES.as_bytes(), "{mode}: mount {i}");
+        assert_eq!(files["tls/tls.key"], key_pem.as_bytes(), "{mode}: mount {i}");
         if !driver_writes {
             // Keep tmpfs small; the files are not in the process anyway.
             let _ = std::fs::remove_dir_all(&target);
@@ -230,22 +250,37 @@ async fn measure(driver_writes: bool) {
                 .map(|i| (format!("Pod Identity token ({i})"), pod_identity_token_of(i))),
         )
         .collect();
+    // Every export's passphrase, as the fake received it.
+    let passphrases: Vec<(String, Vec<u8>)> = env
+        .aws
+        .calls_of("ExportCertificate")
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (format!("export passphrase ({i})"), c.passphrase.expect("a passphrase")))
+        .collect();
+    assert_eq!(passphrases.len(), MOUNTS, "one export per mount");
     let canaries = [
-        ("secretsmanager string".to_string(), CANARY_SM.to_string()),
-        ("ssm SecureString".to_string(), CANARY_SSM.to_string()),
-        ("jmesPath password".to_string(), CANARY_JMES.to_string()),
+        ("secretsmanager string".to_string(), CANARY_SM.as_bytes().to_vec()),
+        ("ssm SecureString".to_string(), CANARY_SSM.as_bytes().to_vec()),
+        ("jmesPath password".to_string(), CANARY_JMES.as_bytes().to_vec()),
+        ("ACM key, raw".to_string(), key_raw),
+        ("ACM key, PEM".to_string(), key_line.into_bytes()),
     ]
     .into_iter()
-    .chain(tokens);
+    .chain(tokens.into_iter().map(|(w, t)| (w, t.into_bytes())))
+    .chain(passphrases);
     let core_marks = marks(&bytes);
     for (what, canary) in canaries {
-        let (what, canary) = (what.as_str(), canary.as_str());
         let (in_core, in_log) = (
-            occurrences_at(&bytes, &core_marks, canary.as_bytes()),
-            occurrences(log.as_bytes(), canary.as_bytes()),
+            occurrences_at(&bytes, &core_marks, &canary),
+            occurrences(log.as_bytes(), &canary),
         );
+        let shown = match std::str::from_utf8(&canary) {
+            Ok(text) => text.to_string(),
+            Err(_) => format!("{} raw bytes", canary.len()),
+        };
         report.push_str(&format!(
-            "hygiene [{mode}]:   {what:<22} {canary}: {in_core} in core, {in_log} in provider log\n"
+            "hygiene [{mode}]:   {what:<22} {shown}: {in_core} in core, {in_log} in provider log\n"
         ));
         if in_core + in_log > 0 {
             found.push(what.to_string());

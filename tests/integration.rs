@@ -15,6 +15,7 @@ mod schema;
 mod bad_input;
 mod bulk;
 mod caching;
+mod certificates;
 mod chain;
 mod cli;
 mod deploy;

@@ -56,6 +56,12 @@ pub struct ServeArgs {
     /// access denial or a not-found, never to another identity.
     #[arg(long, default_value = "0", value_parser = parse_flag_duration)]
     pub serve_stale_max_age: Duration,
+    /// Serve an identity's ACM export (certificate and private key) again
+    /// while DescribeCertificate, asked with the same identity on each mount,
+    /// reports the same certificate, up to this old; then export anew
+    /// (0 = export on every mount).
+    #[arg(long, default_value = "1h", value_parser = parse_flag_duration)]
+    pub acm_export_max_age: Duration,
     /// Record a Warning event (SecretRotationFailed) on a pod whose mounted
     /// volume failed to refresh.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",

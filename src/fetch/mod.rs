@@ -10,6 +10,7 @@
 //! call; with a value TTL, values are kept per identity and never served to
 //! another identity.
 
+pub mod acm;
 pub mod bulk;
 pub mod secrets_manager;
 pub mod ssm;
@@ -61,6 +62,10 @@ pub struct FetchSettings {
     /// Throttled calls the node may retry before calls succeed again
     /// (`--throttle-retries`).
     pub throttle_retries: u32,
+    /// Serve an identity's ACM export again, while `DescribeCertificate`
+    /// reports the same certificate, up to this old
+    /// (`--acm-export-max-age`; zero: export on every mount).
+    pub acm_export_max_age: Duration,
 }
 
 impl Default for FetchSettings {
@@ -74,9 +79,13 @@ impl Default for FetchSettings {
             single_flight: true,
             shared_deadline: Duration::from_secs(60),
             throttle_retries: DEFAULT_THROTTLE_RETRIES,
+            acm_export_max_age: DEFAULT_ACM_EXPORT_MAX_AGE,
         }
     }
 }
+
+/// Default `--acm-export-max-age`.
+pub const DEFAULT_ACM_EXPORT_MAX_AGE: Duration = Duration::from_secs(60 * 60);
 
 /// Default `--throttle-retries`.
 pub const DEFAULT_THROTTLE_RETRIES: u32 = 100;
@@ -179,10 +188,51 @@ pub enum FetchError {
     /// The mount's memory budget refused what it fetched.
     #[error(transparent)]
     Memory(MemoryError),
-    #[error("fetching from AWS Secrets Manager and SSM Parameter Store: {0}")]
+    #[error("fetching from AWS Secrets Manager, SSM Parameter Store and ACM: {0}")]
     Abandoned(Abandoned),
+    #[error(
+        "failed to read certificate {} from ACM in {region}: {error}{}",
+        Echo(.arn),
+        certificate_hint(.arn, .action, .error)
+    )]
+    Certificate {
+        arn: String,
+        region: String,
+        /// The IAM action of the call that failed.
+        action: &'static str,
+        error: AwsError,
+    },
+    #[error("ACM in {region} exported certificate {} in a form that cannot be used: {problem}", Echo(.arn))]
+    CertificateUnusable {
+        arn: String,
+        region: String,
+        problem: crate::certificate::CertificateError,
+    },
+    #[error("Failed to read certificate {} from all regions. {primary}; failover: {failover}", Echo(.arn))]
+    CertificateAllRegions {
+        arn: String,
+        primary: Box<FetchError>,
+        failover: Box<FetchError>,
+    },
     #[error(transparent)]
     Shared(Arc<FetchError>),
+}
+
+/// What a user can do about a failed ACM call.
+fn certificate_hint(arn: &str, action: &str, error: &AwsError) -> String {
+    let account = crate::spec::arn::parse(arn).map_or("", |a| a.account);
+    match (error.failure, error.code.as_deref()) {
+        (Failure::AccessDenied, _) => format!(" (this needs {action} on the certificate)"),
+        (Failure::NotFound, _) => format!(
+            " (no such certificate in account {} as this identity sees it: a certificate of another account needs a role of that account, assumeRoleArn)",
+            Echo(account)
+        ),
+        (_, Some("RequestInProgressException")) => " (the certificate is not issued yet)".to_string(),
+        (_, Some("ValidationException")) if action == "acm:ExportCertificate" => {
+            " (ACM exports private certificates, and public certificates requested as exportable)".to_string()
+        }
+        _ => String::new(),
+    }
 }
 
 impl From<Abandoned> for FetchError {
@@ -203,7 +253,10 @@ impl FetchError {
             FetchError::Secret { error, .. }
             | FetchError::SecretBatch { error, .. }
             | FetchError::Parameters { error, .. }
-            | FetchError::Bulk { error, .. } => error.failure,
+            | FetchError::Bulk { error, .. }
+            | FetchError::Certificate { error, .. } => error.failure,
+            // ACM misbehaving: another region or a kept value may do.
+            FetchError::CertificateUnusable { .. } => Failure::Unavailable,
             FetchError::ParameterNotFound { .. } | FetchError::NoMatches { .. } => Failure::NotFound,
             // Neither is a reason to ask another region or serve a kept value.
             FetchError::TooMany(_) | FetchError::Memory(_) => Failure::Rejected,
@@ -213,7 +266,8 @@ impl FetchError {
             FetchError::Missing { .. } | FetchError::Abandoned(_) => Failure::Unavailable,
             FetchError::SecretAllRegions { failover, .. }
             | FetchError::ParametersAllRegions { failover, .. }
-            | FetchError::BulkAllRegions { failover, .. } => failover.failure(),
+            | FetchError::BulkAllRegions { failover, .. }
+            | FetchError::CertificateAllRegions { failover, .. } => failover.failure(),
             FetchError::Shared(e) => e.failure(),
         }
     }
@@ -243,7 +297,8 @@ impl FetchError {
         match self {
             FetchError::SecretAllRegions { primary, failover, .. }
             | FetchError::ParametersAllRegions { primary, failover }
-            | FetchError::BulkAllRegions { primary, failover, .. } => {
+            | FetchError::BulkAllRegions { primary, failover, .. }
+            | FetchError::CertificateAllRegions { primary, failover, .. } => {
                 primary.credentials_refused() || failover.credentials_refused()
             }
             FetchError::Shared(e) => e.credentials_refused(),
@@ -260,6 +315,8 @@ enum UnitKind {
     Parameters,
     /// One object that selects many.
     Bulk,
+    /// One ACM certificate.
+    Certificate,
 }
 
 /// What a unit fetches, for single-flight: the kind and every object field
@@ -315,6 +372,9 @@ pub struct Fetcher {
     /// TTL and the stale maximum age.
     values: Cache<ValueKey, (Fetched, Instant), FetchError>,
     batch_denied: Cache<IdentityKey, (), FetchError>,
+    /// Identities denied `DescribeCertificate` lately: they export every
+    /// time, without asking first.
+    describe_denied: Cache<IdentityKey, (), FetchError>,
     /// Set while batching backs off on this node after a throttled batch.
     batch_throttled: Cache<(), (), FetchError>,
     memory: Arc<MemoryBudget>,
@@ -594,6 +654,7 @@ impl Fetcher {
             // part of the budget; the oldest are evicted to make room.
             values: Cache::new().with_max_bytes(memory.kept_max(), kept_weight),
             batch_denied: Cache::new(),
+            describe_denied: Cache::new(),
             batch_throttled: Cache::new(),
             memory,
             retries,
@@ -621,7 +682,11 @@ impl Fetcher {
     /// Drops expired values and expired batch denials (values are zeroized
     /// as they drop).
     pub fn sweep(&self) -> usize {
-        self.values.sweep() + self.batch_denied.sweep() + self.batch_throttled.sweep() + self.units.sweep()
+        self.values.sweep()
+            + self.batch_denied.sweep()
+            + self.describe_denied.sweep()
+            + self.batch_throttled.sweep()
+            + self.units.sweep()
     }
 
     /// Fetches every object for `identity`, returning values in object order.
@@ -667,6 +732,7 @@ impl Fetcher {
                 }
                 ObjectKind::SecretsManager => units.push((UnitKind::Secret, vec![i])),
                 ObjectKind::Ssm => parameters.push((i, &objects[i])),
+                ObjectKind::Acm => units.push((UnitKind::Certificate, vec![i])),
             }
         }
         for chunk in secrets_manager::batches(&batchable, |i| objects[*i].name.clone()) {
@@ -705,8 +771,21 @@ impl Fetcher {
                     Some(_) => indices.iter().map(|i| value_key(&objects[*i])).collect(),
                     None => Vec::new(),
                 };
+                // An ACM export kept for this identity, to serve again if
+                // the certificate is unchanged.
+                let kept = match kind {
+                    UnitKind::Certificate if !self.settings.acm_export_max_age.is_zero() => indices
+                        .first()
+                        .and_then(|i| self.values.get(&value_key(&objects[*i])))
+                        .filter(|(_, at)| at.elapsed() < self.settings.acm_export_max_age)
+                        .map(|(value, _)| acm::Kept {
+                            value,
+                            describe: self.describe_denied.get(identity).is_none(),
+                        }),
+                    _ => None,
+                };
                 async move {
-                    match self.run_unit(key, kind, ctx, unit_objects).await {
+                    match self.run_unit(key, kind, ctx, unit_objects, kept).await {
                         Ok(values) => Ok((indices, values)),
                         Err(e) => match self.last_good(&stale_keys, &e) {
                             Some(values) => Ok((indices, values)),
@@ -722,15 +801,28 @@ impl Fetcher {
         // stream cancels the units still in flight.
         let mut done = stream::iter(futures).buffered(self.settings.concurrency.max(1));
         let keep = self.settings.value_ttl.max(self.settings.stale_max_age);
+        let acm_keep = (!self.settings.acm_export_max_age.is_zero()).then_some(self.settings.acm_export_max_age);
         while let Some(unit) = done.next().await {
             let (indices, values) = unit?;
             let now = Instant::now();
             for (i, v) in indices.into_iter().zip(values) {
                 take_values(mount.quota, &objects[i], &v)?;
+                let keep = match objects[i].kind {
+                    ObjectKind::Acm => keep.max(acm_keep),
+                    _ => keep,
+                };
                 if let Some(keep) = keep
                     && !v.stale
                 {
                     let key = value_key(&objects[i]);
+                    // An export served again keeps its age: the key is
+                    // exported anew once it is --acm-export-max-age old.
+                    if objects[i].kind == ObjectKind::Acm
+                        && self.values.get(&key).is_some_and(|(kept, _)| kept.version == v.version)
+                    {
+                        slots[i] = Some(v);
+                        continue;
+                    }
                     if self.charge_kept(&v) {
                         self.values.insert(key, (v.clone(), now), now + keep);
                     } else {
@@ -793,8 +885,10 @@ impl Fetcher {
         kind: UnitKind,
         ctx: UnitContext,
         objects: Vec<ObjectSpec>,
+        kept: Option<acm::Kept>,
     ) -> Result<Vec<Fetched>, FetchError> {
         let batch_denied = self.batch_denied.clone();
+        let describe_denied = self.describe_denied.clone();
         let batch_throttled = self.batch_throttled.clone();
         let backoff = self.settings.batch_throttle_backoff;
         let concurrency = self.settings.concurrency;
@@ -828,6 +922,26 @@ impl Fetcher {
                 },
                 UnitKind::Bulk => match objects.first() {
                     Some(o) => bulk::fetch(&ctx, o).await.map(|f| vec![f]),
+                    None => Ok(Vec::new()),
+                },
+                UnitKind::Certificate => match objects.first() {
+                    Some(o) => acm::fetch(&ctx, o, kept.as_ref()).await.map(|read| {
+                        let (value, outcome) = match read {
+                            acm::Read::Exported(v) => (v, "exported"),
+                            acm::Read::Unchanged(v) => (v, "unchanged"),
+                            acm::Read::DescribeDenied(v) => {
+                                describe_denied.insert(identity, (), Instant::now() + BATCH_DENIED_FOR);
+                                tracing::info!(
+                                    "DescribeCertificate is denied for this identity; its ACM certificates are \
+                                     exported on every mount for {:?}",
+                                    BATCH_DENIED_FOR
+                                );
+                                (v, "exported")
+                            }
+                        };
+                        metrics.count(Family::Cache, "acm_exports", outcome);
+                        vec![value]
+                    }),
                     None => Ok(Vec::new()),
                 },
                 UnitKind::Parameters => {

@@ -1,7 +1,10 @@
 //! Turning fetched values into the files of a mount and their versions:
 //! one file per object (alias or translated name), or one per top-level key
 //! of its JSON value (`jsonKeysAsFiles`), plus one per JMESPath entry, each
-//! with its own mode; `object_version` ids are the file names.
+//! with its own mode; `object_version` ids are the file names. A value
+//! that is a certificate with its key (`certificateFormat`, an ACM object)
+//! becomes a directory of `tls.crt`, `tls.key` and `ca.crt`, made after
+//! every other object's files (its password may be one of them).
 //! Every file, and the mount as a whole, stays within the size limits: the
 //! check is made as each file is added, so an oversized mount is refused
 //! before it is built, and nothing is written. A value in several files is
@@ -10,12 +13,14 @@
 pub mod json_keys;
 pub mod write;
 
+use crate::certificate::{self, CertificateError, Format};
 use crate::encoding;
 use crate::fetched::Fetched;
 use crate::jmes::EvalError;
 use crate::limits::{Echo, Limit, LimitError, Limits, echo};
 use crate::memory::{Charge, MemoryError, MountMemory, Stage};
 use crate::secret::SecretBytes;
+use crate::spec::objects::CertificateSpec;
 use crate::spec::paths::{self, Collision};
 use crate::spec::{ObjectSpec, TemplateSpec};
 use crate::template::{self, TemplateError};
@@ -49,6 +54,23 @@ pub enum RenderError {
         object: String,
         file: String,
         encoding: &'static str,
+    },
+    #[error("certificate {} of object {}: {problem}", Echo(.file), Echo(.object))]
+    Certificate {
+        object: String,
+        file: String,
+        problem: CertificateError,
+    },
+    #[error(
+        "certificate {} of object {}: its certificatePasswordFile {} was not rendered",
+        Echo(.file),
+        Echo(.object),
+        Echo(.password_file)
+    )]
+    PasswordFileMissing {
+        object: String,
+        file: String,
+        password_file: String,
     },
     #[error(transparent)]
     Collision(#[from] Collision),
@@ -158,9 +180,11 @@ pub fn render(
     // selects many (so a collision names the two AWS names).
     let mut owners: Vec<String> = Vec::new();
     let dynamic = objects.iter().any(|o| o.bulk.is_some() || o.json_keys);
+    let mut certificates = Vec::new();
     for (object, fetched) in objects.iter().zip(values) {
-        add_object(&mut out, &mut owners, object, fetched, limits, meter)?;
+        add_object(&mut out, &mut owners, &mut certificates, object, fetched, limits, meter)?;
     }
+    add_certificates(&mut out, &mut owners, certificates, limits, meter)?;
     if !templates.is_empty() {
         add_templates(&mut out, &mut owners, templates, limits, memory)?;
     }
@@ -210,6 +234,18 @@ pub enum NamedBy {
 /// pattern of files where AWS names them.
 pub fn planned_files(objects: &[ObjectSpec], templates: &[TemplateSpec]) -> Vec<PlannedFile> {
     let mut out = Vec::new();
+    // As `add_certificates`: after every other object's files.
+    let mut certificates = Vec::new();
+    let certificate_files = |c: &CertificateSpec, mode: u32| {
+        c.files
+            .iter()
+            .map(move |f| PlannedFile {
+                path: f.clone(),
+                mode,
+                named_by: None,
+            })
+            .collect::<Vec<_>>()
+    };
     for object in objects {
         // As `add_object`: the files of any match, or of the object's value.
         let (file, selection) = match &object.bulk {
@@ -217,11 +253,20 @@ pub fn planned_files(objects: &[ObjectSpec], templates: &[TemplateSpec]) -> Vec<
             None => (object.file.clone(), None),
         };
         // As `add_value`: the JMESPath entries, then the keys or the value.
-        out.extend(object.jmes.iter().map(|j| PlannedFile {
-            path: j.file.clone(),
-            mode: j.mode,
-            named_by: None,
-        }));
+        for j in &object.jmes {
+            match &j.certificate {
+                Some(c) => certificates.extend(certificate_files(c, j.mode)),
+                None => out.push(PlannedFile {
+                    path: j.file.clone(),
+                    mode: j.mode,
+                    named_by: None,
+                }),
+            }
+        }
+        if let Some(c) = &object.certificate {
+            certificates.extend(certificate_files(c, object.mode));
+            continue;
+        }
         let (path, named_by) = match (object.json_keys, selection) {
             (false, None) => (file, None),
             (false, Some(selection)) => (file, Some(NamedBy::Matches { selection })),
@@ -242,6 +287,7 @@ pub fn planned_files(objects: &[ObjectSpec], templates: &[TemplateSpec]) -> Vec<
             named_by,
         });
     }
+    out.extend(certificates);
     out.extend(templates.iter().map(|t| PlannedFile {
         path: t.file().to_string(),
         mode: t.mode,
@@ -302,13 +348,14 @@ fn add_templates(
 fn add_object(
     out: &mut Rendered,
     owners: &mut Vec<String>,
+    certificates: &mut Vec<Deferred>,
     object: &ObjectSpec,
     fetched: Fetched,
     limits: &Limits,
     meter: Meter<'_>,
 ) -> Result<(), RenderError> {
     let Some(bulk) = &object.bulk else {
-        add_value(out, object, &object.file, fetched, limits, meter)?;
+        add_value(out, certificates, object, &object.file, fetched, limits, meter)?;
         owners.resize(out.files.len(), object.name.clone());
         return Ok(());
     };
@@ -322,7 +369,7 @@ fn add_object(
                 rule,
             });
         }
-        add_value(out, object, &file, member, limits, meter)?;
+        add_value(out, certificates, object, &file, member, limits, meter)?;
         owners.resize(out.files.len(), name);
     }
     Ok(())
@@ -332,6 +379,7 @@ fn add_object(
 /// value itself or (`jsonKeysAsFiles`) one file per key under `file`.
 fn add_value(
     out: &mut Rendered,
+    certificates: &mut Vec<Deferred>,
     object: &ObjectSpec,
     file: &str,
     fetched: Fetched,
@@ -370,6 +418,17 @@ fn add_value(
             })?;
         out.hold(charge, contents.len());
         let contents = decode(out, meter, object, &j.file, j.encoding, contents)?;
+        if let Some(spec) = &j.certificate {
+            certificates.push(Deferred {
+                object: object.name.clone(),
+                file: j.file.clone(),
+                spec: spec.clone(),
+                mode: j.mode,
+                contents,
+                version: fetched.version.clone(),
+            });
+            continue;
+        }
         out.add(
             limits,
             FileOut {
@@ -400,6 +459,17 @@ fn add_value(
         return Ok(());
     }
     let contents = decode(out, meter, object, file, object.encoding, fetched.value)?;
+    if let Some(spec) = &object.certificate {
+        certificates.push(Deferred {
+            object: object.name.clone(),
+            file: file.to_string(),
+            spec: spec.clone(),
+            mode: object.mode,
+            contents,
+            version: fetched.version,
+        });
+        return Ok(());
+    }
     out.add(
         limits,
         FileOut {
@@ -409,6 +479,82 @@ fn add_value(
         },
         &fetched.version,
     )
+}
+
+/// A value that is a certificate with its key, shaped once every other
+/// object's files are made.
+struct Deferred {
+    object: String,
+    /// The directory of its files.
+    file: String,
+    spec: CertificateSpec,
+    mode: u32,
+    contents: SecretBytes,
+    version: String,
+}
+
+/// The files of each certificate: `tls.crt`, `tls.key` and, when its input
+/// has one, `ca.crt`, with the value's version; a PKCS#12 file or an
+/// encrypted key is opened with the contents of its password file.
+fn add_certificates(
+    out: &mut Rendered,
+    owners: &mut Vec<String>,
+    certificates: Vec<Deferred>,
+    limits: &Limits,
+    meter: Meter<'_>,
+) -> Result<(), RenderError> {
+    for d in certificates {
+        let password = match &d.spec.password_file {
+            None => None,
+            Some(p) => match out.files.iter().find(|f| f.path == *p) {
+                Some(f) => Some(f.contents.clone()),
+                None => {
+                    return Err(RenderError::PasswordFileMissing {
+                        object: d.object,
+                        file: d.file,
+                        password_file: p.clone(),
+                    });
+                }
+            },
+        };
+        // The parsed certificates and the files made of them.
+        let charge = meter.charge((d.contents.len() as u64).saturating_mul(certificate::WORK_FACTOR))?;
+        let password = password.as_ref().map(SecretBytes::expose);
+        let shaped = match d.spec.format {
+            Format::Pem => certificate::from_pem(d.contents.expose(), password, d.spec.chain),
+            Format::Pkcs12 => certificate::from_pkcs12(d.contents.expose(), password.unwrap_or_default()),
+        }
+        .map_err(|problem| RenderError::Certificate {
+            object: d.object.clone(),
+            file: d.file.clone(),
+            problem,
+        })?;
+        drop(d.contents);
+        let [cert_file, key_file, ca_file] = d.spec.files;
+        let files = [
+            (cert_file, Some(shaped.cert)),
+            (key_file, Some(shaped.key)),
+            (ca_file, shaped.ca),
+        ];
+        out.hold(
+            charge,
+            files.iter().map(|(_, c)| c.as_ref().map_or(0, SecretBytes::len)).sum(),
+        );
+        for (path, contents) in files {
+            let Some(contents) = contents else { continue };
+            out.add(
+                limits,
+                FileOut {
+                    path,
+                    mode: d.mode,
+                    contents,
+                },
+                &d.version,
+            )?;
+        }
+        owners.resize(out.files.len(), d.object);
+    }
+    Ok(())
 }
 
 /// `contents` of `file` decoded from the object's (or entry's) encoding

@@ -38,12 +38,13 @@ pub fn parse(name: &str) -> Option<Arn<'_>> {
     })
 }
 
-/// The object kind an ARN service names: `secretsmanager`, or `ssm` /
-/// `ssmparameter` for Parameter Store.
+/// The object kind an ARN service names: `secretsmanager`, `ssm` /
+/// `ssmparameter` for Parameter Store, or `acm`.
 pub fn kind_of_service(service: &str) -> Option<ObjectKind> {
     match service {
         "secretsmanager" => Some(ObjectKind::SecretsManager),
         "ssm" | "ssmparameter" => Some(ObjectKind::Ssm),
+        "acm" => Some(ObjectKind::Acm),
         _ => None,
     }
 }
@@ -54,8 +55,23 @@ pub fn kind_of_object_type(object_type: &str) -> Option<ObjectKind> {
     match object_type {
         "secretsmanager" => Some(ObjectKind::SecretsManager),
         "ssmparameter" => Some(ObjectKind::Ssm),
+        "acm" => Some(ObjectKind::Acm),
         _ => None,
     }
+}
+
+/// Whether `name` is an ACM certificate ARN:
+/// `arn:<partition>:acm:<region>:<account>:certificate/<id>`, each part
+/// present.
+pub fn is_certificate_arn(name: &str) -> bool {
+    parse(name).is_some_and(|a| {
+        a.service == "acm"
+            && !a.region.is_empty()
+            && !a.account.is_empty()
+            && a.resource
+                .strip_prefix("certificate/")
+                .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+    })
 }
 
 #[cfg(test)]

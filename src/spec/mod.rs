@@ -49,6 +49,8 @@ pub const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
 pub enum ObjectKind {
     SecretsManager,
     Ssm,
+    /// An ACM certificate, exported with its private key.
+    Acm,
 }
 
 impl ObjectKind {
@@ -56,6 +58,7 @@ impl ObjectKind {
         match self {
             ObjectKind::SecretsManager => "secretsmanager",
             ObjectKind::Ssm => "ssmparameter",
+            ObjectKind::Acm => "acm",
         }
     }
 }
@@ -297,6 +300,31 @@ pub enum ObjectError {
     DuplicateJmesAlias { alias: String, path: String },
     #[error(transparent)]
     Collision(#[from] paths::Collision),
+    #[error("certificateFormat of object {} must be pem or pkcs12: {}", Echo(.object), Echo(.value))]
+    InvalidCertificateFormat { object: String, value: String },
+    #[error("{field} of object {} needs certificateFormat", Echo(.object))]
+    PasswordWithoutFormat { object: String, field: &'static str },
+    #[error("object {}: certificateFormat and jsonKeysAsFiles exclude each other", Echo(.0))]
+    CertificateWithJsonKeys(String),
+    #[error(
+        "certificatePasswordFile {} of object {} is not a file of this mount (name the file of another object or jmesPath entry, as templates do)",
+        Echo(.file),
+        Echo(.object)
+    )]
+    PasswordFileUnknown { object: String, file: String },
+    #[error(
+        "certificatePasswordFile {} of object {} names a file that is itself a certificate's",
+        Echo(.file),
+        Echo(.object)
+    )]
+    PasswordFileIsCertificate { object: String, file: String },
+    #[error(
+        "object {}: an ACM object is named by its certificate ARN (arn:<partition>:acm:<region>:<account>:certificate/<id>)",
+        Echo(.0)
+    )]
+    AcmNeedsArn(String),
+    #[error("object {}: {field} does not apply to an ACM certificate", Echo(.object))]
+    AcmField { object: String, field: &'static str },
 }
 
 #[derive(Deserialize)]

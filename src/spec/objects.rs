@@ -13,6 +13,7 @@ use super::paths::{self, PathRule, PathTranslation};
 use super::role::{self, AssumeRole, Owner};
 use super::yaml;
 use super::{ObjectError, ObjectKind};
+use crate::certificate::{self, Chain, Format};
 use crate::encoding::Encoding;
 use crate::jmes::{self, CompileError, JmesPath};
 use crate::limits::{Echo, Limit, LimitError, Limits, echo};
@@ -50,6 +51,62 @@ pub struct ObjectSpec {
     /// `secretFilters`): `name` then describes the selection and `file` is
     /// unused; each match gets its own file.
     pub bulk: Option<BulkSpec>,
+    /// Set when the value is a certificate with its key (`certificateFormat`,
+    /// or an ACM object): `file` is then a directory of `tls.crt`, `tls.key`
+    /// and `ca.crt`.
+    pub certificate: Option<CertificateSpec>,
+}
+
+/// `certificateFormat` and `certificatePasswordFile` of an object or a
+/// `jmesPath` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSpec {
+    pub format: Format,
+    /// How its certificates make the chain: ordered by issuer (a bundle a
+    /// user made), or as ACM gives it.
+    pub chain: Chain,
+    /// The file of this mount that holds the password of a PKCS#12 file or
+    /// of an encrypted PEM key, as templates name files.
+    pub password_file: Option<String>,
+    /// The files written: `<file>/tls.crt`, `<file>/tls.key`,
+    /// `<file>/ca.crt` (the last when the input has a chain).
+    pub files: [String; 3],
+}
+
+impl CertificateSpec {
+    fn new(format: Format, chain: Chain, password_file: Option<String>, file: &str) -> Self {
+        Self {
+            format,
+            chain,
+            password_file,
+            files: [certificate::CERT_FILE, certificate::KEY_FILE, certificate::CA_FILE].map(|f| format!("{file}/{f}")),
+        }
+    }
+}
+
+/// `certificateFormat` and `certificatePasswordFile` as read, of `object`.
+fn certificate_spec(
+    format: Option<&str>,
+    password_file: Option<String>,
+    object: &str,
+    file: &str,
+) -> Result<Option<CertificateSpec>, ObjectError> {
+    let format = match format {
+        None => {
+            if password_file.is_some() {
+                return Err(ObjectError::PasswordWithoutFormat {
+                    object: object.to_string(),
+                    field: "certificatePasswordFile",
+                });
+            }
+            return Ok(None);
+        }
+        Some(f) => Format::parse(f).ok_or_else(|| ObjectError::InvalidCertificateFormat {
+            object: object.to_string(),
+            value: f.to_string(),
+        })?,
+    };
+    Ok(Some(CertificateSpec::new(format, Chain::Ordered, password_file, file)))
 }
 
 /// One `jmesPath` entry.
@@ -64,6 +121,8 @@ pub struct JmesSpec {
     /// `nonStringAsJson`: a number, boolean, object or list result is
     /// written as compact JSON instead of failing the mount.
     pub non_string_json: bool,
+    /// The result is a certificate with its key: `file` is a directory.
+    pub certificate: Option<CertificateSpec>,
 }
 
 /// `objectEncoding` of `object` (its own, or of one of its `jmesPath`
@@ -145,6 +204,8 @@ struct RawObject {
     assume_role_duration: Option<String>,
     json_keys: Option<String>,
     encoding: Option<String>,
+    certificate_format: Option<String>,
+    certificate_password_file: Option<String>,
     bulk: RawBulk,
 }
 
@@ -155,6 +216,8 @@ struct RawJmes {
     file_permission: Option<String>,
     encoding: Option<String>,
     non_string_json: Option<String>,
+    certificate_format: Option<String>,
+    certificate_password_file: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -216,6 +279,7 @@ pub fn parse_objects(text: &str, rules: &ObjectRules) -> Result<Vec<ObjectSpec>,
         objects.push(spec);
     }
     check_file_collisions(&objects)?;
+    check_password_files(&objects)?;
     Ok(objects)
 }
 
@@ -235,6 +299,9 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
     raw.bulk = RawBulk::default();
     let (assume_role, json_keys, object_encoding) = shared_fields(&raw, &name)?;
     let kind = object_kind(&name, raw.object_type.as_deref())?;
+    if kind == ObjectKind::Acm {
+        check_acm(&raw, &name)?;
+    }
 
     let mode = match &raw.file_permission {
         Some(p) => parse_file_permission(p)?,
@@ -270,6 +337,12 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
                 value: v.to_string(),
             })?,
         };
+        let certificate = certificate_spec(
+            entry.certificate_format.as_deref(),
+            entry.certificate_password_file,
+            &name,
+            &file,
+        )?;
         jmes.push(JmesSpec {
             path,
             alias,
@@ -277,6 +350,7 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
             file,
             encoding: encoding(entry.encoding.as_deref(), &name)?,
             non_string_json,
+            certificate,
         });
     }
 
@@ -311,6 +385,20 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
     let base = raw.alias.as_deref().unwrap_or(&name);
     let file = rules.translation.file_name(base);
     check_file_name(&file, &name)?;
+    let certificate = match kind {
+        // An ACM export is a PEM bundle of the certificate, its chain and
+        // the decrypted key.
+        ObjectKind::Acm => Some(CertificateSpec::new(Format::Pem, Chain::Given, None, &file)),
+        _ => certificate_spec(
+            raw.certificate_format.as_deref(),
+            raw.certificate_password_file.take(),
+            &name,
+            &file,
+        )?,
+    };
+    if certificate.is_some() && json_keys {
+        return Err(ObjectError::CertificateWithJsonKeys(name));
+    }
 
     Ok(ObjectSpec {
         name,
@@ -326,7 +414,67 @@ fn validate_object(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec
         json_keys,
         encoding: object_encoding,
         bulk: None,
+        certificate,
     })
+}
+
+/// The fields an ACM object refuses: ACM has no versions to select, and
+/// its value is always a certificate with its key. Its name must be a
+/// certificate ARN.
+fn check_acm(raw: &RawObject, name: &str) -> Result<(), ObjectError> {
+    if !arn::is_certificate_arn(name) {
+        return Err(ObjectError::AcmNeedsArn(name.to_string()));
+    }
+    for (set, field) in [
+        (raw.version.is_some(), "objectVersion"),
+        (raw.version_label.is_some(), "objectVersionLabel"),
+        (!raw.jmes.is_empty(), "jmesPath"),
+        (raw.json_keys.is_some(), "jsonKeysAsFiles"),
+        (raw.encoding.is_some(), "objectEncoding"),
+        (raw.certificate_format.is_some(), "certificateFormat"),
+        (raw.certificate_password_file.is_some(), "certificatePasswordFile"),
+    ] {
+        if set {
+            return Err(ObjectError::AcmField {
+                object: name.to_string(),
+                field,
+            });
+        }
+    }
+    if let Some(f) = raw.failover.as_ref().and_then(|f| f.name.as_deref())
+        && !arn::is_certificate_arn(f)
+    {
+        return Err(ObjectError::AcmNeedsArn(f.to_string()));
+    }
+    Ok(())
+}
+
+/// Every `certificatePasswordFile` names a file of the mount known before
+/// fetching (an object's or a `jmesPath` entry's), which is not itself one
+/// of a certificate's files.
+fn check_password_files(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
+    let certificates = || {
+        objects.iter().flat_map(|o| {
+            o.certificate
+                .iter()
+                .chain(o.jmes.iter().filter_map(|j| j.certificate.as_ref()))
+                .map(move |c| (o, c))
+        })
+    };
+    for (object, c) in certificates() {
+        let Some(file) = &c.password_file else { continue };
+        let error = |e: fn(String, String) -> ObjectError| e(object.name.clone(), file.clone());
+        if certificates().any(|(_, other)| other.files.contains(file)) {
+            return Err(error(|object, file| ObjectError::PasswordFileIsCertificate {
+                object,
+                file,
+            }));
+        }
+        if !static_files(objects).any(|(f, _)| f == file) {
+            return Err(error(|object, file| ObjectError::PasswordFileUnknown { object, file }));
+        }
+    }
+    Ok(())
 }
 
 /// The fields every object has, one or many: `assumeRole*`,
@@ -368,6 +516,8 @@ fn validate_bulk(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, 
         (raw.version_label.is_some(), "objectVersionLabel"),
         (raw.failover.is_some(), "failoverObject"),
         (!raw.jmes.is_empty(), "jmesPath"),
+        (raw.certificate_format.is_some(), "certificateFormat"),
+        (raw.certificate_password_file.is_some(), "certificatePasswordFile"),
     ] {
         if set {
             refused.push(field);
@@ -412,6 +562,7 @@ fn validate_bulk(mut raw: RawObject, rules: &ObjectRules) -> Result<ObjectSpec, 
         json_keys,
         encoding: object_encoding,
         bulk: Some(spec),
+        certificate: None,
     })
 }
 
@@ -560,10 +711,17 @@ fn check_file_collisions(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
 /// directory of them (both checked in render).
 pub fn static_files(objects: &[ObjectSpec]) -> impl Iterator<Item = (&str, &str)> {
     objects.iter().flat_map(|o| {
-        (o.bulk.is_none() && !o.json_keys)
-            .then_some((o.file.as_str(), o.name.as_str()))
-            .into_iter()
-            .chain(o.jmes.iter().map(move |j| (j.file.as_str(), o.name.as_str())))
+        let own: Vec<&str> = match (&o.certificate, o.bulk.is_none() && !o.json_keys) {
+            (Some(c), _) => c.files.iter().map(String::as_str).collect(),
+            (None, true) => vec![o.file.as_str()],
+            (None, false) => Vec::new(),
+        };
+        own.into_iter()
+            .chain(o.jmes.iter().flat_map(|j| match &j.certificate {
+                Some(c) => c.files.iter().map(String::as_str).collect::<Vec<_>>(),
+                None => vec![j.file.as_str()],
+            }))
+            .map(move |f| (f, o.name.as_str()))
     })
 }
 
@@ -589,6 +747,8 @@ fn read_object(m: &Mapping, index: usize, limits: &Limits) -> Result<RawObject, 
             "assumeroledurationseconds" => raw.assume_role_duration = name(role::keys::DURATION)?,
             "jsonkeysasfiles" => raw.json_keys = name("jsonKeysAsFiles")?,
             "objectencoding" => raw.encoding = name("objectEncoding")?,
+            "certificateformat" => raw.certificate_format = name("certificateFormat")?,
+            "certificatepasswordfile" => raw.certificate_password_file = name("certificatePasswordFile")?,
             "parameterpath" => raw.bulk.parameter_path = name(bulk::keys::PARAMETER_PATH)?,
             "recursive" => raw.bulk.recursive = name(bulk::keys::RECURSIVE)?,
             "secretnameprefix" => raw.bulk.prefix = name(bulk::keys::SECRET_NAME_PREFIX)?,
@@ -631,6 +791,10 @@ fn read_jmes(v: &Value, field: &str, limits: &Limits) -> Result<Vec<RawJmes>, Ob
                         "filepermission" => raw.file_permission = permission_scalar(v, &f("filePermission"), limits)?,
                         "objectencoding" => raw.encoding = scalar(v, &f("objectEncoding"), limits)?,
                         "nonstringasjson" => raw.non_string_json = scalar(v, &f("nonStringAsJson"), limits)?,
+                        "certificateformat" => raw.certificate_format = scalar(v, &f("certificateFormat"), limits)?,
+                        "certificatepasswordfile" => {
+                            raw.certificate_password_file = scalar(v, &f("certificatePasswordFile"), limits)?
+                        }
                         _ => {}
                     }
                 }

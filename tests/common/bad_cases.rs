@@ -611,6 +611,79 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
             exact("jsonKeysAsFiles of object s must be true or false: yes please"),
         ),
         (
+            "certificateFormat unknown",
+            objects("- objectName: s\n  objectType: secretsmanager\n  certificateFormat: der\n"),
+            exact("certificateFormat of object s must be pem or pkcs12: der"),
+        ),
+        (
+            "certificatePasswordFile without certificateFormat",
+            objects("- objectName: s\n  objectType: secretsmanager\n  certificatePasswordFile: p\n"),
+            exact("certificatePasswordFile of object s needs certificateFormat"),
+        ),
+        (
+            "certificatePasswordFile not a file of the mount",
+            objects("- objectName: s\n  objectType: secretsmanager\n  certificateFormat: pkcs12\n  certificatePasswordFile: nope\n"),
+            exact(
+                "certificatePasswordFile nope of object s is not a file of this mount (name the file of another object or jmesPath entry, as templates do)",
+            ),
+        ),
+        (
+            "certificatePasswordFile is a certificate's file",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  certificateFormat: pkcs12\n  certificatePasswordFile: t/tls.key\n\
+                 - objectName: t\n  objectType: secretsmanager\n  certificateFormat: pem\n",
+            ),
+            exact("certificatePasswordFile t/tls.key of object s names a file that is itself a certificate's"),
+        ),
+        (
+            "certificateFormat with jsonKeysAsFiles",
+            objects("- objectName: s\n  objectType: secretsmanager\n  certificateFormat: pem\n  jsonKeysAsFiles: true\n"),
+            exact("object s: certificateFormat and jsonKeysAsFiles exclude each other"),
+        ),
+        (
+            "certificateFormat on a jmesPath entry, unknown",
+            objects(
+                "- objectName: s\n  objectType: secretsmanager\n  jmesPath:\n    - path: a\n      objectAlias: b\n      certificateFormat: pfx\n",
+            ),
+            exact("certificateFormat of object s must be pem or pkcs12: pfx"),
+        ),
+        (
+            "certificateFormat on an object that selects many",
+            objects("- parameterPath: /tls\n  certificateFormat: pem\n"),
+            Expect::Prefix("object /tls: certificateFormat makes no sense for an object that selects many"),
+        ),
+        (
+            "acm object named by a name",
+            objects("- objectName: web\n  objectType: acm\n"),
+            exact(
+                "object web: an ACM object is named by its certificate ARN (arn:<partition>:acm:<region>:<account>:certificate/<id>)",
+            ),
+        ),
+        (
+            "acm ARN of another resource",
+            objects("- objectName: \"arn:aws:acm:us-west-2:123456789012:account\"\n"),
+            exact(
+                "object arn:aws:acm:us-west-2:123456789012:account: an ACM object is named by its certificate ARN (arn:<partition>:acm:<region>:<account>:certificate/<id>)",
+            ),
+        ),
+        (
+            "acm object with objectVersion",
+            objects("- objectName: \"arn:aws:acm:us-west-2:123456789012:certificate/c1\"\n  objectVersion: \"2\"\n"),
+            exact("object arn:aws:acm:us-west-2:123456789012:certificate/c1: objectVersion does not apply to an ACM certificate"),
+        ),
+        (
+            "acm object with jmesPath",
+            objects(
+                "- objectName: \"arn:aws:acm:us-west-2:123456789012:certificate/c1\"\n  jmesPath:\n    - path: a\n      objectAlias: b\n",
+            ),
+            exact("object arn:aws:acm:us-west-2:123456789012:certificate/c1: jmesPath does not apply to an ACM certificate"),
+        ),
+        (
+            "acm objectType with a secret ARN",
+            objects_owned(format!("- objectName: {primary_arn}\n  objectType: acm\n")),
+            exact(&format!("objectType does not match ARN: {primary_arn}")),
+        ),
+        (
             "parameterPath with objectName",
             objects("- objectName: s\n  parameterPath: /orders\n"),
             exact("object s: parameterPath selects many objects and cannot be used with objectName"),

@@ -1,6 +1,6 @@
 //! An in-repo fake of the AWS APIs the provider calls, for fault injection
-//! and call counting: Secrets Manager `GetSecretValue`, SSM `GetParameters`
-//! (awsJson1.1) and STS `AssumeRoleWithWebIdentity` and `AssumeRole` (query protocol). Every
+//! and call counting: Secrets Manager `GetSecretValue`, SSM `GetParameters`,
+//! ACM `DescribeCertificate` and `ExportCertificate` (awsJson1.1) and STS `AssumeRoleWithWebIdentity` and `AssumeRole` (query protocol). Every
 //! call is recorded with the access key that signed it and the region of
 //! its SigV4 scope.
 //!
@@ -39,6 +39,20 @@ pub struct Call {
     pub user_agent: String,
     /// The fault this call got, if any (e.g. "reset", "hang", "503 ServiceUnavailable").
     pub injected: Option<String>,
+    /// `ExportCertificate`'s passphrase (decoded).
+    pub passphrase: Option<Vec<u8>>,
+}
+
+/// An ACM certificate: its PEM, its chain's, its key (PKCS#8 DER) and
+/// serial (as ACM shows it: hex bytes separated by colons).
+#[derive(Debug, Clone)]
+pub struct AcmCertificate {
+    pub certificate: String,
+    pub chain: String,
+    pub key: Vec<u8>,
+    pub serial: String,
+    /// `Type`: `PRIVATE` exports, `IMPORTED` does not.
+    pub kind: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +230,8 @@ struct State {
     /// Tags of secrets, per (region, name).
     tags: HashMap<(String, String), Vec<(String, String)>>,
     params: HashMap<(String, String), Vec<ParamVersion>>,
+    /// ACM certificates per (region, ARN).
+    certificates: HashMap<(String, String), AcmCertificate>,
     calls: Vec<Call>,
     faults: Vec<Fault>,
     rules: Vec<Rule>,
@@ -292,6 +308,10 @@ pub fn fnv(s: &str) -> u64 {
 
 pub fn secret_arn(region: &str, name: &str) -> String {
     format!("arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:{name}-AbCdEf")
+}
+
+pub fn certificate_arn(region: &str, id: &str) -> String {
+    format!("arn:aws:acm:{region}:{ACCOUNT}:certificate/{id}")
 }
 
 pub fn param_arn(region: &str, name: &str) -> String {
@@ -415,6 +435,16 @@ impl FakeAws {
                 }
             }
         }
+    }
+
+    /// Puts (or replaces: a renewal) certificate `id` in `region`; returns
+    /// its ARN.
+    pub fn put_certificate(&self, region: &str, id: &str, certificate: AcmCertificate) -> String {
+        let arn = certificate_arn(region, id);
+        self.lock()
+            .certificates
+            .insert((region.into(), arn.clone()), certificate);
+        arn
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -575,8 +605,14 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
                 .flatten()
                 .map(str::to_string)
                 .collect(),
+            "DescribeCertificate" | "ExportCertificate" => {
+                vec![body["CertificateArn"].as_str().unwrap_or_default().to_string()]
+            }
             _ => vec![],
         };
+        let passphrase = body["Passphrase"]
+            .as_str()
+            .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok());
         // Filtered batches: every filter value, and the page asked for.
         let names = if op == "BatchGetSecretValue" && body.get("Filters").is_some() {
             body["Filters"]
@@ -601,6 +637,7 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
             duration_seconds: None,
             user_agent,
             injected: None,
+            passphrase,
         });
         let region = region.unwrap_or_default();
         let rule = take_rule(&mut st);
@@ -639,6 +676,8 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
             "BatchGetSecretValue" => batch_get_secret_value(&st, &region, &body),
             "GetParameters" => get_parameters(&st, &region, &body),
             "GetParametersByPath" => get_parameters_by_path(&st, &region, &body),
+            "DescribeCertificate" => describe_certificate(&st, &region, &body),
+            "ExportCertificate" => export_certificate(&st, &region, &body),
             _ => aws_error(400, "UnknownOperationException", "unknown operation"),
         }
         .caller(st.calls.last().and_then(|c| c.access_key.clone()));
@@ -684,6 +723,83 @@ impl Reply {
         }
         self
     }
+}
+
+fn certificate<'a>(st: &'a State, region: &str, body: &Value) -> Result<&'a AcmCertificate, Reply> {
+    let arn = body["CertificateArn"].as_str().unwrap_or_default();
+    st.certificates
+        .get(&(region.to_string(), arn.to_string()))
+        .ok_or_else(|| {
+            aws_error(
+                400,
+                "ResourceNotFoundException",
+                &format!("Could not find certificate {arn}."),
+            )
+        })
+}
+
+fn describe_certificate(st: &State, region: &str, body: &Value) -> Reply {
+    match certificate(st, region, body) {
+        Err(reply) => reply,
+        Ok(c) => Reply::json(
+            200,
+            json!({"Certificate": {
+                "CertificateArn": body["CertificateArn"],
+                "Serial": c.serial,
+                "Status": "ISSUED",
+                "Type": c.kind,
+            }}),
+        ),
+    }
+}
+
+/// `ExportCertificate`: the key encrypted with the passphrase the way
+/// OpenSSL 1.1's `pkcs8 -topk8 -v2 aes128 -v2prf hmacWithSHA1` does
+/// (moto, and ACM, use AES-256 with HMAC-SHA256: both are read).
+fn export_certificate(st: &State, region: &str, body: &Value) -> Reply {
+    let c = match certificate(st, region, body) {
+        Err(reply) => return reply,
+        Ok(c) => c,
+    };
+    if c.kind != "PRIVATE" {
+        let arn = body["CertificateArn"].as_str().unwrap_or_default();
+        return aws_error(
+            400,
+            "ValidationException",
+            &format!("Certificate ARN: {arn} is not a private certificate"),
+        );
+    }
+    let Some(passphrase) = body["Passphrase"]
+        .as_str()
+        .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+        .filter(|p| p.len() >= 4)
+    else {
+        return aws_error(400, "ValidationException", "Passphrase: invalid");
+    };
+    let salt: [u8; 16] = rand::random();
+    let iv: [u8; 16] = rand::random();
+    let params = pkcs8::pkcs5::pbes2::Parameters {
+        kdf: pkcs8::pkcs5::pbes2::Pbkdf2Params {
+            salt: pkcs8::pkcs5::pbes2::Salt::new(salt).expect("salt"),
+            iteration_count: 2048,
+            key_length: None,
+            prf: pkcs8::pkcs5::pbes2::Pbkdf2Prf::HmacWithSha1,
+        }
+        .into(),
+        encryption: pkcs8::pkcs5::pbes2::EncryptionScheme::Aes128Cbc { iv },
+    };
+    let info = pkcs8::PrivateKeyInfoRef::try_from(c.key.as_slice()).expect("a PKCS#8 key");
+    let encrypted = info.encrypt_with_params(params, &passphrase).expect("encrypt");
+    let key = pem_rfc7468::encode_string(
+        "ENCRYPTED PRIVATE KEY",
+        pem_rfc7468::LineEnding::LF,
+        encrypted.as_bytes(),
+    )
+    .expect("pem");
+    Reply::json(
+        200,
+        json!({"Certificate": c.certificate, "CertificateChain": c.chain, "PrivateKey": key}),
+    )
 }
 
 fn get_secret_value(st: &State, region: &str, body: &Value) -> Reply {
@@ -980,6 +1096,7 @@ fn sts(
         duration_seconds: f.get("DurationSeconds").cloned(),
         user_agent,
         injected: None,
+        passphrase: None,
     });
     let rule = take_rule(st);
     if let Some(Effect::Error { status, code }) = &rule {

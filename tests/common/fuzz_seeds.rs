@@ -14,7 +14,7 @@ use super::bad_cases::cases;
 use super::{FAILOVER, REGION, Req};
 
 /// The targets and their input formats (see each `fuzz/fuzz_targets/*.rs`).
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "attributes",
     "objects",
     "jmespath",
@@ -23,6 +23,7 @@ pub const TARGETS: [&str; 8] = [
     "permission",
     "request",
     "template",
+    "certificate",
 ];
 
 /// The token and value canaries the targets look for in what is echoed.
@@ -522,5 +523,89 @@ pub fn seeds(root: &Path) -> Seeds {
     ] {
         s.add("permission", name, p);
     }
+    certificate_seeds(&mut s);
     s
+}
+
+/// The password of the `certificate` target.
+const CERTIFICATE_PASSWORD: &str = "fuzz-pass-7f3a";
+
+/// The `certificate` target: a form byte, then the value. A chain with its
+/// key in three forms (a bundle out of order, ACM's export with an
+/// encrypted key, the encrypted key alone), and hostile ones: a key
+/// derivation of two billion iterations, a certificate twice, truncated and
+/// legacy blocks. Deterministic (a fixed Ed25519 key, whose signatures are
+/// deterministic, fixed serials, salt and IV), so the corpus check holds;
+/// `fuzz/corpus/certificate/sample-*` adds PKCS#12 files.
+fn certificate_seeds(s: &mut Seeds) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SerialNumber};
+    // An Ed25519 PKCS#8 v1 key of a fixed seed.
+    let fixed_key = |seed: u8| {
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+        ];
+        der.extend([seed; 32]);
+        der
+    };
+    let ca_key = KeyPair::try_from(fixed_key(1).as_slice()).expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.distinguished_name.push(DnType::CommonName, "Seed Root");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.serial_number = Some(SerialNumber::from(vec![1u8]));
+    let ca = ca_params.self_signed(&ca_key).expect("root");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key_der = fixed_key(2);
+    let key = KeyPair::try_from(key_der.as_slice()).expect("key");
+    let mut leaf_params = CertificateParams::new(vec!["seed.example.com".to_string()]).expect("params");
+    leaf_params.serial_number = Some(SerialNumber::from(vec![2u8]));
+    let leaf = leaf_params.signed_by(&key, &issuer).expect("leaf");
+    let pem =
+        |label: &str, der: &[u8]| pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).expect("pem");
+    let encrypted = |iterations: u32| {
+        let params =
+            pkcs8::pkcs5::pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(iterations, &[3u8; 16], [4u8; 16])
+                .expect("params");
+        let doc = pkcs8::PrivateKeyInfoRef::try_from(key_der.as_slice())
+            .expect("pkcs8")
+            .encrypt_with_params(params, CERTIFICATE_PASSWORD)
+            .expect("encrypt");
+        doc.as_bytes().to_vec()
+    };
+    let with_form = |form: u8, value: &[u8]| {
+        let mut data = vec![form];
+        data.extend_from_slice(value);
+        data
+    };
+    let bundle = format!("{}{}{}", ca.pem(), pem("PRIVATE KEY", &key_der), leaf.pem());
+    s.add(
+        "certificate",
+        "pem bundle out of order",
+        with_form(0, bundle.as_bytes()),
+    );
+    let encrypted_pem = pem("ENCRYPTED PRIVATE KEY", &encrypted(16));
+    let acm = format!("{}\n{}\n{}", leaf.pem(), ca.pem(), encrypted_pem);
+    s.add("certificate", "acm export", with_form(1, acm.as_bytes()));
+    s.add("certificate", "encrypted key", with_form(3, encrypted_pem.as_bytes()));
+    // Two billion iterations: refused before deriving.
+    let mut slow = pkcs8::EncryptedPrivateKeyInfoOwned::try_from(encrypted(16).as_slice()).expect("encrypted");
+    if let pkcs8::pkcs5::EncryptionScheme::Pbes2(p) = &mut slow.encryption_algorithm
+        && let pkcs8::pkcs5::pbes2::Kdf::Pbkdf2(kdf) = &mut p.kdf
+    {
+        kdf.iteration_count = 2_000_000_000;
+    }
+    let slow = pem("ENCRYPTED PRIVATE KEY", &der::Encode::to_der(&slow).expect("der"));
+    s.add("certificate", "two billion iterations", with_form(3, slow.as_bytes()));
+    let twice = format!("{}{}{}", leaf.pem(), pem("PRIVATE KEY", &key_der), leaf.pem());
+    s.add("certificate", "a certificate twice", with_form(0, twice.as_bytes()));
+    let truncated = &bundle.as_bytes()[..bundle.len() / 2];
+    s.add("certificate", "truncated bundle", with_form(0, truncated));
+    s.add(
+        "certificate",
+        "legacy encrypted key",
+        with_form(
+            0,
+            b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n"
+                .as_slice(),
+        ),
+    );
 }

@@ -102,10 +102,9 @@ pub fn unique(name: &str) -> String {
     format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
-/// Secrets Manager and SSM clients of another moto account: signed with
-/// credentials from STS `AssumeRole` into `role` (moto isolates accounts
-/// by the account id of the role).
-pub async fn in_account(role: &str, region: &str) -> (aws_sdk_secretsmanager::Client, aws_sdk_ssm::Client) {
+/// Credentials of another moto account: from STS `AssumeRole` into `role`
+/// (moto isolates accounts by the account id of the role).
+async fn credentials_in(role: &str, region: &str) -> Credentials {
     let sts = aws_sdk_sts::Client::from_conf(
         aws_sdk_sts::config::Builder::new()
             .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
@@ -125,13 +124,19 @@ pub async fn in_account(role: &str, region: &str) -> (aws_sdk_secretsmanager::Cl
         .expect("assume role")
         .credentials
         .expect("credentials");
-    let creds = Credentials::new(
+    Credentials::new(
         c.access_key_id(),
         c.secret_access_key(),
         Some(c.session_token().to_string()),
         None,
         "seed",
-    );
+    )
+}
+
+/// Secrets Manager and SSM clients of another moto account (signed as
+/// `role`).
+pub async fn in_account(role: &str, region: &str) -> (aws_sdk_secretsmanager::Client, aws_sdk_ssm::Client) {
+    let creds = credentials_in(role, region).await;
     let sm = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::config::Builder::new()
             .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
@@ -149,4 +154,25 @@ pub async fn in_account(role: &str, region: &str) -> (aws_sdk_secretsmanager::Cl
             .build(),
     );
     (sm, ssm)
+}
+
+fn acm_client(region: &str, creds: Credentials) -> aws_sdk_acm::Client {
+    aws_sdk_acm::Client::from_conf(
+        aws_sdk_acm::config::Builder::new()
+            .behavior_version(aws_sdk_acm::config::BehaviorVersion::latest())
+            .region(aws_sdk_acm::config::Region::new(region.to_string()))
+            .credentials_provider(creds)
+            .endpoint_url(endpoint())
+            .build(),
+    )
+}
+
+/// An ACM client of the default account.
+pub fn acm(region: &str) -> aws_sdk_acm::Client {
+    acm_client(region, creds())
+}
+
+/// An ACM client of another moto account (signed as `role`).
+pub async fn acm_in_account(role: &str, region: &str) -> aws_sdk_acm::Client {
+    acm_client(region, credentials_in(role, region).await)
 }
