@@ -300,6 +300,19 @@ async fn refusals_name_the_certificate_and_the_cause() {
         err.message()
     );
 
+    env.aws.add_rule(
+        Rule::op(EXPORT, Effect::error(400, "RequestInProgressException"))
+            .naming(&private)
+            .times(1),
+    );
+    let err = refused(&env, &private, "pending").await;
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("(the certificate is not issued yet)"),
+        "{}",
+        err.message()
+    );
+
     let err = refused(&env, &missing, "missing").await;
     assert_eq!(err.code(), Code::NotFound, "{}", err.message());
     assert!(err.message().contains("assumeRoleArn"), "{}", err.message());

@@ -84,14 +84,19 @@ async fn read(ctx: &UnitContext, region: &str, arn: &str, kept: Option<&Kept>) -
     })
 }
 
-/// The certificate's serial number as `DescribeCertificate` reports it.
-async fn describe(ctx: &UnitContext, region: &str, arn: &str) -> Result<Option<String>, FetchError> {
-    let err = |error: AwsError| FetchError::Certificate {
+/// The error of a failed call of `action` for certificate `arn`.
+fn failed<'a>(arn: &'a str, region: &'a str, action: &'static str) -> impl Fn(AwsError) -> FetchError + 'a {
+    move |error| FetchError::Certificate {
         arn: arn.to_string(),
         region: region.to_string(),
-        action: "acm:DescribeCertificate",
+        action,
         error,
-    };
+    }
+}
+
+/// The certificate's serial number as `DescribeCertificate` reports it.
+async fn describe(ctx: &UnitContext, region: &str, arn: &str) -> Result<Option<String>, FetchError> {
+    let err = failed(arn, region, "acm:DescribeCertificate");
     let client = ctx.aws.acm(region).ok_or_else(|| err(no_client(region)))?;
     let (out, _responses) = ctx
         .call("acm.DescribeCertificate", ctx.retries_throttled_in(region), |charge| {
@@ -110,12 +115,7 @@ async fn describe(ctx: &UnitContext, region: &str, arn: &str) -> Result<Option<S
 
 /// `ExportCertificate` with a new passphrase, the key decrypted.
 async fn export(ctx: &UnitContext, region: &str, arn: &str) -> Result<Fetched, FetchError> {
-    let err = |error: AwsError| FetchError::Certificate {
-        arn: arn.to_string(),
-        region: region.to_string(),
-        action: "acm:ExportCertificate",
-        error,
-    };
+    let err = failed(arn, region, "acm:ExportCertificate");
     let client = ctx.aws.acm(region).ok_or_else(|| err(no_client(region)))?;
     let passphrase = passphrase();
     let (mut out, responses) = ctx
