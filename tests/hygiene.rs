@@ -72,17 +72,7 @@ fn pod_identity_token_of(i: usize) -> String {
 /// Where every canary's common part (`CANARY-`) starts in `hay`: the core
 /// is scanned once, then each canary is matched at these places only.
 fn marks(hay: &[u8]) -> Vec<usize> {
-    const MARK: &[u8] = b"CANARY-";
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(p) = hay[i..].iter().position(|b| *b == MARK[0]) {
-        let at = i + p;
-        if hay[at..].starts_with(MARK) {
-            out.push(at);
-        }
-        i = at + 1;
-    }
-    out
+    memchr::memmem::find_iter(hay, b"CANARY-").collect()
 }
 
 /// Occurrences of `canary` in `hay`, at the `marks` of its `CANARY-` part.
@@ -98,19 +88,7 @@ fn occurrences_at(hay: &[u8], marks: &[usize], canary: &[u8]) -> usize {
 
 /// Non-overlapping occurrences of `needle` in `hay`.
 fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
-    let (first, rest) = needle.split_first().expect("non-empty needle");
-    let mut n = 0;
-    let mut i = 0;
-    while let Some(p) = hay[i..].iter().position(|b| b == first) {
-        let at = i + p;
-        if hay[at + 1..].starts_with(rest) {
-            n += 1;
-            i = at + needle.len();
-        } else {
-            i = at + 1;
-        }
-    }
-    n
+    memchr::memmem::find_iter(hay, needle).count()
 }
 
 /// Dumps the memory of process `pid` with gcore into `dir`; returns the
