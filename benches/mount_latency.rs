@@ -4,8 +4,11 @@
 //! write modes, with the pod volume on tmpfs as in a pod; and the same 20
 //! objects in another account read through role chaining (`assumeRoleArn`).
 //! Then 100 SSM parameters by `parameterPath` versus listed, against the
-//! in-repo fake AWS (which counts calls). Also reports the size of the
-//! release binary.
+//! in-repo fake AWS (which counts calls). Then an ACM private certificate
+//! against moto: the first mount (an export) and republishes (a
+//! `DescribeCertificate` each, or an export each with
+//! `--acm-export-max-age=0`), with the ACM calls the provider's metrics
+//! count. Also reports the size of the release binary.
 //!
 //! Run: `scripts/venv && cargo bench --bench mount_latency`
 //! (Without `--bench` it only prints this hint.)
@@ -240,6 +243,92 @@ async fn path_versus_list() {
     }
 }
 
+/// The ACM calls of `operation` the provider's `/metrics` counted.
+fn acm_calls(metrics: &str, operation: &str) -> f64 {
+    metric(
+        metrics,
+        &format!("csi_provider_aws_aws_calls_total{{service=\"acm\",operation=\"{operation}\""),
+    )
+}
+
+/// An ACM private certificate mounted as `tls.crt`, `tls.key` and
+/// `ca.crt`: the first mount, then republishes.
+async fn certificate() {
+    let acm = moto::acm(REGION);
+    let arn = acm
+        .request_certificate()
+        .domain_name(format!("{}.internal.example.com", unique("bench")))
+        .certificate_authority_arn(
+            "arn:aws:acm-pca:us-west-2:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555",
+        )
+        .send()
+        .await
+        .expect("request a private certificate")
+        .certificate_arn
+        .expect("an ARN");
+    let objects = format!("- objectName: {arn}\n");
+    println!();
+    println!("One ACM private certificate (moto), {ROUNDS} republishes after the first mount");
+    println!();
+    println!(
+        "| flags | first mount | republish p50 | republish p99 | ACM calls, first mount | ACM calls per republish |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (label, args) in [
+        (
+            "default (`--acm-export-max-age=1h`)",
+            &["--qps=1000", "--burst=1000"][..],
+        ),
+        (
+            "`--acm-export-max-age=0` (export on every mount)",
+            &["--qps=1000", "--burst=1000", "--acm-export-max-age=0"][..],
+        ),
+    ] {
+        let kube = FakeKube::start().await;
+        kube.add_service_account("default", "sa-a", Some(ROLE_A));
+        let provider = Provider::start(Options {
+            aws_endpoint: moto::endpoint(),
+            kubeconfig: Some(kube.kubeconfig.clone()),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            ..Options::default()
+        })
+        .await;
+        let req = Req::new(&objects, &provider.tmpfs_target("certificate"));
+        let mut client = provider.client().await;
+        let start = Instant::now();
+        let first = client.mount(req.build()).await.expect("first mount").into_inner();
+        let cold = start.elapsed();
+        assert_eq!(first.object_version.len(), 3, "tls.crt, tls.key, ca.crt");
+        let before = provider.metrics().await;
+        let mut samples = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let start = Instant::now();
+            client.mount(req.build()).await.expect("republish");
+            samples.push(start.elapsed());
+        }
+        let after = provider.metrics().await;
+        let calls = |m: &str| {
+            format!(
+                "{} Describe + {} Export",
+                acm_calls(m, "DescribeCertificate"),
+                acm_calls(m, "ExportCertificate")
+            )
+        };
+        let per = |op: &str| (acm_calls(&after, op) - acm_calls(&before, op)) / ROUNDS as f64;
+        samples.sort();
+        println!(
+            "| {label} | {} | {} | {} | {} | {} Describe + {} Export |",
+            ms(cold),
+            ms(percentile(&samples, 0.5)),
+            ms(percentile(&samples, 0.99)),
+            calls(&before),
+            per("DescribeCertificate"),
+            per("ExportCertificate"),
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -258,6 +347,14 @@ async fn main() {
     run("provider writes, default --qps 5 --burst 250", &[], &objects, &[]).await;
     let fast = ["--qps=1000", "--burst=1000"];
     run("provider writes, --qps 1000 --burst 1000", &fast, &objects, &[]).await;
+    // The audit record (one line of 20 entries per mount) is on by default.
+    run(
+        "same, --audit-log=false",
+        &["--qps=1000", "--burst=1000", "--audit-log=false"],
+        &objects,
+        &[],
+    )
+    .await;
     run(
         "driver writes, --qps 1000 --burst 1000",
         &["--driver-writes-secrets", "--qps=1000", "--burst=1000"],
@@ -290,6 +387,7 @@ async fn main() {
     )
     .await;
     path_versus_list().await;
+    certificate().await;
     println!();
     println!(
         "Rendering one template in process (`export KEY='value'` for every key of a JSON secret), {ROUNDS} renders"

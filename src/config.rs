@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditSettings;
 use crate::aws::{AwsClients, AwsSettings};
 use crate::cli::{LogFormat, MemoryBudgetArg, ServeArgs, parse_duration};
 use crate::events::{CONTROLLER, EventSettings};
@@ -147,6 +148,19 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// `filter` with the audit records on (at `info`, whatever the filter's
+/// level) or off, unless it names their target itself.
+fn with_audit(filter: &str, audit: bool) -> String {
+    if filter.contains(crate::audit::TARGET) {
+        return filter.to_string();
+    }
+    let level = if audit { "info" } else { "off" };
+    match filter.trim() {
+        "" => format!("{}={level}", crate::audit::TARGET),
+        f => format!("{f},{}={level}", crate::audit::TARGET),
+    }
+}
+
 /// The longest Pod Identity Agent timeout that is not warned about.
 const POD_IDENTITY_TIMEOUT_WARN: Duration = Duration::from_secs(30);
 
@@ -166,6 +180,11 @@ impl Config {
                 None => args.log_level.clone(),
             },
         };
+        let log = LogConfig {
+            filter: with_audit(&log.filter, args.audit_log),
+            ..log
+        };
+        let cluster = (!args.cluster_name.is_empty()).then(|| args.cluster_name.clone());
         let budget = match args.memory_budget {
             MemoryBudgetArg::Auto => memory::auto_budget(env.memory_limit),
             MemoryBudgetArg::Bytes(b) => b,
@@ -215,6 +234,7 @@ impl Config {
                 pod_identity_scope: args.pod_identity_cache_scope,
                 service_account_ttl: args.service_account_cache_ttl,
                 shared_deadline,
+                cluster_name: cluster.clone(),
             },
             fetch: FetchSettings {
                 batch_get_secret_value: args.batch_get_secret_value,
@@ -245,6 +265,12 @@ impl Config {
                     enabled: args.rotation_failure_events,
                     interval: args.rotation_event_interval,
                     instance: format!("{CONTROLLER}-{}", env.node_name.as_deref().unwrap_or("unknown-node")),
+                },
+                audit: AuditSettings {
+                    enabled: args.audit_log,
+                    max_objects: args.audit_max_objects,
+                    node: env.node_name.clone(),
+                    cluster,
                 },
                 ..MountSettings::default()
             },
@@ -392,7 +418,7 @@ mod tests {
         assert_eq!(c.mount.timeout, Duration::from_secs(60));
         assert_eq!(c.memory.total, memory::DEFAULT_BUDGET, "no container limit");
         assert_eq!(c.http.as_ref().map(|h| h.addr.as_str()), Some("0.0.0.0:8989"));
-        assert_eq!(c.log.filter, "info");
+        assert_eq!(c.log.filter, "info,csi_provider_aws::audit=info");
         assert_eq!(c.app_version, env!("CARGO_PKG_VERSION"));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
@@ -421,7 +447,10 @@ mod tests {
             c.kubeconfig,
             vec![PathBuf::from("/a/config"), PathBuf::from("/b/config")]
         );
-        assert_eq!(c.log.filter, "debug,hyper=info", "RUST_LOG takes precedence");
+        assert_eq!(
+            c.log.filter, "debug,hyper=info,csi_provider_aws::audit=info",
+            "RUST_LOG takes precedence, and audit records stay on"
+        );
         assert_eq!(c.memory.total, memory::auto_budget(Some(100 * 1024 * 1024)));
         let bad = Environment {
             rust_log: Some("info,[".into()),

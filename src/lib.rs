@@ -5,8 +5,9 @@
 //! (parse and validate) → [`identity`] (the pod's own credentials) →
 //! [`fetch`] (Secrets Manager, SSM) → [`render`] (files, versions, the
 //! atomic writer). [`server`] owns the socket and the mapping of errors to
-//! gRPC statuses.
+//! gRPC statuses; [`audit`] writes the record each mount leaves.
 
+pub mod audit;
 pub mod aws;
 pub mod cache;
 pub mod certificate;

@@ -96,7 +96,16 @@ fn init_logging(format: LogFormat, filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => {
+            let json = tracing_subscriber::fmt::format()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false);
+            builder
+                .json()
+                .event_format(csi_provider_aws::audit::AuditJson(json))
+                .init()
+        }
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),

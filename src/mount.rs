@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio::sync::Semaphore;
 use tracing::Span;
 
+use crate::audit::{Audit, AuditSettings};
 use crate::aws::AwsClients;
 use crate::events::{EventSettings, RotationEvents};
 use crate::failure::Failure;
@@ -62,6 +63,8 @@ pub struct MountSettings {
     /// Age at which a connection to the socket is recycled
     /// (`--max-connection-age`).
     pub max_connection_age: Duration,
+    /// The record each mount leaves.
+    pub audit: AuditSettings,
 }
 
 impl Default for MountSettings {
@@ -76,6 +79,7 @@ impl Default for MountSettings {
             max_inflight_response_bytes: 32 * 1024 * 1024,
             rotation_events: EventSettings::default(),
             max_connection_age: Duration::from_secs(1),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -266,8 +270,14 @@ impl Provider {
     }
 
     /// Serves one `Mount` request, with what the transport took for it
-    /// (`None`: it is taken here). The request is dropped once parsed.
-    pub async fn mount(&self, req: MountRequest, admitted: Option<Admitted>) -> Result<Mounted, MountError> {
+    /// (`None`: it is taken here), noting in `audit` what the mount's
+    /// record says. The request is dropped once parsed.
+    pub async fn mount(
+        &self,
+        req: MountRequest,
+        admitted: Option<Admitted>,
+        audit: &mut Audit,
+    ) -> Result<Mounted, MountError> {
         let admitted = match admitted {
             Some(a) => a,
             None => self.admit_request(prost::Message::encoded_len(&req) as u64, Instant::now())?,
@@ -291,15 +301,19 @@ impl Provider {
         let (spec, _class) = self.parse(req, &memory, within(Stage::Parse)).await?;
         drop(request);
         record_pod(&spec);
+        let listed = self.settings.audit.max_objects;
+        audit.requested(&spec, listed);
         let gate = (!self.settings.driver_writes).then(|| self.gates.enter(&spec.target_path));
 
         let regions = within(Stage::Region).run(self.regions(&spec)).await?;
         let signers = within(Stage::Identity)
             .run(self.identity.signers(&spec, &regions))
             .await?;
+        audit.signers(&signers);
         let values = within(Stage::Fetch)
             .run(self.fetch(&spec, &regions, signers, within(Stage::Identity), &memory))
             .await?;
+        audit.read(&spec.objects, &values, listed);
         let (objects, mut templates) = (spec.objects, spec.templates);
         // Shaping a certificate may derive a key from a password (up to a
         // second of CPU): never on the async workers.

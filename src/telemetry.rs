@@ -70,6 +70,13 @@ struct MountLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadLabels {
+    service: String,
+    source: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -111,6 +118,7 @@ pub struct Metrics {
     cache: MetricFamily<CacheLabels, Counter>,
     batch_fallbacks: MetricFamily<ReasonLabels, Counter>,
     stale_served: MetricFamily<ReasonLabels, Counter>,
+    objects_read: MetricFamily<ReadLabels, Counter>,
     rotation_failures: MetricFamily<CodeLabels, Counter>,
     rotation_events: MetricFamily<ResultLabels, Counter>,
     mounts: MetricFamily<MountLabels, Counter>,
@@ -169,6 +177,13 @@ impl Default for Metrics {
             "stale_values_served",
             "Objects served from an identity's last good value while AWS failed, by failure (throttled, unavailable)",
             stale_served.clone(),
+        );
+        let objects_read = MetricFamily::<ReadLabels, Counter>::default();
+        registry.register(
+            "objects_read",
+            "Values read for mounts (matches included), by service (secretsmanager, ssm, acm), source (aws, cache, \
+             last-good) and the mount's outcome (success, error)",
+            objects_read.clone(),
         );
         let rotation_failures = MetricFamily::<CodeLabels, Counter>::default();
         registry.register(
@@ -244,6 +259,7 @@ impl Default for Metrics {
             cache,
             batch_fallbacks,
             stale_served,
+            objects_read,
             rotation_failures,
             rotation_events,
             mounts,
@@ -326,6 +342,17 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc_by(objects);
+    }
+
+    /// `n` values a mount read from `source`, by the mount's `outcome`.
+    pub fn objects_read(&self, service: &'static str, source: &'static str, outcome: &'static str, n: u64) {
+        self.objects_read
+            .get_or_create(&ReadLabels {
+                service: service.to_string(),
+                source: source.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc_by(n);
     }
 
     /// A failed mount of a volume that was already mounted.

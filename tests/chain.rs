@@ -60,7 +60,7 @@ async fn the_class_role_is_assumed_with_the_pods_irsa_credentials_and_signs_ever
         "signed by the pod's own session"
     );
     assert_eq!(a.region.as_deref(), Some(REGION), "the regional STS endpoint");
-    assert_eq!(a.session.as_deref(), Some("csi-default-sa-a"));
+    assert_eq!(a.session.as_deref(), Some("csi-default_sa-a"));
     assert_eq!(a.external_id.as_deref(), Some("tenant-42"));
     assert_eq!(
         a.duration_seconds.as_deref(),
@@ -140,8 +140,8 @@ async fn pods_of_two_service_accounts_chaining_into_one_role_get_separate_sessio
     assert_eq!(
         sessions,
         [
-            (irsa_key(ROLE_A, TOKEN_A), "csi-default-sa-a".to_string()),
-            (irsa_key(ROLE_B, TOKEN_B), "csi-default-sa-b".to_string())
+            (irsa_key(ROLE_A, TOKEN_A), "csi-default_sa-a".to_string()),
+            (irsa_key(ROLE_B, TOKEN_B), "csi-default_sa-b".to_string())
         ]
     );
     let signers: Vec<_> = env

@@ -12,6 +12,7 @@ mod common;
 mod endpoint;
 mod schema;
 
+mod attribution;
 mod bad_input;
 mod bulk;
 mod caching;

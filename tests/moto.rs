@@ -890,3 +890,54 @@ async fn templates_combine_secrets_manager_ssm_and_jmespath_values_and_follow_ro
         .expect_err("not JSON");
     assert!(all_entries(&fresh).is_empty(), "a failed first mount writes nothing");
 }
+
+/// What AWS records of a session: moto names each assumed-role session
+/// (the ARN CloudTrail shows for its calls) with the session name the
+/// provider sent. Two long ServiceAccounts of one long namespace, sharing
+/// a role, get sessions of their own, and so do their chained sessions.
+#[tokio::test]
+#[ignore = "needs moto (scripts/venv); scripts/test runs it"]
+async fn each_service_account_gets_its_own_session_in_the_assumed_role_arn() {
+    let (kube, provider) = moto_env(&[]).await;
+    let (secret, _) = seed_central_account().await;
+    let namespace = unique("payments-settlement-platform-production");
+    let accounts = [
+        "reconciliation-worker-for-card-networks-primary",
+        "reconciliation-worker-for-card-networks-secondary",
+    ];
+    let objects = format!("- objectName: {secret}\n  objectType: secretsmanager\n");
+    for (i, sa) in accounts.iter().enumerate() {
+        kube.add_service_account(&namespace, sa, Some(ROLE_A));
+        let pod = format!("pod-{i}");
+        let req = Req::new(&objects, &provider.target(&pod))
+            .pod(&pod, sa, &format!("eyJ.{i}.sig"))
+            .set("csi.storage.k8s.io/pod.namespace", &namespace)
+            .set("assumeRoleArn", CENTRAL);
+        provider.mount(&req).await.expect("mount through the chained role");
+        assert_eq!(read_mount(&req.target)[&secret], b"central-secret-value");
+    }
+    let prefix = format!("csi-{namespace}_reconc");
+    let sessions: Vec<(String, String, String)> = moto::assumed_roles()
+        .await
+        .into_iter()
+        .filter(|(_, _, session)| session.starts_with(&prefix[..prefix.len().min(47)]))
+        .collect();
+    let of = |role: &str| -> Vec<String> {
+        sessions
+            .iter()
+            .filter(|(_, r, _)| r == role)
+            .map(|(arn, _, session)| {
+                let role_name = role.rsplit('/').next().unwrap_or_default();
+                assert!(arn.ends_with(&format!(":assumed-role/{role_name}/{session}")), "{arn}");
+                session.clone()
+            })
+            .collect()
+    };
+    let (web, chained) = (of(ROLE_A), of(CENTRAL));
+    assert_eq!(web.len(), 2, "{sessions:?}");
+    assert_ne!(web[0], web[1], "two ServiceAccounts, two sessions");
+    assert_eq!(chained, web, "the chained sessions carry the same names");
+    for s in &web {
+        assert!(s.len() <= 64, "{s}");
+    }
+}

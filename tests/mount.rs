@@ -689,7 +689,7 @@ async fn irsa_assumes_the_service_account_role_with_the_pod_token() {
     assert_eq!(sts[0].token.as_deref(), Some(TOKEN_A));
     assert_eq!(
         sts[0].session.as_deref(),
-        Some("csi-default-sa-a"),
+        Some("csi-default_sa-a"),
         "the session names the ServiceAccount whose pods share the credentials"
     );
     let sm = env.aws.calls_of("GetSecretValue");

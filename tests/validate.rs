@@ -18,6 +18,8 @@ const SPC_PARAMETERS: &[&str] = &[
     "assumeRoleArn",
     "assumeRoleExternalId",
     "assumeRoleDurationSeconds",
+    "assumeRoleSourceIdentity",
+    "assumeRoleSessionTags",
     "templates",
 ];
 

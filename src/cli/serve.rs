@@ -109,6 +109,19 @@ pub struct ServeArgs {
     /// precedence.
     #[arg(long, default_value = "info", value_parser = parse_log_filter)]
     pub log_level: String,
+    /// Write an audit record per mount (log target csi_provider_aws::audit,
+    /// whatever --log-level says): the pod, its roles, and each object's ARN,
+    /// version, region and source, or the failed mount's error code.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "true", action = ArgAction::Set)]
+    pub audit_log: bool,
+    /// Objects one audit record lists; past this it counts the rest.
+    #[arg(long, default_value_t = crate::audit::DEFAULT_MAX_OBJECTS, value_parser = parse_count)]
+    pub audit_max_objects: usize,
+    /// The cluster's name: the eks-cluster-name session tag of chained roles
+    /// that ask for tags (assumeRoleSessionTags), and the audit record's.
+    #[arg(long, default_value = "", value_parser = parse_cluster_name)]
+    pub cluster_name: String,
     /// Let concurrent mounts of the same objects by the same identity share calls.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "true", action = ArgAction::Set)]
@@ -263,6 +276,22 @@ fn parse_http_addr(s: &str) -> Result<String, String> {
         _ => Err(format!(
             "invalid address {s:?}: a host and port such as 0.0.0.0:8989 or [::]:8989, or \"\" to turn the endpoint off"
         )),
+    }
+}
+
+/// `--cluster-name`: empty, or an EKS cluster name (1 to 100 letters,
+/// digits, `-` and `_`, starting with a letter or digit).
+fn parse_cluster_name(s: &str) -> Result<String, String> {
+    let valid = s.len() <= 100
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric());
+    if valid {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid cluster name {:?}: up to 100 letters, digits, - and _, starting with a letter or digit",
+            crate::limits::echo(s)
+        ))
     }
 }
 

@@ -20,6 +20,7 @@ use super::{FetchError, Fetched, UnitContext, all_regions};
 use crate::aws::{AwsError, no_client};
 use crate::certificate::{self, CertificateError};
 use crate::failure::Failure;
+use crate::fetched::Origin;
 use crate::region::with_failover;
 use crate::spec::ObjectSpec;
 
@@ -156,6 +157,7 @@ async fn export(ctx: &UnitContext, region: &str, arn: &str) -> Result<Fetched, F
     Ok(Fetched {
         value,
         version: shaped.serial,
+        origin: Origin::aws(arn, region),
         ..Default::default()
     })
 }

@@ -15,6 +15,7 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use super::secrets_manager::secret_value;
 use super::{FetchError, Fetched, UnitContext};
 use crate::aws::{AwsError, no_client};
+use crate::fetched::Origin;
 use crate::region::{Failed, with_failover};
 use crate::spec::ObjectSpec;
 use crate::spec::bulk::{BulkSpec, Selection};
@@ -143,6 +144,7 @@ async fn fetch_in(
     }
     Ok(Fetched {
         members,
+        origin: Origin::aws(object.name.clone(), region),
         ..Default::default()
     })
 }
@@ -199,6 +201,7 @@ async fn parameters(
             let fetched = Fetched {
                 value: ctx.value(p.value.take().unwrap_or_default().into_bytes()).await?,
                 version: p.version.to_string(),
+                origin: Origin::aws(p.arn.take().or_else(|| p.name.clone()).unwrap_or_default(), region),
                 ..Default::default()
             };
             members.push((p.name.take().unwrap_or_default(), fetched));
@@ -305,6 +308,7 @@ async fn secrets(
             let fetched = Fetched {
                 value: secret_value(ctx, v.secret_string.take(), v.secret_binary.take()).await?,
                 version: v.version_id.take().unwrap_or_default(),
+                origin: Origin::aws(v.arn.take().or_else(|| v.name.clone()).unwrap_or_default(), region),
                 ..Default::default()
             };
             members.push((v.name.take().unwrap_or_default(), fetched));

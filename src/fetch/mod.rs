@@ -26,7 +26,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use crate::aws::{AwsClients, AwsError, ChargeResponses, Credentials};
 use crate::cache::{Abandoned, Cache};
 use crate::failure::Failure;
-use crate::fetched::Fetched;
+use crate::fetched::{Fetched, Source};
 use crate::identity::IdentityKey;
 use crate::limits::{Echo, Limit, LimitError, Limits};
 use crate::memory::{MemoryBudget, MemoryError, MountMemory, Stage};
@@ -706,7 +706,7 @@ impl Fetcher {
                     .values
                     .get(&value_key(o))
                     .filter(|(_, at)| at.elapsed() < ttl)
-                    .map(|(v, _)| v);
+                    .map(|(v, _)| v.served_from(Source::Cache));
                 let hit = if slot.is_some() { "hit" } else { "miss" };
                 self.metrics.count(Family::Cache, "values", hit);
             }
@@ -812,7 +812,7 @@ impl Fetcher {
                     _ => keep,
                 };
                 if let Some(keep) = keep
-                    && !v.stale
+                    && v.origin.source != Source::LastGood
                 {
                     let key = value_key(&objects[i]);
                     // An export served again keeps its age: the key is
@@ -865,7 +865,7 @@ impl Fetcher {
             .map(|k| {
                 let (v, at) = self.values.get(k).filter(|(_, at)| at.elapsed() < max_age)?;
                 oldest = oldest.max(at.elapsed());
-                Some(Fetched { stale: true, ..v })
+                Some(v.served_from(Source::LastGood))
             })
             .collect::<Option<_>>()?;
         tracing::warn!(
@@ -928,7 +928,7 @@ impl Fetcher {
                     Some(o) => acm::fetch(&ctx, o, kept.as_ref()).await.map(|read| {
                         let (value, outcome) = match read {
                             acm::Read::Exported(v) => (v, "exported"),
-                            acm::Read::Unchanged(v) => (v, "unchanged"),
+                            acm::Read::Unchanged(v) => (v.served_from(Source::Cache), "unchanged"),
                             acm::Read::DescribeDenied(v) => {
                                 describe_denied.insert(identity, (), Instant::now() + BATCH_DENIED_FOR);
                                 tracing::info!(

@@ -8,6 +8,7 @@ use super::bulk::{Form, PagingProblem};
 use super::{CallError, FetchError, Fetched, UnitContext, all_regions};
 use crate::aws::{AwsError, no_client};
 use crate::failure::Failure;
+use crate::fetched::Origin;
 use crate::memory::MemoryError;
 use crate::region::with_failover;
 use crate::secret::SecretBytes;
@@ -124,6 +125,7 @@ async fn get(
     Ok(Fetched {
         value: secret_value(ctx, out.secret_string.take(), out.secret_binary.take()).await?,
         version: out.version_id.take().unwrap_or_default(),
+        origin: Origin::aws(out.arn.take().unwrap_or_else(|| id.to_string()), region),
         ..Default::default()
     })
 }
@@ -250,12 +252,14 @@ async fn batch_get(
             let value = secret_value(ctx, e.secret_string.take(), e.secret_binary.take())
                 .await
                 .map_err(BatchCallError::Fetch)?;
+            let arn = e.arn.take();
             let fetched = Fetched {
                 value,
                 version: e.version_id.take().unwrap_or_default(),
+                origin: Origin::aws(arn.clone().or_else(|| e.name.clone()).unwrap_or_default(), region),
                 ..Default::default()
             };
-            entries.push((e.name.take(), e.arn.take(), fetched));
+            entries.push((e.name.take(), arn, fetched));
         }
         drop(responses);
         errors.extend(out.errors.unwrap_or_default());

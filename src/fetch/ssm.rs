@@ -10,6 +10,7 @@ use aws_sdk_ssm::types::Parameter;
 
 use super::{FetchError, Fetched, UnitContext, all_regions};
 use crate::aws::no_client;
+use crate::fetched::Origin;
 use crate::region::with_failover;
 use crate::secret::SecretBytes;
 use crate::spec::{ObjectSpec, arn};
@@ -156,6 +157,7 @@ async fn get(ctx: &UnitContext, region: &str, wanted: &[Wanted]) -> Result<Vec<(
                 Fetched {
                     value: value.clone(),
                     version: p.version.to_string(),
+                    origin: Origin::aws(p.arn.clone().or_else(|| p.name.clone()).unwrap_or_default(), region),
                     ..Default::default()
                 },
             ))

@@ -10,29 +10,6 @@ use crate::failure::Failure;
 use crate::secret::SecretString;
 use crate::telemetry::Family;
 
-/// A role session name that tells CloudTrail readers which ServiceAccount
-/// asked: `csi-<namespace>-<serviceaccount>` (credentials are shared by the
-/// pods of a ServiceAccount, so a pod name would mislead), restricted to
-/// STS's character set and length (2 to 64).
-pub fn session_name(namespace: &str, service_account: &str) -> String {
-    let raw = format!("csi-{namespace}-{service_account}");
-    let mut name: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    while name.len() < 2 {
-        name.push('-');
-    }
-    name
-}
-
 /// Assumes `role` with the pod's web-identity token in `region`.
 pub async fn assume_role(
     aws: &AwsClients,
@@ -72,16 +49,4 @@ pub async fn assume_role(
         session_token: SecretString::new(creds.session_token),
         expiration: SystemTime::try_from(creds.expiration).ok(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_name_is_sanitized_and_bounded() {
-        assert_eq!(session_name("shop", "orders-api"), "csi-shop-orders-api");
-        assert_eq!(session_name("a b", "c/d"), "csi-a-b-c-d");
-        assert_eq!(session_name(&"n".repeat(60), "pod").len(), 64);
-    }
 }

@@ -4,6 +4,7 @@
 //! are signed only with the credentials obtained here for that pod; there
 //! is no fallback to the provider's own credentials.
 
+pub mod attribution;
 pub mod chain;
 pub mod irsa;
 pub mod pod_identity;
@@ -104,6 +105,9 @@ pub enum IdentityKey {
         source: Box<IdentityKey>,
         role: String,
         external_id: Option<String>,
+        /// Whether the session carries `SourceIdentity` and session tags:
+        /// sessions with and without them are not the same credentials.
+        attribution: (bool, bool),
     },
 }
 
@@ -180,6 +184,9 @@ pub struct IdentitySettings {
     /// How long a shared credential fetch may run before its waiters get an
     /// error.
     pub shared_deadline: Duration,
+    /// The cluster's name (`--cluster-name`): the `eks-cluster-name` session
+    /// tag of chained roles that ask for tags, and the audit record's.
+    pub cluster_name: Option<String>,
 }
 
 impl Default for IdentitySettings {
@@ -190,6 +197,7 @@ impl Default for IdentitySettings {
             pod_identity_scope: PodIdentityScope::Pod,
             service_account_ttl: Duration::from_secs(30),
             shared_deadline: Duration::from_secs(60),
+            cluster_name: None,
         }
     }
 }
@@ -248,7 +256,7 @@ impl IdentityResolver {
                 let role = self.role(&namespace, &sa).await?;
                 // Credentials are shared by the ServiceAccount's pods: the
                 // session names the ServiceAccount, not the first pod.
-                let session = irsa::session_name(&namespace, &sa);
+                let session = attribution::session_name(&namespace, &sa);
                 let (aws, token, regions) = (self.aws.clone(), spec.token.clone(), regions.clone());
                 let r = role.clone();
                 let fetch = async move {
@@ -324,15 +332,21 @@ impl IdentityResolver {
         (source, creds): &Signer,
         role: &AssumeRole,
     ) -> Result<Signer, IdentityError> {
-        let session = irsa::session_name(
-            spec.pod.namespace.as_deref().unwrap_or_default(),
-            spec.pod.service_account.as_deref().unwrap_or_default(),
+        let (namespace, service_account) = (
+            spec.pod.namespace.clone().unwrap_or_default(),
+            spec.pod.service_account.clone().unwrap_or_default(),
         );
+        let workload = chain::Workload {
+            session: attribution::session_name(&namespace, &service_account),
+            namespace,
+            service_account,
+            cluster: self.settings.cluster_name.clone(),
+        };
         let (aws, regions, creds, r) = (self.aws.clone(), regions.clone(), creds.clone(), role.clone());
         let source_identity = source.describe();
         let fetch = async move {
             let result = with_failover(&regions, IdentityError::failure, |region, _| {
-                chain::assume_role(&aws, region, &creds, &r, &session, &source_identity)
+                chain::assume_role(&aws, region, &creds, &r, &workload, &source_identity)
             })
             .await;
             result.map_err(|f| match f {
@@ -344,6 +358,7 @@ impl IdentityResolver {
             source: Box::new(source.clone()),
             role: role.arn.clone(),
             external_id: role.external_id.clone(),
+            attribution: (role.source_identity, role.session_tags),
         };
         self.cached(key, fetch, "chained_credentials").await
     }

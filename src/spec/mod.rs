@@ -498,11 +498,16 @@ pub fn parse_attributes(read: Attributes, permission: &str, limits: &Limits) -> 
         has_failover_region: failover_region.is_some(),
         limits: *limits,
     };
+    let attr = |key: &str| attrs.get(key).map(String::as_str);
     let class_role = role::parse(
         role::Owner::Class,
-        attrs.get(role::keys::ARN).map(String::as_str),
-        attrs.get(role::keys::EXTERNAL_ID).map(String::as_str),
-        attrs.get(role::keys::DURATION).map(String::as_str),
+        role::Fields {
+            arn: attr(role::keys::ARN),
+            external_id: attr(role::keys::EXTERNAL_ID),
+            duration: attr(role::keys::DURATION),
+            source_identity: attr(role::keys::SOURCE_IDENTITY),
+            session_tags: attr(role::keys::SESSION_TAGS),
+        },
     )?;
     let mut objects = objects::parse_objects(attrs.get(keys::OBJECTS).map(String::as_str).unwrap_or(""), &rules)?;
     if let Some(class_role) = &class_role {

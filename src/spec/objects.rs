@@ -202,6 +202,8 @@ struct RawObject {
     assume_role_arn: Option<String>,
     assume_role_external_id: Option<String>,
     assume_role_duration: Option<String>,
+    assume_role_source_identity: Option<String>,
+    assume_role_session_tags: Option<String>,
     json_keys: Option<String>,
     encoding: Option<String>,
     certificate_format: Option<String>,
@@ -482,9 +484,13 @@ fn check_password_files(objects: &[ObjectSpec]) -> Result<(), ObjectError> {
 fn shared_fields(raw: &RawObject, name: &str) -> Result<(Option<AssumeRole>, bool, Encoding), ObjectError> {
     let assume_role = role::parse(
         Owner::Object(name.to_string()),
-        raw.assume_role_arn.as_deref(),
-        raw.assume_role_external_id.as_deref(),
-        raw.assume_role_duration.as_deref(),
+        role::Fields {
+            arn: raw.assume_role_arn.as_deref(),
+            external_id: raw.assume_role_external_id.as_deref(),
+            duration: raw.assume_role_duration.as_deref(),
+            source_identity: raw.assume_role_source_identity.as_deref(),
+            session_tags: raw.assume_role_session_tags.as_deref(),
+        },
     )?;
     let json_keys = match raw.json_keys.as_deref() {
         None | Some("") => false,
@@ -745,6 +751,8 @@ fn read_object(m: &Mapping, index: usize, limits: &Limits) -> Result<RawObject, 
             "assumerolearn" => raw.assume_role_arn = name(role::keys::ARN)?,
             "assumeroleexternalid" => raw.assume_role_external_id = name(role::keys::EXTERNAL_ID)?,
             "assumeroledurationseconds" => raw.assume_role_duration = name(role::keys::DURATION)?,
+            "assumerolesourceidentity" => raw.assume_role_source_identity = name(role::keys::SOURCE_IDENTITY)?,
+            "assumerolesessiontags" => raw.assume_role_session_tags = name(role::keys::SESSION_TAGS)?,
             "jsonkeysasfiles" => raw.json_keys = name("jsonKeysAsFiles")?,
             "objectencoding" => raw.encoding = name("objectEncoding")?,
             "certificateformat" => raw.certificate_format = name("certificateFormat")?,

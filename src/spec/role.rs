@@ -1,5 +1,6 @@
-//! Role chaining: `assumeRoleArn`, `assumeRoleExternalId` and
-//! `assumeRoleDurationSeconds`, as class parameters (every object) and as
+//! Role chaining: `assumeRoleArn`, `assumeRoleExternalId`,
+//! `assumeRoleDurationSeconds`, `assumeRoleSourceIdentity` and
+//! `assumeRoleSessionTags`, as class parameters (every object) and as
 //! fields of an object (that object, overriding the class). The pod's own
 //! credentials assume the role before its objects are fetched.
 
@@ -10,6 +11,8 @@ pub mod keys {
     pub const ARN: &str = "assumeRoleArn";
     pub const EXTERNAL_ID: &str = "assumeRoleExternalId";
     pub const DURATION: &str = "assumeRoleDurationSeconds";
+    pub const SOURCE_IDENTITY: &str = "assumeRoleSourceIdentity";
+    pub const SESSION_TAGS: &str = "assumeRoleSessionTags";
 }
 
 /// STS's bounds of `DurationSeconds`.
@@ -31,6 +34,12 @@ pub struct AssumeRole {
     pub external_id: Option<String>,
     /// `DurationSeconds` as asked (900 to 43200); STS's default when unset.
     pub duration_seconds: Option<u32>,
+    /// Send the session name as `SourceIdentity` (needs
+    /// `sts:SetSourceIdentity` in the role's trust policy).
+    pub source_identity: bool,
+    /// Send the namespace, ServiceAccount and cluster name as transitive
+    /// session tags (needs `sts:TagSession`).
+    pub session_tags: bool,
 }
 
 impl AssumeRole {
@@ -80,33 +89,46 @@ pub enum RoleError {
     )]
     InvalidDuration { owner: Owner, value: String },
     #[error(
-        "{field} of {owner} needs {arn} on the same {}: an external id or a duration belongs to the role it is used with",
+        "{key} of {owner} must be true or false: {}",
+        Echo(.value)
+    )]
+    InvalidBool {
+        owner: Owner,
+        key: &'static str,
+        value: String,
+    },
+    #[error(
+        "{field} of {owner} needs {arn} on the same {}: an external id, a duration or attribution belongs to the role it is used with",
         if matches!(.owner, Owner::Class) { "class" } else { "object" },
         arn = keys::ARN
     )]
     WithoutArn { owner: Owner, field: &'static str },
 }
 
-/// The three fields of `owner`, validated; `None` when none is set (empty
-/// values count as unset, as for every class parameter).
-pub fn parse(
-    owner: Owner,
-    arn: Option<&str>,
-    external_id: Option<&str>,
-    duration: Option<&str>,
-) -> Result<Option<AssumeRole>, RoleError> {
-    let (arn, external_id, duration) = (set(arn), set(external_id), set(duration));
-    let Some(arn) = arn else {
-        return match (external_id, duration) {
-            (None, None) => Ok(None),
-            (Some(_), _) => Err(RoleError::WithoutArn {
-                owner,
-                field: keys::EXTERNAL_ID,
-            }),
-            (None, Some(_)) => Err(RoleError::WithoutArn {
-                owner,
-                field: keys::DURATION,
-            }),
+/// The role-chaining fields of a class or an object, as written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fields<'a> {
+    pub arn: Option<&'a str>,
+    pub external_id: Option<&'a str>,
+    pub duration: Option<&'a str>,
+    pub source_identity: Option<&'a str>,
+    pub session_tags: Option<&'a str>,
+}
+
+/// The fields of `owner`, validated; `None` when none is set (empty values
+/// count as unset, as for every class parameter).
+pub fn parse(owner: Owner, fields: Fields<'_>) -> Result<Option<AssumeRole>, RoleError> {
+    let external_id = set(fields.external_id);
+    let others = [
+        (keys::EXTERNAL_ID, external_id),
+        (keys::DURATION, set(fields.duration)),
+        (keys::SOURCE_IDENTITY, set(fields.source_identity)),
+        (keys::SESSION_TAGS, set(fields.session_tags)),
+    ];
+    let Some(arn) = set(fields.arn) else {
+        return match others.iter().find(|(_, v)| v.is_some()) {
+            None => Ok(None),
+            Some(&(field, _)) => Err(RoleError::WithoutArn { owner, field }),
         };
     };
     if !is_role_arn(arn) {
@@ -120,7 +142,7 @@ pub fn parse(
     {
         return Err(RoleError::InvalidExternalId { owner });
     }
-    let duration_seconds = match duration {
+    let duration_seconds = match set(fields.duration) {
         None => None,
         Some(d) => match d.parse::<u32>() {
             Ok(n) if (MIN_DURATION..=MAX_DURATION).contains(&n) => Some(n),
@@ -132,10 +154,20 @@ pub fn parse(
             }
         },
     };
+    let flag = |key: &'static str, value: Option<&str>| match set(value) {
+        None => Ok(false),
+        Some(v) => super::parse_go_bool(v).ok_or_else(|| RoleError::InvalidBool {
+            owner: owner.clone(),
+            key,
+            value: v.to_string(),
+        }),
+    };
     Ok(Some(AssumeRole {
         arn: arn.to_string(),
         external_id: external_id.map(str::to_string),
         duration_seconds,
+        source_identity: flag(keys::SOURCE_IDENTITY, fields.source_identity)?,
+        session_tags: flag(keys::SESSION_TAGS, fields.session_tags)?,
     }))
 }
 
@@ -206,34 +238,69 @@ mod tests {
     #[test]
     fn fields_are_validated_and_name_their_owner() {
         let object = || Owner::Object("db".to_string());
-        assert_eq!(parse(Owner::Class, None, Some(""), Some("")).unwrap(), None);
-        let r = parse(Owner::Class, Some(ROLE), Some("tenant-42"), Some("7200"))
+        let f = |arn, external_id, duration| Fields {
+            arn,
+            external_id,
+            duration,
+            ..Fields::default()
+        };
+        let parse = |owner, (arn, external_id, duration)| parse(owner, f(arn, external_id, duration));
+        assert_eq!(parse(Owner::Class, (None, Some(""), Some(""))).unwrap(), None);
+        let r = parse(Owner::Class, (Some(ROLE), Some("tenant-42"), Some("7200")))
             .unwrap()
             .unwrap();
+        assert!(!r.source_identity && !r.session_tags, "attribution is opt-in");
         assert_eq!(
             r.requested_duration(),
             Some(3600),
             "chained sessions last at most an hour"
         );
         let err = |e: RoleError| e.to_string();
-        let msg = err(parse(object(), Some(ROLE), None, Some("899")).unwrap_err());
+        let msg = err(parse(object(), (Some(ROLE), None, Some("899"))).unwrap_err());
         assert!(
             msg.contains("assumeRoleDurationSeconds of object db") && msg.contains("900 to 43200"),
             "{msg}"
         );
-        assert!(parse(object(), Some(ROLE), None, Some("43201")).is_err());
-        assert!(parse(object(), Some(ROLE), None, Some("1h")).is_err());
-        let msg = err(parse(object(), Some(ROLE), Some("a b"), None).unwrap_err());
+        assert!(parse(object(), (Some(ROLE), None, Some("43201"))).is_err());
+        assert!(parse(object(), (Some(ROLE), None, Some("1h"))).is_err());
+        let msg = err(parse(object(), (Some(ROLE), Some("a b"), None)).unwrap_err());
         assert!(
             msg.contains("assumeRoleExternalId of object db") && !msg.contains("a b"),
             "{msg}"
         );
-        assert!(parse(object(), Some(ROLE), Some("x"), None).is_err(), "too short");
-        let msg = err(parse(Owner::Class, None, Some("tenant-42"), None).unwrap_err());
+        assert!(parse(object(), (Some(ROLE), Some("x"), None)).is_err(), "too short");
+        let msg = err(parse(Owner::Class, (None, Some("tenant-42"), None)).unwrap_err());
         assert!(msg.contains("needs assumeRoleArn on the same class"), "{msg}");
-        let msg = err(parse(object(), Some("role/x"), None, None).unwrap_err());
+        let msg = err(parse(object(), (Some("role/x"), None, None)).unwrap_err());
         assert!(
             msg.contains("assumeRoleArn of object db must be an IAM role ARN"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn attribution_is_asked_per_role_and_checked() {
+        let with = |source_identity, session_tags| Fields {
+            arn: Some(ROLE),
+            source_identity,
+            session_tags,
+            ..Fields::default()
+        };
+        let r = parse(Owner::Class, with(Some("true"), Some("True"))).unwrap().unwrap();
+        assert!(r.source_identity && r.session_tags);
+        let r = parse(Owner::Class, with(Some("false"), None)).unwrap().unwrap();
+        assert!(!r.source_identity && !r.session_tags);
+        let msg = parse(Owner::Object("db".into()), with(None, Some("yes")))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "assumeRoleSessionTags of object db must be true or false: yes");
+        let alone = Fields {
+            source_identity: Some("true"),
+            ..Fields::default()
+        };
+        let msg = parse(Owner::Class, alone).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("assumeRoleSourceIdentity of the SecretProviderClass needs assumeRoleArn"),
             "{msg}"
         );
     }

@@ -567,7 +567,7 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
             "assumeRoleExternalId without assumeRoleArn",
             Box::new(|r: Req| r.set("assumeRoleExternalId", "tenant-42")),
             exact(
-                "assumeRoleExternalId of the SecretProviderClass needs assumeRoleArn on the same class: an external id or a duration belongs to the role it is used with",
+                "assumeRoleExternalId of the SecretProviderClass needs assumeRoleArn on the same class: an external id, a duration or attribution belongs to the role it is used with",
             ),
         ),
         (
@@ -579,7 +579,7 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                 )
             }),
             exact(
-                "assumeRoleDurationSeconds of object s needs assumeRoleArn on the same object: an external id or a duration belongs to the role it is used with",
+                "assumeRoleDurationSeconds of object s needs assumeRoleArn on the same object: an external id, a duration or attribution belongs to the role it is used with",
             ),
         ),
         (
@@ -604,6 +604,35 @@ pub fn cases() -> Vec<(&'static str, Edit, Expect)> {
                 "- objectName: s\n  objectType: secretsmanager\n  assumeRoleArn: {CENTRAL_ROLE}\n  assumeRoleDurationSeconds: -900\n"
             )),
             exact("assumeRoleDurationSeconds of object s must be a whole number of seconds from 900 to 43200: -900"),
+        ),
+        (
+            "assumeRoleSourceIdentity not a boolean",
+            Box::new(|r: Req| {
+                r.set("assumeRoleArn", CENTRAL_ROLE)
+                    .set("assumeRoleSourceIdentity", "yes")
+            }),
+            exact("assumeRoleSourceIdentity of the SecretProviderClass must be true or false: yes"),
+        ),
+        (
+            "assumeRoleSessionTags without assumeRoleArn",
+            Box::new(|r: Req| r.set("assumeRoleSessionTags", "true")),
+            exact(
+                "assumeRoleSessionTags of the SecretProviderClass needs assumeRoleArn on the same class: an external id, a duration or attribution belongs to the role it is used with",
+            ),
+        ),
+        (
+            "object assumeRoleSessionTags not a boolean",
+            objects_owned(format!(
+                "- objectName: s\n  objectType: secretsmanager\n  assumeRoleArn: {CENTRAL_ROLE}\n  assumeRoleSessionTags: \"on\\nx\"\n"
+            )),
+            exact("assumeRoleSessionTags of object s must be true or false: on\\nx"),
+        ),
+        (
+            "object assumeRoleSourceIdentity without its own assumeRoleArn",
+            objects("- objectName: s\n  objectType: secretsmanager\n  assumeRoleSourceIdentity: true\n"),
+            exact(
+                "assumeRoleSourceIdentity of object s needs assumeRoleArn on the same object: an external id, a duration or attribution belongs to the role it is used with",
+            ),
         ),
         (
             "jsonKeysAsFiles not a boolean",

@@ -41,6 +41,11 @@ pub struct Call {
     pub injected: Option<String>,
     /// `ExportCertificate`'s passphrase (decoded).
     pub passphrase: Option<Vec<u8>>,
+    /// `AssumeRole`'s `SourceIdentity`, session tags (key, value) and
+    /// transitive tag keys.
+    pub source_identity: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub transitive_tags: Vec<String>,
 }
 
 /// An ACM certificate: its PEM, its chain's, its key (PKCS#8 DER) and
@@ -238,6 +243,9 @@ struct State {
     denied_roles: Vec<String>,
     /// Roles whose trust policy requires an `sts:ExternalId`.
     external_ids: HashMap<String, String>,
+    /// Roles whose trust policy does not allow `sts:SetSourceIdentity` or
+    /// `sts:TagSession`.
+    no_attribution: Vec<String>,
     delay: Duration,
     sts_lifetime: Option<Duration>,
     /// Issue a new access key on every STS call (counts the calls).
@@ -455,6 +463,13 @@ impl FakeAws {
         self.lock().denied_roles.push(role.into());
     }
 
+    /// `AssumeRole` into `role` with `SourceIdentity` or session tags is
+    /// denied (its trust policy allows neither `sts:SetSourceIdentity` nor
+    /// `sts:TagSession`).
+    pub fn deny_attribution(&self, role: &str) {
+        self.lock().no_attribution.push(role.into());
+    }
+
     /// `AssumeRole` into `role` needs `ExternalId` `id` (a trust policy
     /// condition on `sts:ExternalId`).
     pub fn require_external_id(&self, role: &str, id: &str) {
@@ -638,6 +653,9 @@ fn handle(state: &Arc<Mutex<State>>, req: Incoming2) -> Reply {
             user_agent,
             injected: None,
             passphrase,
+            source_identity: None,
+            tags: Vec::new(),
+            transitive_tags: Vec::new(),
         });
         let region = region.unwrap_or_default();
         let rule = take_rule(&mut st);
@@ -1097,6 +1115,19 @@ fn sts(
         user_agent,
         injected: None,
         passphrase: None,
+        source_identity: f.get("SourceIdentity").cloned(),
+        tags: (1..)
+            .map_while(|i| {
+                let key = f.get(&format!("Tags.member.{i}.Key"))?;
+                Some((
+                    key.clone(),
+                    f.get(&format!("Tags.member.{i}.Value")).cloned().unwrap_or_default(),
+                ))
+            })
+            .collect(),
+        transitive_tags: (1..)
+            .map_while(|i| f.get(&format!("TransitiveTagKeys.member.{i}")).cloned())
+            .collect(),
     });
     let rule = take_rule(st);
     if let Some(Effect::Error { status, code }) = &rule {
@@ -1131,6 +1162,19 @@ fn sts(
                     403,
                     "AccessDenied",
                     &format!("User: {source} is not authorized to perform: sts:AssumeRole on resource: {role}"),
+                );
+            }
+            let attributed = f.contains_key("SourceIdentity") || f.contains_key("Tags.member.1.Key");
+            if attributed && st.no_attribution.contains(&role) {
+                let action = if f.contains_key("SourceIdentity") {
+                    "sts:SetSourceIdentity"
+                } else {
+                    "sts:TagSession"
+                };
+                return sts_error(
+                    403,
+                    "AccessDenied",
+                    &format!("User: {source} is not authorized to perform: {action} on resource: {role}"),
                 );
             }
             // The chained key tells tests which source signed for which role.

@@ -176,3 +176,33 @@ pub fn acm(region: &str) -> aws_sdk_acm::Client {
 pub async fn acm_in_account(role: &str, region: &str) -> aws_sdk_acm::Client {
     acm_client(region, credentials_in(role, region).await)
 }
+
+/// The role sessions moto's STS has issued, as `(assumed-role ARN, role
+/// ARN, session name)`: moto's own record (`/moto-api/data.json`), the ARN
+/// that CloudTrail would show for the session's calls.
+pub async fn assumed_roles() -> Vec<(String, String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let endpoint = endpoint();
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to moto");
+    s.write_all(format!("GET /moto-api/data.json HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let data: serde_json::Value = serde_json::from_str(body).expect("moto's data.json");
+    data["sts"]["AssumedRole"]
+        .as_array()
+        .map(|roles| {
+            roles
+                .iter()
+                .map(|r| {
+                    let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                    (field("arn"), field("role_arn"), field("session_name"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

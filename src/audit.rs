@@ -1,0 +1,285 @@
+//! The audit record: one line per mount under the log target
+//! `csi_provider_aws::audit`, saying which pod (node, namespace, name, UID,
+//! ServiceAccount) read which version of which object (full ARN, or an SSM
+//! parameter's name), as which role, from which region, and where the value
+//! came from (AWS, the value cache, the last good value during a brownout),
+//! or how its mount failed. Never a value, a token or an external id.
+//!
+//! The record is filled in as the mount goes ([`Audit`]) and written once
+//! it has answered. In the text log format its lists are JSON text; the
+//! JSON log format ([`AuditJson`]) writes them as JSON arrays, so a log
+//! pipeline indexes `fields.read[].arn` without parsing a string. Every
+//! string in a record is escaped as in every log line (control and
+//! direction characters), and at most `--audit-max-objects` objects are
+//! listed: past that the record counts the rest.
+
+use std::fmt;
+
+use serde::Serialize;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::fetched::Fetched;
+use crate::identity::{IdentityKey, Signers};
+use crate::limits::escaped;
+use crate::spec::{MountSpec, ObjectKind, ObjectSpec};
+use crate::telemetry::Metrics;
+
+/// The log target of audit records.
+pub const TARGET: &str = "csi_provider_aws::audit";
+
+/// Default `--audit-max-objects`.
+pub const DEFAULT_MAX_OBJECTS: usize = 100;
+
+/// How mounts are audited.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Write a record per mount (`--audit-log`).
+    pub enabled: bool,
+    /// Objects listed in one record (`--audit-max-objects`).
+    pub max_objects: usize,
+    /// This node (`NODE_NAME`).
+    pub node: Option<String>,
+    /// The cluster (`--cluster-name`).
+    pub cluster: Option<String>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_objects: DEFAULT_MAX_OBJECTS,
+            node: None,
+            cluster: None,
+        }
+    }
+}
+
+/// One object as a record lists it.
+#[derive(Debug, Clone, Serialize)]
+struct Read {
+    service: &'static str,
+    /// The full ARN (an SSM parameter's name when AWS gave no ARN).
+    arn: String,
+    /// `VersionId`, the parameter's version number, or the certificate's
+    /// serial.
+    version: String,
+    region: String,
+    /// `aws`, `cache` or `last-good`.
+    source: &'static str,
+    /// The role the object was read as, when it is not the pod's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+}
+
+/// An object a failed mount asked for.
+#[derive(Debug, Clone, Serialize)]
+struct Requested {
+    service: &'static str,
+    name: String,
+}
+
+/// What one mount's record says, filled in step by step.
+#[derive(Debug, Default)]
+pub struct Audit {
+    namespace: Option<String>,
+    pod: Option<String>,
+    pod_uid: Option<String>,
+    service_account: Option<String>,
+    identity: Option<&'static str>,
+    roles: Vec<String>,
+    requested: Vec<Requested>,
+    read: Vec<Read>,
+    /// Objects of the class (asked) and values read (matches included).
+    asked: usize,
+    values: usize,
+    /// Values read by service and source, for the metric.
+    tally: Vec<((&'static str, &'static str), u64)>,
+}
+
+/// The service label of an object.
+fn service(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::SecretsManager => "secretsmanager",
+        ObjectKind::Ssm => "ssm",
+        ObjectKind::Acm => "acm",
+    }
+}
+
+impl Audit {
+    /// The pod and the objects it asks for, once the request is parsed.
+    pub fn requested(&mut self, spec: &MountSpec, max: usize) {
+        self.namespace = spec.pod.namespace.as_deref().map(escaped);
+        self.pod = spec.pod.name.as_deref().map(escaped);
+        self.pod_uid = spec.pod.uid.as_deref().map(escaped);
+        self.service_account = spec.pod.service_account.as_deref().map(escaped);
+        self.asked = spec.objects.len();
+        self.requested = spec
+            .objects
+            .iter()
+            .take(max)
+            .map(|o| Requested {
+                service: service(o.kind),
+                name: escaped(&o.name),
+            })
+            .collect();
+    }
+
+    /// The identity and every role the mount uses.
+    pub fn signers(&mut self, signers: &Signers) {
+        let (identity, role) = match &signers.pod.0 {
+            IdentityKey::Irsa { role, .. } => ("irsa", Some(role)),
+            IdentityKey::PodIdentity { .. } => ("pod-identity", None),
+            IdentityKey::Chained { role, .. } => ("chained", Some(role)),
+        };
+        self.identity = Some(identity);
+        self.roles = role
+            .into_iter()
+            .chain(signers.chained.iter().map(|(r, _)| &r.arn))
+            .map(|r| escaped(r))
+            .collect();
+    }
+
+    /// What was read for each object (each match of an object that selects
+    /// many), in object order; counted in `metrics` once the mount's outcome
+    /// is known.
+    pub fn read(&mut self, objects: &[ObjectSpec], values: &[Fetched], max: usize) {
+        for (o, v) in objects.iter().zip(values) {
+            let role = o.assume_role.as_ref().map(|r| escaped(&r.arn));
+            let one = |v: &Fetched| Read {
+                service: service(o.kind),
+                arn: escaped(&v.origin.arn),
+                version: escaped(&v.version),
+                region: escaped(&v.origin.region),
+                source: v.origin.source.as_str(),
+                role: role.clone(),
+            };
+            let values: Vec<&Fetched> = if o.bulk.is_some() {
+                v.members.iter().map(|(_, m)| m).collect()
+            } else {
+                vec![v]
+            };
+            for v in values {
+                self.values += 1;
+                let key = (service(o.kind), v.origin.source.as_str());
+                match self.tally.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, n)) => *n += 1,
+                    None => self.tally.push((key, 1)),
+                }
+                if self.read.len() < max {
+                    self.read.push(one(v));
+                }
+            }
+        }
+    }
+
+    /// Writes the record of a mount that answered `outcome` (`Ok`, or the
+    /// error code), and counts what it read.
+    pub fn finish(self, settings: &AuditSettings, metrics: &Metrics, outcome: Result<(), &'static str>) {
+        let label = if outcome.is_ok() { "success" } else { "error" };
+        for &((service, source), n) in &self.tally {
+            metrics.objects_read(service, source, label, n);
+        }
+        if !settings.enabled {
+            return;
+        }
+        let requested = match outcome {
+            Ok(()) => String::new(),
+            Err(_) => json(&self.requested),
+        };
+        let text = |v: &Option<String>| v.as_deref().map(escaped).unwrap_or_default();
+        tracing::info!(
+            target: TARGET,
+            parent: None,
+            node = %text(&settings.node),
+            cluster = %text(&settings.cluster),
+            namespace = %self.namespace.as_deref().unwrap_or_default(),
+            pod = %self.pod.as_deref().unwrap_or_default(),
+            pod_uid = %self.pod_uid.as_deref().unwrap_or_default(),
+            service_account = %self.service_account.as_deref().unwrap_or_default(),
+            identity = %self.identity.unwrap_or_default(),
+            roles = %json(&self.roles),
+            outcome = %label,
+            code = %outcome.err().unwrap_or_default(),
+            objects = self.asked as u64,
+            values = self.values as u64,
+            omitted = (self.values - self.read.len()) as u64,
+            read = %json(&self.read),
+            requested = %requested,
+            "mount"
+        );
+    }
+}
+
+/// A list as JSON text (the record's list fields).
+fn json<T: Serialize>(list: &[T]) -> String {
+    serde_json::to_string(list).unwrap_or_default()
+}
+
+/// The fields of a record whose values are JSON text.
+const LIST_FIELDS: [&str; 3] = ["roles", "read", "requested"];
+
+/// The JSON log format, with audit records written as JSON objects whose
+/// lists are arrays; every other event as `inner` writes it.
+pub struct AuditJson<F>(pub F);
+
+impl<S, N, F> FormatEvent<S, N> for AuditJson<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        if event.metadata().target() != TARGET {
+            return self.0.format_event(ctx, writer, event);
+        }
+        let mut fields = serde_json::Map::new();
+        event.record(&mut Fields(&mut fields));
+        for name in LIST_FIELDS {
+            if let Some(serde_json::Value::String(text)) = fields.get(name) {
+                let list = match text.as_str() {
+                    "" => serde_json::Value::Array(Vec::new()),
+                    t => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
+                };
+                fields.insert(name.to_string(), list);
+            }
+        }
+        let mut timestamp = String::new();
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let line = serde_json::json!({
+            "timestamp": timestamp,
+            "level": event.metadata().level().to_string(),
+            "fields": fields,
+            "target": TARGET,
+        });
+        writeln!(writer, "{line}")
+    }
+}
+
+/// Collects an event's fields as JSON values.
+struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_string(), value.into());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().to_string(), value.into());
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().to_string(), value.into());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().to_string(), value.into());
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_string(), format!("{value:?}").into());
+    }
+}
