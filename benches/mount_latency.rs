@@ -244,11 +244,12 @@ async fn path_versus_list() {
 }
 
 /// The ACM calls of `operation` the provider's `/metrics` counted.
-fn acm_calls(metrics: &str, operation: &str) -> f64 {
+fn acm_calls(metrics: &str, operation: &str) -> u64 {
     metric(
         metrics,
         &format!("csi_provider_aws_aws_calls_total{{service=\"acm\",operation=\"{operation}\""),
     )
+    .round() as u64
 }
 
 /// An ACM private certificate mounted as `tls.crt`, `tls.key` and
@@ -315,7 +316,7 @@ async fn certificate() {
                 acm_calls(m, "ExportCertificate")
             )
         };
-        let per = |op: &str| (acm_calls(&after, op) - acm_calls(&before, op)) / ROUNDS as f64;
+        let per = |op: &str| (acm_calls(&after, op) - acm_calls(&before, op)) as f64 / ROUNDS as f64;
         samples.sort();
         println!(
             "| {label} | {} | {} | {} | {} | {} Describe + {} Export |",
