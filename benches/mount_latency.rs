@@ -69,8 +69,9 @@ async fn seed(role: Option<&str>) -> String {
     objects
 }
 
-async fn run(mode: &str, args: &[&str], objects: &str, params: &[(&str, &str)]) {
-    let files = 20 + params.iter().filter(|(k, _)| *k == "templates").count() * TEMPLATES;
+/// The provider binary on moto with `args`, the pod's ServiceAccount
+/// (`sa-a`) annotated with role A.
+async fn on_moto(args: &[&str]) -> (FakeKube, Provider) {
     let kube = FakeKube::start().await;
     kube.add_service_account("default", "sa-a", Some(ROLE_A));
     let provider = Provider::start(Options {
@@ -81,23 +82,39 @@ async fn run(mode: &str, args: &[&str], objects: &str, params: &[(&str, &str)]) 
         ..Options::default()
     })
     .await;
+    (kube, provider)
+}
+
+type Client =
+    csi_provider_aws::proto::v1alpha1::csi_driver_provider_client::CsiDriverProviderClient<tonic::transport::Channel>;
+
+/// The time of one mount of `req`, which must answer `files` versions.
+async fn timed_mount(client: &mut Client, req: &Req, files: usize) -> Duration {
+    let start = Instant::now();
+    let r = client.mount(req.build()).await.expect("mount").into_inner();
+    let took = start.elapsed();
+    assert_eq!(r.object_version.len(), files);
+    took
+}
+
+/// [`ROUNDS`] re-mounts of `req`, their times sorted.
+async fn remounts(client: &mut Client, req: &Req, files: usize) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        samples.push(timed_mount(client, req, files).await);
+    }
+    samples.sort();
+    samples
+}
+
+async fn run(mode: &str, args: &[&str], objects: &str, params: &[(&str, &str)]) {
+    let files = 20 + params.iter().filter(|(k, _)| *k == "templates").count() * TEMPLATES;
+    let (_kube, provider) = on_moto(args).await;
     let target = provider.tmpfs_target(mode);
     let req = params.iter().fold(Req::new(objects, &target), |r, (k, v)| r.set(k, v));
     let mut client = provider.client().await;
-
-    let start = Instant::now();
-    let first = client.mount(req.build()).await.expect("first mount").into_inner();
-    let cold = start.elapsed();
-    assert_eq!(first.object_version.len(), files);
-
-    let mut samples = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let start = Instant::now();
-        let r = client.mount(req.build()).await.expect("mount").into_inner();
-        samples.push(start.elapsed());
-        assert_eq!(r.object_version.len(), files);
-    }
-    samples.sort();
+    let cold = timed_mount(&mut client, &req, files).await;
+    let samples = remounts(&mut client, &req, files).await;
     println!(
         "| {mode} | {} | {} | {} | {} |",
         ms(cold),
@@ -285,29 +302,13 @@ async fn certificate() {
             &["--qps=1000", "--burst=1000", "--acm-export-max-age=0"][..],
         ),
     ] {
-        let kube = FakeKube::start().await;
-        kube.add_service_account("default", "sa-a", Some(ROLE_A));
-        let provider = Provider::start(Options {
-            aws_endpoint: moto::endpoint(),
-            kubeconfig: Some(kube.kubeconfig.clone()),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: vec![("RUST_LOG".into(), "warn".into())],
-            ..Options::default()
-        })
-        .await;
+        let (_kube, provider) = on_moto(args).await;
         let req = Req::new(&objects, &provider.tmpfs_target("certificate"));
         let mut client = provider.client().await;
-        let start = Instant::now();
-        let first = client.mount(req.build()).await.expect("first mount").into_inner();
-        let cold = start.elapsed();
-        assert_eq!(first.object_version.len(), 3, "tls.crt, tls.key, ca.crt");
+        // tls.crt, tls.key, ca.crt
+        let cold = timed_mount(&mut client, &req, 3).await;
         let before = provider.metrics().await;
-        let mut samples = Vec::with_capacity(ROUNDS);
-        for _ in 0..ROUNDS {
-            let start = Instant::now();
-            client.mount(req.build()).await.expect("republish");
-            samples.push(start.elapsed());
-        }
+        let samples = remounts(&mut client, &req, 3).await;
         let after = provider.metrics().await;
         let calls = |m: &str| {
             format!(
@@ -317,7 +318,6 @@ async fn certificate() {
             )
         };
         let per = |op: &str| (acm_calls(&after, op) - acm_calls(&before, op)) as f64 / ROUNDS as f64;
-        samples.sort();
         println!(
             "| {label} | {} | {} | {} | {} | {} Describe + {} Export |",
             ms(cold),
