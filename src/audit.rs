@@ -236,50 +236,151 @@ where
         if event.metadata().target() != TARGET {
             return self.0.format_event(ctx, writer, event);
         }
-        let mut fields = serde_json::Map::new();
+        // The fields in the event's order, as the JSON format writes them.
+        let mut fields = Vec::new();
         event.record(&mut Fields(&mut fields));
-        for name in LIST_FIELDS {
-            if let Some(serde_json::Value::String(text)) = fields.get(name) {
-                let list = match text.as_str() {
-                    "" => serde_json::Value::Array(Vec::new()),
-                    t => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
-                };
-                fields.insert(name.to_string(), list);
+        for (name, value) in &mut fields {
+            if !LIST_FIELDS.contains(&name.as_str()) {
+                continue;
             }
+            let list = match &*value {
+                serde_json::Value::String(t) if t.is_empty() => serde_json::Value::Array(Vec::new()),
+                serde_json::Value::String(t) => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
+                _ => continue,
+            };
+            *value = list;
         }
         let mut timestamp = String::new();
         tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let line = serde_json::json!({
-            "timestamp": timestamp,
-            "level": event.metadata().level().to_string(),
-            "fields": fields,
-            "target": TARGET,
-        });
-        writeln!(writer, "{line}")
+        let fields: Vec<String> = fields
+            .iter()
+            .map(|(name, value)| format!("{}:{value}", serde_json::Value::from(name.as_str())))
+            .collect();
+        writeln!(
+            writer,
+            "{{\"timestamp\":{},\"level\":{},\"fields\":{{{}}},\"target\":{}}}",
+            serde_json::Value::from(timestamp),
+            serde_json::Value::from(event.metadata().level().to_string()),
+            fields.join(","),
+            serde_json::Value::from(TARGET)
+        )
     }
 }
 
-/// Collects an event's fields as JSON values.
-struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+/// Collects an event's fields as JSON values, in order.
+struct Fields<'a>(&'a mut Vec<(String, serde_json::Value)>);
 
 impl tracing::field::Visit for Fields<'_> {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.insert(field.name().to_string(), value.into());
+        self.0.push((field.name().to_string(), value.into()));
     }
 
     fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        self.0.insert(field.name().to_string(), value.into());
+        self.0.push((field.name().to_string(), value.into()));
     }
 
     fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        self.0.insert(field.name().to_string(), value.into());
+        self.0.push((field.name().to_string(), value.into()));
     }
 
     fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
-        self.0.insert(field.name().to_string(), value.into());
+        self.0.push((field.name().to_string(), value.into()));
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_string(), format!("{value:?}").into());
+        self.0.push((field.name().to_string(), format!("{value:?}").into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_records_keep_their_field_order_and_carry_lists_as_arrays() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .event_format(AuditJson(tracing_subscriber::fmt::format().json()))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let audit = Audit {
+                roles: vec!["arn:aws:iam::111122223333:role/orders".to_string()],
+                ..Audit::default()
+            };
+            let settings = AuditSettings {
+                node: Some("node\u{1b}[2J".to_string()),
+                ..AuditSettings::default()
+            };
+            audit.finish(&settings, &Metrics::default(), Err("ObjectNotFound"));
+            tracing::info!(other = 1, "an ordinary event");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let record: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(record["target"], TARGET);
+        assert_eq!(record["level"], "INFO");
+        let fields = &record["fields"];
+        assert_eq!(
+            fields["roles"],
+            serde_json::json!(["arn:aws:iam::111122223333:role/orders"])
+        );
+        assert_eq!(
+            (&fields["read"], &fields["requested"]),
+            (&serde_json::json!([]), &serde_json::json!([]))
+        );
+        assert_eq!(
+            (&fields["outcome"], &fields["code"]),
+            (&"error".into(), &"ObjectNotFound".into())
+        );
+        assert_eq!(fields["node"], "node\\u{1b}[2J", "escaped as in every log line");
+        assert!(!lines[0].contains('\u{1b}'));
+        // The order of the event, as in the README's example.
+        let at = |key: &str| lines[0].find(&format!("\"{key}\":")).unwrap();
+        assert!(at("timestamp") < at("level") && at("level") < at("fields") && at("fields") < at("target"));
+        let order = [
+            "message",
+            "node",
+            "cluster",
+            "namespace",
+            "pod",
+            "pod_uid",
+            "service_account",
+            "identity",
+        ];
+        assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{}", lines[0]);
+        let order = [
+            "roles",
+            "outcome",
+            "code",
+            "objects",
+            "values",
+            "omitted",
+            "read",
+            "requested",
+        ];
+        assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{}", lines[0]);
+        // Other events are the JSON format's own.
+        let other: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(other["fields"]["message"], "an ordinary event");
+        assert_ne!(other["target"], TARGET);
     }
 }
