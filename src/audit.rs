@@ -6,7 +6,8 @@
 //! or how its mount failed. Never a value, a token or an external id.
 //!
 //! The record is filled in as the mount goes ([`Audit`]) and written once
-//! it has answered. In the text log format its lists are JSON text; the
+//! it has answered, or when it is dropped unanswered (the driver went away:
+//! outcome `cancelled`). In the text log format its lists are JSON text; the
 //! JSON log format ([`AuditJson`]) writes them as JSON arrays, so a log
 //! pipeline indexes `fields.read[].arn` without parsing a string. Every
 //! string in a record is escaped as in every log line (control and
@@ -14,6 +15,7 @@
 //! listed: past that the record counts the rest.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tracing::{Event, Subscriber};
@@ -82,9 +84,12 @@ struct Requested {
     name: String,
 }
 
-/// What one mount's record says, filled in step by step.
-#[derive(Debug, Default)]
+/// What one mount's record says, filled in step by step; written by
+/// [`Audit::finish`], or as it drops if the mount never finished.
 pub struct Audit {
+    settings: AuditSettings,
+    metrics: Arc<Metrics>,
+    written: bool,
     namespace: Option<String>,
     pod: Option<String>,
     pod_uid: Option<String>,
@@ -110,6 +115,34 @@ fn service(kind: ObjectKind) -> &'static str {
 }
 
 impl Audit {
+    /// The record of a mount starting now.
+    pub fn new(settings: &AuditSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            settings: settings.clone(),
+            metrics,
+            written: false,
+            namespace: None,
+            pod: None,
+            pod_uid: None,
+            service_account: None,
+            identity: None,
+            roles: Vec::new(),
+            requested: Vec::new(),
+            read: Vec::new(),
+            asked: 0,
+            values: 0,
+            tally: Vec::new(),
+        }
+    }
+
+    /// The pod as the driver names it, before the request is parsed (a
+    /// mount refused while parsing is still attributed).
+    pub fn pod(&mut self, namespace: &str, name: &str, uid: &str) {
+        self.namespace = Some(escaped(namespace));
+        self.pod = Some(escaped(name));
+        self.pod_uid = Some(escaped(uid));
+    }
+
     /// The pod and the objects it asks for, once the request is parsed.
     pub fn requested(&mut self, spec: &MountSpec, max: usize) {
         self.namespace = spec.pod.namespace.as_deref().map(escaped);
@@ -140,7 +173,12 @@ impl Audit {
             .into_iter()
             .chain(signers.chained.iter().map(|(r, _)| &r.arn))
             .map(|r| escaped(r))
-            .collect();
+            .fold(Vec::new(), |mut roles, r| {
+                if !roles.contains(&r) {
+                    roles.push(r);
+                }
+                roles
+            });
     }
 
     /// What was read for each object (each match of an object that selects
@@ -178,17 +216,23 @@ impl Audit {
 
     /// Writes the record of a mount that answered `outcome` (`Ok`, or the
     /// error code), and counts what it read.
-    pub fn finish(self, settings: &AuditSettings, metrics: &Metrics, outcome: Result<(), &'static str>) {
+    pub fn finish(mut self, outcome: Result<(), &'static str>) {
         let label = if outcome.is_ok() { "success" } else { "error" };
+        self.write(label, outcome.err().unwrap_or_default());
+    }
+
+    fn write(&mut self, label: &'static str, code: &'static str) {
+        self.written = true;
         for &((service, source), n) in &self.tally {
-            metrics.objects_read(service, source, label, n);
+            self.metrics.objects_read(service, source, label, n);
         }
+        let settings = &self.settings;
         if !settings.enabled {
             return;
         }
-        let requested = match outcome {
-            Ok(()) => String::new(),
-            Err(_) => json(&self.requested),
+        let requested = match label {
+            "success" => String::new(),
+            _ => json(&self.requested),
         };
         let text = |v: &Option<String>| v.as_deref().map(escaped).unwrap_or_default();
         tracing::info!(
@@ -203,7 +247,7 @@ impl Audit {
             identity = %self.identity.unwrap_or_default(),
             roles = %json(&self.roles),
             outcome = %label,
-            code = %outcome.err().unwrap_or_default(),
+            code = %code,
             objects = self.asked as u64,
             values = self.values as u64,
             omitted = (self.values - self.read.len()) as u64,
@@ -211,6 +255,16 @@ impl Audit {
             requested = %requested,
             "mount"
         );
+    }
+}
+
+/// A mount dropped before it answered (the driver cancelled the call or
+/// went away) still leaves its record.
+impl Drop for Audit {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write("cancelled", "Cancelled");
+        }
     }
 }
 
@@ -295,7 +349,7 @@ impl tracing::field::Visit for Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     /// A log writer the test reads back.
     #[derive(Clone, Default)]
@@ -321,15 +375,13 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let audit = Audit {
-                roles: vec!["arn:aws:iam::111122223333:role/orders".to_string()],
-                ..Audit::default()
-            };
             let settings = AuditSettings {
                 node: Some("node\u{1b}[2J".to_string()),
                 ..AuditSettings::default()
             };
-            audit.finish(&settings, &Metrics::default(), Err("ObjectNotFound"));
+            let mut audit = Audit::new(&settings, Arc::new(Metrics::default()));
+            audit.roles = vec!["arn:aws:iam::111122223333:role/orders".to_string()];
+            audit.finish(Err("ObjectNotFound"));
             tracing::info!(other = 1, "an ordinary event");
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();

@@ -151,7 +151,10 @@ pub struct Config {
 /// `filter` with the audit records on (at `info`, whatever the filter's
 /// level) or off, unless it names their target itself.
 fn with_audit(filter: &str, audit: bool) -> String {
-    if filter.contains(crate::audit::TARGET) {
+    let names_it = filter
+        .split(',')
+        .any(|d| d.split(['=', '[']).next().map(str::trim) == Some(crate::audit::TARGET));
+    if names_it {
         return filter.to_string();
     }
     let level = if audit { "info" } else { "off" };
@@ -377,6 +380,20 @@ mod tests {
     use crate::identity::PodIdentityScope;
     use crate::limits::Limits;
     use clap::Parser;
+
+    #[test]
+    fn audit_records_are_on_at_any_level_unless_the_filter_names_them() {
+        let audit = "csi_provider_aws::audit";
+        assert_eq!(with_audit("warn", true), format!("warn,{audit}=info"));
+        assert_eq!(with_audit("", false), format!("{audit}=off"));
+        let own = format!("info,{audit}=off");
+        assert_eq!(with_audit(&own, true), own, "the filter's own directive stays");
+        assert_eq!(
+            with_audit("csi_provider_aws::auditing=debug", true),
+            format!("csi_provider_aws::auditing=debug,{audit}=info"),
+            "another target that merely starts alike is not the audit's"
+        );
+    }
 
     fn args(flags: &[&str]) -> ServeArgs {
         let argv = std::iter::once("csi-provider-aws").chain(flags.iter().copied());

@@ -104,6 +104,13 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// The pod's namespace, name and UID, as the driver named them.
+    pub fn pod(&self) -> Option<(&str, &str, &str)> {
+        self.pod
+            .as_ref()
+            .map(|p| (p.namespace.as_str(), p.name.as_str(), p.uid.as_str()))
+    }
+
     /// The volume of `req`. Only the pod's fields are read (the rest is
     /// skipped); a request whose attributes are not JSON names no pod.
     pub fn of(req: &MountRequest) -> Self {

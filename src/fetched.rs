@@ -49,7 +49,8 @@ impl Origin {
 /// How a mount got a value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Source {
-    /// AWS answered for this mount.
+    /// AWS answered for this mount (by a call of its own, or one it
+    /// shared with a concurrent mount of the same identity and objects).
     #[default]
     Aws,
     /// The identity's value cache (`--cache-ttl`), or an ACM export served

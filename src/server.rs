@@ -88,7 +88,10 @@ impl CsiDriverProvider for ProviderService {
         async move {
             let _in_flight = metrics.mount_started();
             let started = admitted.as_ref().map_or_else(Instant::now, |a| a.started);
-            let mut audit = Audit::default();
+            let mut audit = Audit::new(&self.provider.settings.audit, metrics.clone());
+            if let Some((namespace, name, uid)) = volume.pod() {
+                audit.pod(namespace, name, uid);
+            }
             let result = self.provider.mount(req, admitted, &mut audit).await;
             let elapsed = started.elapsed();
             let elapsed_ms = elapsed.as_millis() as u64;
@@ -98,7 +101,7 @@ impl CsiDriverProvider for ProviderService {
                     let objects = mounted.response.object_version.len();
                     metrics.mount_finished(elapsed.as_secs_f64(), objects, None);
                     tracing::info!(objects, elapsed_ms, outcome = "success", "mount succeeded");
-                    audit.finish(&self.provider.settings.audit, &metrics, Ok(()));
+                    audit.finish(Ok(()));
                     let mut response = Response::new(mounted.response);
                     if let Some(reservation) = mounted.reservation {
                         response.extensions_mut().insert(reservation);
@@ -109,7 +112,7 @@ impl CsiDriverProvider for ProviderService {
                     let code = error_code(&e);
                     metrics.mount_finished(elapsed.as_secs_f64(), 0, Some(code));
                     tracing::warn!(error = %Escaped(&e), code, elapsed_ms, outcome = "error", "mount failed");
-                    audit.finish(&self.provider.settings.audit, &metrics, Err(code));
+                    audit.finish(Err(code));
                     let status = status(&e);
                     self.provider.rotation.failed(&volume, code, status.message()).await;
                     Err(status)
@@ -446,7 +449,7 @@ fn refused(provider: &Provider, e: &MountError, started: Instant) -> http::Respo
         .metrics
         .mount_finished(started.elapsed().as_secs_f64(), 0, Some(code));
     tracing::warn!(error = %Escaped(e), code, outcome = "error", "mount refused before its request was read");
-    Audit::default().finish(&provider.settings.audit, &provider.metrics, Err(code));
+    Audit::new(&provider.settings.audit, provider.metrics.clone()).finish(Err(code));
     status(e).into_http()
 }
 

@@ -182,7 +182,7 @@ impl Default for Metrics {
         registry.register(
             "objects_read",
             "Values read for mounts (matches included), by service (secretsmanager, ssm, acm), source (aws, cache, \
-             last-good) and the mount's outcome (success, error)",
+             last-good) and the mount's outcome (success, error, cancelled)",
             objects_read.clone(),
         );
         let rotation_failures = MetricFamily::<CodeLabels, Counter>::default();

@@ -197,6 +197,23 @@ async fn source_identity_and_session_tags_are_sent_only_when_the_class_asks() {
     assert_eq!(a.source_identity, None);
     let keys: Vec<&str> = a.tags.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["kubernetes-namespace", "kubernetes-service-account"]);
+
+    // An EKS Pod Identity session carries these tags already, transitively,
+    // and STS refuses a tag passed again: none is sent; SourceIdentity is.
+    env.aws.clear_calls();
+    env.provider
+        .mount(
+            &Req::new(&obj("db", SM), &env.provider.target("pod-identity"))
+                .set("usePodIdentity", "true")
+                .set("assumeRoleArn", CENTRAL)
+                .set("assumeRoleSourceIdentity", "true")
+                .set("assumeRoleSessionTags", "true"),
+        )
+        .await
+        .expect("mount");
+    let a = &env.aws.calls_of("AssumeRole")[0];
+    assert_eq!(a.source_identity.as_deref(), Some("csi-default_sa-a"));
+    assert!(a.tags.is_empty() && a.transitive_tags.is_empty(), "{a:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -224,6 +241,7 @@ async fn a_trust_policy_that_does_not_allow_attribution_is_named_in_the_error() 
             &format!("not authorized to perform: {action}"),
             &format!("trust policy of {CENTRAL} allows"),
             &format!("and {action} (the class asks for {field})"),
+            &format!("IAM policy allowing sts:AssumeRole and {action} on {CENTRAL}"),
         ] {
             assert!(
                 err.message().contains(part),
@@ -374,8 +392,32 @@ async fn a_failed_mount_leaves_its_code_and_what_it_asked_for() {
     let logs = env.provider.logs();
     let r = records(&logs).pop().unwrap_or_default();
     assert_eq!(text(&r, "code"), "InvalidRequest");
-    assert_eq!(text(&r, "pod"), "", "not parsed: no pod yet");
+    assert_eq!(
+        text(&r, "pod"),
+        "pod-a",
+        "named as the driver names it, before the class is parsed"
+    );
+    assert_eq!(text(&r, "service_account"), "", "known once the request is parsed");
     assert_eq!(field(&r, "roles"), serde_json::json!([]));
+
+    // A mount the driver gives up on (its call cancelled) leaves a record
+    // too, with what it had done so far.
+    env.aws.add_rule(Rule::op("GetSecretValue", Effect::Hang));
+    let task = env
+        .provider
+        .spawn_mount(&Req::new(&obj("db", SM), &env.provider.target("cancelled")));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    task.abort();
+    assert!(task.await.is_err(), "cancelled, not answered");
+    let logs = env.provider.logs();
+    let r = records(&logs).pop().unwrap_or_default();
+    assert_eq!(
+        (text(&r, "outcome"), text(&r, "code")),
+        ("cancelled".into(), "Cancelled".into()),
+        "{r}"
+    );
+    assert_eq!(field(&r, "roles"), serde_json::json!([ROLE_A]));
+    assert_eq!(field(&r, "read"), serde_json::json!([]));
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,7 +10,9 @@
 //! STS's 64 characters, or holds a character STS refuses, is cut after the
 //! namespace's first characters and ends with `@` and a hash of the full
 //! pair: `@` never occurs in a name that was not cut, and the hash keeps two
-//! identities from sharing a name.
+//! identities from sharing a name. (A name cut inside a namespace of 43 or
+//! more characters loses the `_`: a condition on it then matches a prefix
+//! of the namespace.)
 
 use sha2::{Digest, Sha256};
 
@@ -46,16 +48,21 @@ pub fn session_name(namespace: &str, service_account: &str) -> String {
         .take(HASH_DIGITS / 2)
         .map(|b| format!("{b:02x}"))
         .collect();
+    // Each part in STS's set without `_`, which stays the separator's.
+    let part = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "+=,.-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
     let keep = MAX_SESSION_NAME - 1 - HASH_DIGITS;
-    let mut out: String = name
+    let mut out: String = format!("csi-{}_{}", part(namespace), part(service_account))
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "+=,.-_".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
         .take(keep)
         .collect();
     out.push('@');
@@ -136,6 +143,9 @@ mod tests {
         assert!(odd.starts_with("csi-a-b_c-d@"), "{odd}");
         assert_ne!(odd, session_name("a-b", "c-d"));
         assert_ne!(session_name("a_b", "c"), session_name("a", "b_c"));
+        // A `_` of a part is not the separator: no condition on csi-shop_*
+        // admits namespace shop_x.
+        assert!(session_name("shop_x", "y").starts_with("csi-shop-x_y@"));
         assert!(sts_accepts(&session_name("", "")));
         // A name that was cut never equals one that was not.
         assert!(!session_name("shop", "orders").contains('@'));

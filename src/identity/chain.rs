@@ -25,6 +25,9 @@ pub struct Workload {
     pub service_account: String,
     /// `--cluster-name`, for the `eks-cluster-name` tag.
     pub cluster: Option<String>,
+    /// The source session carries these tags already, transitively (EKS
+    /// Pod Identity's): STS refuses a tag passed again, so none is sent.
+    pub inherits_tags: bool,
 }
 
 impl Workload {
@@ -65,7 +68,7 @@ pub async fn assume_role(
         }))
     };
     let client = aws.sts(region).ok_or_else(|| err(no_client(region)))?;
-    let tags = role.session_tags.then(|| workload.tags());
+    let tags = (role.session_tags && !workload.inherits_tags).then(|| workload.tags());
     let transitive = tags
         .as_ref()
         .map(|t| t.iter().map(|t| t.key().to_string()).collect::<Vec<_>>());
@@ -138,6 +141,7 @@ fn hint(error: &AwsError, role: &str, source_identity: &str, external_id: bool, 
     } else {
         ""
     };
+    let granted: String = attribution.iter().map(|a| format!(" and {a}")).collect();
     let also = match attribution {
         [] => String::new(),
         actions => format!(
@@ -155,7 +159,7 @@ fn hint(error: &AwsError, role: &str, source_identity: &str, external_id: bool, 
     };
     format!(
         ". Check that the trust policy of {} allows {source_identity} to call sts:AssumeRole{condition}{also}, and \
-         that {source_identity} has an IAM policy allowing sts:AssumeRole on {}",
+         that {source_identity} has an IAM policy allowing sts:AssumeRole{granted} on {}",
         Echo(role),
         Echo(role)
     )

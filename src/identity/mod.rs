@@ -341,6 +341,7 @@ impl IdentityResolver {
             namespace,
             service_account,
             cluster: self.settings.cluster_name.clone(),
+            inherits_tags: matches!(source, IdentityKey::PodIdentity { .. }),
         };
         let (aws, regions, creds, r) = (self.aws.clone(), regions.clone(), creds.clone(), role.clone());
         let source_identity = source.describe();
