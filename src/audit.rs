@@ -87,7 +87,7 @@ struct Requested {
 /// What one mount's record says, filled in step by step; written by
 /// [`Audit::finish`], or as it drops if the mount never finished.
 pub struct Audit {
-    settings: AuditSettings,
+    settings: Arc<AuditSettings>,
     metrics: Arc<Metrics>,
     written: bool,
     namespace: Option<String>,
@@ -116,7 +116,7 @@ fn service(kind: ObjectKind) -> &'static str {
 
 impl Audit {
     /// The record of a mount starting now.
-    pub fn new(settings: &AuditSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: &Arc<AuditSettings>, metrics: Arc<Metrics>) -> Self {
         Self {
             settings: settings.clone(),
             metrics,
@@ -143,17 +143,20 @@ impl Audit {
         self.pod_uid = Some(escaped(uid));
     }
 
-    /// The pod and the objects it asks for, once the request is parsed.
-    pub fn requested(&mut self, spec: &MountSpec, max: usize) {
-        self.namespace = spec.pod.namespace.as_deref().map(escaped);
-        self.pod = spec.pod.name.as_deref().map(escaped);
-        self.pod_uid = spec.pod.uid.as_deref().map(escaped);
+    /// The pod (where the driver's names were not read before) and the
+    /// objects it asks for, once the request is parsed.
+    pub fn requested(&mut self, spec: &MountSpec) {
+        if self.pod.is_none() {
+            self.namespace = spec.pod.namespace.as_deref().map(escaped);
+            self.pod = spec.pod.name.as_deref().map(escaped);
+            self.pod_uid = spec.pod.uid.as_deref().map(escaped);
+        }
         self.service_account = spec.pod.service_account.as_deref().map(escaped);
         self.asked = spec.objects.len();
         self.requested = spec
             .objects
             .iter()
-            .take(max)
+            .take(self.settings.max_objects)
             .map(|o| Requested {
                 service: service(o.kind),
                 name: escaped(&o.name),
@@ -184,7 +187,8 @@ impl Audit {
     /// What was read for each object (each match of an object that selects
     /// many), in object order; counted in `metrics` once the mount's outcome
     /// is known.
-    pub fn read(&mut self, objects: &[ObjectSpec], values: &[Fetched], max: usize) {
+    pub fn read(&mut self, objects: &[ObjectSpec], values: &[Fetched]) {
+        let max = self.settings.max_objects;
         for (o, v) in objects.iter().zip(values) {
             let role = o.assume_role.as_ref().map(|r| escaped(&r.arn));
             let one = |v: &Fetched| Read {
@@ -379,7 +383,7 @@ mod tests {
                 node: Some("node\u{1b}[2J".to_string()),
                 ..AuditSettings::default()
             };
-            let mut audit = Audit::new(&settings, Arc::new(Metrics::default()));
+            let mut audit = Audit::new(&Arc::new(settings), Arc::new(Metrics::default()));
             audit.roles = vec!["arn:aws:iam::111122223333:role/orders".to_string()];
             audit.finish(Err("ObjectNotFound"));
             tracing::info!(other = 1, "an ordinary event");

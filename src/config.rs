@@ -269,12 +269,12 @@ impl Config {
                     interval: args.rotation_event_interval,
                     instance: format!("{CONTROLLER}-{}", env.node_name.as_deref().unwrap_or("unknown-node")),
                 },
-                audit: AuditSettings {
+                audit: Arc::new(AuditSettings {
                     enabled: args.audit_log,
                     max_objects: args.audit_max_objects,
                     node: env.node_name.clone(),
                     cluster,
-                },
+                }),
                 ..MountSettings::default()
             },
             http: (!args.http_addr.is_empty()).then(|| HttpConfig {

@@ -64,7 +64,7 @@ pub struct MountSettings {
     /// (`--max-connection-age`).
     pub max_connection_age: Duration,
     /// The record each mount leaves.
-    pub audit: AuditSettings,
+    pub audit: Arc<AuditSettings>,
 }
 
 impl Default for MountSettings {
@@ -79,7 +79,7 @@ impl Default for MountSettings {
             max_inflight_response_bytes: 32 * 1024 * 1024,
             rotation_events: EventSettings::default(),
             max_connection_age: Duration::from_secs(1),
-            audit: AuditSettings::default(),
+            audit: Arc::default(),
         }
     }
 }
@@ -301,8 +301,7 @@ impl Provider {
         let (spec, _class) = self.parse(req, &memory, within(Stage::Parse)).await?;
         drop(request);
         record_pod(&spec);
-        let listed = self.settings.audit.max_objects;
-        audit.requested(&spec, listed);
+        audit.requested(&spec);
         let gate = (!self.settings.driver_writes).then(|| self.gates.enter(&spec.target_path));
 
         let regions = within(Stage::Region).run(self.regions(&spec)).await?;
@@ -313,7 +312,7 @@ impl Provider {
         let values = within(Stage::Fetch)
             .run(self.fetch(&spec, &regions, signers, within(Stage::Identity), &memory))
             .await?;
-        audit.read(&spec.objects, &values, listed);
+        audit.read(&spec.objects, &values);
         let (objects, mut templates) = (spec.objects, spec.templates);
         // Shaping a certificate may derive a key from a password (up to a
         // second of CPU): never on the async workers.

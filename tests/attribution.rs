@@ -214,6 +214,13 @@ async fn source_identity_and_session_tags_are_sent_only_when_the_class_asks() {
     let a = &env.aws.calls_of("AssumeRole")[0];
     assert_eq!(a.source_identity.as_deref(), Some("csi-default_sa-a"));
     assert!(a.tags.is_empty() && a.transitive_tags.is_empty(), "{a:?}");
+    // Its record: the association's role is not known on the node, the
+    // chained one is.
+    let logs = env.provider.logs();
+    let r = records(&logs).pop().unwrap_or_default();
+    assert_eq!(text(&r, "identity"), "pod-identity", "{r}");
+    assert_eq!(field(&r, "roles"), serde_json::json!([CENTRAL]));
+    assert_eq!(field(&r, "read")[0]["role"], CENTRAL);
 }
 
 #[tokio::test(start_paused = true)]
